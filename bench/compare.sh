@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Compare one ConvNet-4 rotation-pretext training step: pretext (Rust) vs PyTorch (CPU, fp32).
+# Run from the repo root:  bash bench/compare.sh
+# Env overrides: BATCH (128) STEPS (20) WARMUP (3) WIDTH (64) THREADS ("1 2")
+#                TORCH_PYTHON (/work/venv-torch/bin/python) PRETEXT (target/release/pretext)
+set -euo pipefail
+
+BATCH="${BATCH:-128}"
+STEPS="${STEPS:-20}"
+WARMUP="${WARMUP:-3}"
+WIDTH="${WIDTH:-64}"
+THREADS="${THREADS:-1 2}"
+TORCH_PYTHON="${TORCH_PYTHON:-/work/venv-torch/bin/python}"
+PRETEXT="${PRETEXT:-target/release/pretext}"
+
+if [[ ! -f bench/torch_step.py ]]; then
+    echo "error: run this from the repository root (bash bench/compare.sh)" >&2
+    exit 1
+fi
+if [[ ! -x "$TORCH_PYTHON" ]]; then
+    cat >&2 <<EOF
+error: no Python with PyTorch at $TORCH_PYTHON
+create it (outside the repo) with:
+    python3 -m venv /work/venv-torch
+    /work/venv-torch/bin/pip install torch numpy
+or point TORCH_PYTHON at an interpreter that has torch.
+EOF
+    exit 1
+fi
+if [[ ! -x "$PRETEXT" ]]; then
+    echo "error: $PRETEXT not found; build it first with: cargo build --release" >&2
+    exit 1
+fi
+
+args=(--model convnet4 --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP" --width "$WIDTH")
+
+results=()
+for n in $THREADS; do
+    echo "threads=$n: pretext ..." >&2
+    r=$(OMP_NUM_THREADS="$n" RAYON_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
+        "$PRETEXT" bench-step "${args[@]}" --threads "$n" | tail -n 1)
+    results+=("$r")
+    echo "threads=$n: pytorch ..." >&2
+    r=$(OMP_NUM_THREADS="$n" RAYON_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
+        "$TORCH_PYTHON" bench/torch_step.py "${args[@]}" --threads "$n" | tail -n 1)
+    results+=("$r")
+done
+
+printf '%s\n' "${results[@]}" | python3 -c '
+import json, sys
+rows = {}
+for line in sys.stdin:
+    line = line.strip()
+    if not line:
+        continue
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError:
+        sys.exit("error: not a JSON line: %r" % line)
+    rows.setdefault(int(d["threads"]), {})[d["impl"]] = d
+print("model=convnet4 batch=%s width=%s steps=%s warmup=%s" % tuple(sys.argv[1:5]))
+print("%7s  %18s  %18s  %8s" % ("threads", "pretext samples/s", "pytorch samples/s", "ratio"))
+for n in sorted(rows):
+    p = rows[n].get("pretext", {}).get("samples_per_s")
+    t = rows[n].get("pytorch", {}).get("samples_per_s")
+    ratio = "%.3f" % (p / t) if p and t else "n/a"
+    fmt = lambda v: "%.1f" % v if v is not None else "n/a"
+    print("%7d  %18s  %18s  %8s" % (n, fmt(p), fmt(t), ratio))
+' "$BATCH" "$WIDTH" "$STEPS" "$WARMUP"

@@ -1,0 +1,186 @@
+//! Command-line parsing: flags map onto config keys; everything else is a library call.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use pretext::config::{PretrainConfig, TransferMode, read_toml};
+use pretext::data::Format;
+use pretext::models::Arch;
+use pretext::tasks::TaskKind;
+
+#[derive(Parser)]
+#[command(name = "pretext", version, about = "Self-supervised pretraining and few-label transfer", allow_negative_numbers = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Plain log lines only, no progress bar.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Pretrain an encoder with a pretext task on unlabelled images.
+    Pretrain(PretrainArgs),
+    /// Continue an interrupted pretraining run from its directory.
+    Resume { run_dir: PathBuf },
+    /// Transfer a pretrained encoder to N labelled images per class; compare with scratch.
+    Transfer(TransferArgs),
+    /// Write frozen features of every image as .npy (float32 N x D) with labels (int64).
+    Embed(EmbedArgs),
+    /// Print a data set's format, counts, image size and class counts.
+    Info {
+        path: String,
+        #[arg(long)]
+        format: Option<FormatArg>,
+        #[arg(long)]
+        skip_corrupt: bool,
+    },
+    /// The whole pipeline on the built-in synthetic data, with a results table.
+    Demo {
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+    },
+    /// Time the ConvNet-4 rotation training step (for bench/compare.sh).
+    BenchStep(BenchArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FormatArg {
+    Synthetic,
+    Idx,
+    Cifar10,
+    Cifar100,
+    Folder,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Format {
+        match f {
+            FormatArg::Synthetic => Format::Synthetic,
+            FormatArg::Idx => Format::Idx,
+            FormatArg::Cifar10 => Format::Cifar10,
+            FormatArg::Cifar100 => Format::Cifar100,
+            FormatArg::Folder => Format::Folder,
+        }
+    }
+}
+
+/// Data and training flags shared by the commands that train.
+#[derive(Args, Default)]
+pub struct CommonArgs {
+    /// TOML config; flags override its keys.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data folder, or `synthetic`.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub format: Option<FormatArg>,
+    /// Skip undecodable images with a warning instead of failing.
+    #[arg(long)]
+    pub skip_corrupt: bool,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long)]
+    pub task: Option<TaskKind>,
+    #[arg(long)]
+    pub model: Option<Arch>,
+    /// Width of the first stage (64: the standard network).
+    #[arg(long)]
+    pub width: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct TransferArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The pretraining run whose encoder is transferred (its config supplies the defaults).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Modes to run, comma-separated: probe, knn, finetune, scratch, random.
+    #[arg(long, value_delimiter = ',')]
+    pub mode: Vec<TransferMode>,
+    /// Labelled images per class (0: all).
+    #[arg(long)]
+    pub labels_per_class: Option<usize>,
+    /// Number of labelled subsets to average over.
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Backbone for scratch and random when no --run is given.
+    #[arg(long)]
+    pub model: Option<Arch>,
+    #[arg(long)]
+    pub width: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Data to embed (default: the run's data).
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub format: Option<FormatArg>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "convnet4")]
+    pub model: Arch,
+    #[arg(long, default_value_t = 64)]
+    pub width: usize,
+    #[arg(long, default_value_t = 3)]
+    pub channels: usize,
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+}
+
+impl CommonArgs {
+    /// The config file (or defaults) with these flags applied on top.
+    pub fn resolve(&self, base: Option<PretrainConfig>) -> anyhow::Result<PretrainConfig> {
+        let mut cfg = match (&self.config, base) {
+            (Some(path), _) => read_toml::<PretrainConfig>(path)?,
+            (None, Some(base)) => base,
+            (None, None) => PretrainConfig::default(),
+        };
+        if let Some(d) = &self.data {
+            cfg.data.path = d.clone();
+        }
+        if let Some(f) = self.format {
+            cfg.data.format = Some(f.into());
+        }
+        cfg.data.skip_corrupt |= self.skip_corrupt;
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,371 @@
+//! Run configuration: TOML deserialised into typed structs, validated before any work starts.
+//! Unknown keys are errors; every validation error names its key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Format;
+use crate::data::loader::Augment;
+use crate::models::Arch;
+use crate::tasks::TaskKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+/// Where the data comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A folder, or `synthetic` for the built-in data set.
+    pub path: String,
+    /// Forces the format instead of detecting it from the path.
+    pub format: Option<Format>,
+    /// Skip undecodable images with a warning instead of failing.
+    pub skip_corrupt: bool,
+    /// Sizes of the generated synthetic splits, and its image side.
+    pub synthetic_train: usize,
+    pub synthetic_test: usize,
+    pub synthetic_size: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            path: "synthetic".into(),
+            format: None,
+            skip_corrupt: false,
+            synthetic_train: 10_000,
+            synthetic_test: 2_000,
+            synthetic_size: 32,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Width of the first stage (64 is the standard network; smaller is faster).
+    pub width: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { arch: Arch::Convnet4, width: 64 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    Adamw,
+}
+
+/// The recipe of one training run (pretraining, fine-tuning or scratch).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    /// Stop after this many optimiser steps in all (0: no limit).
+    pub max_steps: usize,
+    /// Images per batch (a task may make several views of each).
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate, reached after warm-up, then cosine decay to zero.
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub warmup_epochs: f64,
+    pub augment: Augment,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 30,
+            max_steps: 0,
+            batch_size: 128,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            warmup_epochs: 1.0,
+            augment: Augment { crop_padding: 4, hflip: true },
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self, section: &'static str) -> Result<(), ConfigError> {
+        let k = |name: &'static str| -> &'static str { leak_key(section, name) };
+        if self.epochs == 0 {
+            return Err(invalid(k("epochs"), "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid(k("batch_size"), "must be at least 1"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(invalid(k("lr"), format!("must be a positive number, got {}", self.lr)));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(invalid(k("momentum"), format!("must be in [0, 1), got {}", self.momentum)));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(invalid(k("weight_decay"), format!("must be >= 0, got {}", self.weight_decay)));
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return Err(invalid(k("warmup_epochs"), format!("must be >= 0, got {}", self.warmup_epochs)));
+        }
+        Ok(())
+    }
+}
+
+/// `section.name` as a `'static` key for error messages; the set of keys is small and fixed.
+fn leak_key(section: &'static str, name: &'static str) -> &'static str {
+    Box::leak(format!("{section}.{name}").into_boxed_str())
+}
+
+/// `pretext pretrain`: data, backbone, pretext task and training recipe.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainConfig {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub task: TaskConfig,
+    pub train: TrainConfig,
+    pub run: RunConfig,
+    /// How `pretext transfer` and `pretext demo` use the encoder afterwards.
+    pub transfer: TransferConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskConfig {
+    pub name: TaskKind,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self { name: TaskKind::Rotation }
+    }
+}
+
+/// Where and how a run executes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// The run directory.
+    pub out: PathBuf,
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self { out: PathBuf::from("runs/pretrain"), threads: 0 }
+    }
+}
+
+impl PretrainConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data.path.trim().is_empty() {
+            return Err(invalid("data.path", "must name a folder or `synthetic`"));
+        }
+        if self.data.path == "synthetic" {
+            if self.data.synthetic_train < 10 {
+                return Err(invalid("data.synthetic_train", "must be at least 10"));
+            }
+            if self.data.synthetic_test < 10 {
+                return Err(invalid("data.synthetic_test", "must be at least 10"));
+            }
+            if !(8..=256).contains(&self.data.synthetic_size) {
+                return Err(invalid("data.synthetic_size", "must be between 8 and 256"));
+            }
+        }
+        if !(1..=1024).contains(&self.model.width) {
+            return Err(invalid("model.width", format!("must be between 1 and 1024, got {}", self.model.width)));
+        }
+        self.train.validate("train")?;
+        self.transfer.validate()
+    }
+}
+
+/// `pretext transfer` and the transfer part of `pretext demo`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferConfig {
+    pub modes: Vec<TransferMode>,
+    /// Labelled images per class (0: every labelled image).
+    pub labels_per_class: usize,
+    /// Number of labelled subsets (seeds 0..seeds) each mode is run on.
+    pub seeds: usize,
+    /// Recipe of fine-tuning and scratch training (epochs over the labelled subset).
+    pub finetune: TrainConfig,
+    /// Encoder learning rate as a fraction of the head's when fine-tuning.
+    pub encoder_lr_scale: f64,
+    /// Linear probe: full-batch epochs, learning rate and L2 penalty.
+    pub probe_epochs: usize,
+    pub probe_lr: f64,
+    pub probe_weight_decay: f64,
+    /// k-NN: neighbours and the temperature of the exp(similarity / T) weights.
+    pub knn_k: usize,
+    pub knn_temperature: f64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            modes: vec![
+                TransferMode::Scratch,
+                TransferMode::Random,
+                TransferMode::Probe,
+                TransferMode::Knn,
+                TransferMode::Finetune,
+            ],
+            labels_per_class: 10,
+            seeds: 3,
+            finetune: TrainConfig {
+                epochs: 60,
+                batch_size: 32,
+                lr: 0.05,
+                warmup_epochs: 3.0,
+                weight_decay: 5e-4,
+                ..TrainConfig::default()
+            },
+            encoder_lr_scale: 0.1,
+            probe_epochs: 300,
+            probe_lr: 0.01,
+            probe_weight_decay: 1e-4,
+            knn_k: 20,
+            knn_temperature: 0.07,
+        }
+    }
+}
+
+impl TransferConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.modes.is_empty() {
+            return Err(invalid("transfer.modes", "must name at least one mode"));
+        }
+        if self.seeds == 0 {
+            return Err(invalid("transfer.seeds", "must be at least 1"));
+        }
+        if !(self.encoder_lr_scale.is_finite() && self.encoder_lr_scale >= 0.0) {
+            return Err(invalid("transfer.encoder_lr_scale", "must be >= 0"));
+        }
+        if self.probe_epochs == 0 {
+            return Err(invalid("transfer.probe_epochs", "must be at least 1"));
+        }
+        if !(self.probe_lr.is_finite() && self.probe_lr > 0.0) {
+            return Err(invalid("transfer.probe_lr", format!("must be a positive number, got {}", self.probe_lr)));
+        }
+        if self.knn_k == 0 {
+            return Err(invalid("transfer.knn_k", "must be at least 1"));
+        }
+        if !(self.knn_temperature.is_finite() && self.knn_temperature > 0.0) {
+            return Err(invalid("transfer.knn_temperature", "must be a positive number"));
+        }
+        self.finetune.validate("transfer.finetune")
+    }
+}
+
+/// Ways of using an encoder with few labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferMode {
+    /// Linear classifier on frozen features.
+    Probe,
+    /// k nearest labelled neighbours on frozen features.
+    Knn,
+    /// The whole encoder trained with a new head.
+    Finetune,
+    /// The same backbone trained from random initialisation with the fine-tuning recipe.
+    Scratch,
+    /// A linear probe on a frozen, randomly initialised encoder: the floor.
+    Random,
+}
+
+impl TransferMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferMode::Probe => "probe",
+            TransferMode::Knn => "knn",
+            TransferMode::Finetune => "finetune",
+            TransferMode::Scratch => "scratch",
+            TransferMode::Random => "random",
+        }
+    }
+}
+
+impl std::str::FromStr for TransferMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "probe" => TransferMode::Probe,
+            "knn" => TransferMode::Knn,
+            "finetune" => TransferMode::Finetune,
+            "scratch" => TransferMode::Scratch,
+            "random" => TransferMode::Random,
+            other => return Err(format!("unknown transfer mode `{other}` (expected probe, knn, finetune, scratch or random)")),
+        })
+    }
+}
+
+/// Read a TOML file into `T`, naming the file in any error.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: one_line(&e.to_string()) })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let cfg = PretrainConfig::default();
+        cfg.validate().unwrap();
+        let text = toml::to_string(&cfg).unwrap();
+        let back: PretrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, cfg);
+        TransferConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = toml::from_str::<PretrainConfig>("[train]\nlearning_rate = 0.1\n").unwrap_err().to_string();
+        assert!(err.contains("learning_rate"), "{err}");
+    }
+
+    #[test]
+    fn negative_lr_and_zero_batch_are_named() {
+        let mut cfg = PretrainConfig::default();
+        cfg.train.lr = -1.0;
+        assert!(cfg.validate().unwrap_err().to_string().contains("train.lr"));
+        cfg.train.lr = 0.1;
+        cfg.train.batch_size = 0;
+        assert!(cfg.validate().unwrap_err().to_string().contains("train.batch_size"));
+        let mut t = TransferConfig::default();
+        t.finetune.lr = 0.0;
+        assert!(t.validate().unwrap_err().to_string().contains("transfer.finetune.lr"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Batch assembly: per-image normalisation, augmentation and example making run in parallel on
+//! a producer thread ahead of the model. Every image's randomness comes from (seed, epoch,
+//! index), so batches are the same whatever the thread count.
+
+use std::sync::mpsc::sync_channel;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::ImageSet;
+use super::augment::{hflip, random_crop_padded};
+use crate::tasks::{Examples, Task};
+
+/// Per-channel normalisation of pixel/255.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalizer {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalizer {
+    /// Mean and standard deviation per channel, estimated on up to 10,000 images.
+    pub fn fit(set: &ImageSet) -> Self {
+        let c = set.channels;
+        let hw = set.height * set.width;
+        let step = (set.len / 10_000).max(1);
+        let mut sum = vec![0f64; c];
+        let mut sq = vec![0f64; c];
+        let mut count = 0f64;
+        for i in (0..set.len).step_by(step) {
+            let img = set.image(i);
+            for ch in 0..c {
+                for &p in &img[ch * hw..(ch + 1) * hw] {
+                    let v = p as f64 / 255.0;
+                    sum[ch] += v;
+                    sq[ch] += v * v;
+                }
+            }
+            count += hw as f64;
+        }
+        let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(s, &m)| ((s / count - (m as f64).powi(2)).max(1e-6).sqrt()) as f32)
+            .collect();
+        Self { mean, std }
+    }
+
+    pub fn apply(&self, pixels: &[u8], channels: usize) -> Vec<f32> {
+        let hw = pixels.len() / channels;
+        let mut out = Vec::with_capacity(pixels.len());
+        for ch in 0..channels {
+            let (m, s) = (self.mean[ch], self.std[ch]);
+            out.extend(pixels[ch * hw..(ch + 1) * hw].iter().map(|&p| (p as f32 / 255.0 - m) / s));
+        }
+        out
+    }
+}
+
+/// Training-time augmentation of each image before the task sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Random crop after zero padding by this many pixels (0: off).
+    pub crop_padding: usize,
+    /// Random horizontal flip.
+    pub hflip: bool,
+}
+
+impl Augment {
+    pub const NONE: Augment = Augment { crop_padding: 0, hflip: false };
+}
+
+/// How one epoch's batches are made.
+pub struct BatchPlan<'a> {
+    pub set: &'a ImageSet,
+    pub normalizer: &'a Normalizer,
+    pub task: &'a dyn Task,
+    pub augment: Augment,
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub seed: u64,
+    pub epoch: u64,
+}
+
+impl BatchPlan<'_> {
+    /// Image indices of each batch, in order. The last short batch is kept only when it is the
+    /// only one; otherwise it is dropped so BatchNorm never sees a tiny batch.
+    pub fn batches(&self) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.set.len).collect();
+        if self.shuffle {
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(self.seed, self.epoch, u64::MAX)));
+        }
+        let bs = self.batch_size.max(1);
+        let mut batches: Vec<Vec<usize>> = order.chunks(bs).map(|c| c.to_vec()).collect();
+        if batches.len() > 1 && batches.last().is_some_and(|b| b.len() < bs) {
+            batches.pop();
+        }
+        batches
+    }
+
+    /// Examples of one batch, made in parallel.
+    pub fn make(&self, indices: &[usize]) -> Examples {
+        let set = self.set;
+        let shape = [set.channels, set.height, set.width];
+        let parts: Vec<Examples> = indices
+            .par_iter()
+            .map(|&i| {
+                let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, self.epoch, i as u64));
+                let mut img = self.normalizer.apply(set.image(i), set.channels);
+                img = random_crop_padded(&img, shape, self.augment.crop_padding, &mut rng);
+                if self.augment.hflip && rand::Rng::random_bool(&mut rng, 0.5) {
+                    hflip(&mut img, shape);
+                }
+                let mut out = Examples::new(self.task.view_shape(shape), self.task.arity());
+                let label = set.labels.as_ref().map(|l| l[i]);
+                self.task.examples(&img, shape, label, &mut rng, &mut out);
+                out
+            })
+            .collect();
+        let mut all = Examples::new(self.task.view_shape(shape), self.task.arity());
+        for p in parts {
+            all.append(p);
+        }
+        all
+    }
+
+    /// Run `consume` on every batch of the epoch, starting at batch `skip`, while the next
+    /// batches are prepared on another thread. Stops early when `consume` returns `Ok(false)`.
+    pub fn for_each<E>(&self, skip: usize, mut consume: impl FnMut(usize, Examples) -> Result<bool, E>) -> Result<(), E> {
+        let batches = self.batches();
+        std::thread::scope(|scope| {
+            let (tx, rx) = sync_channel::<(usize, Examples)>(2);
+            let batches = &batches;
+            scope.spawn(move || {
+                for (b, idx) in batches.iter().enumerate().skip(skip) {
+                    if tx.send((b, self.make(idx))).is_err() {
+                        break;
+                    }
+                }
+            });
+            for (b, ex) in rx {
+                if !consume(b, ex)? {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A per-(seed, epoch, item) stream seed (SplitMix64 finaliser over the combination).
+pub fn mix(seed: u64, epoch: u64, item: u64) -> u64 {
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add(item.wrapping_mul(0x94D0_49BB_1331_11EB));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,245 @@
+//! Where samples come from: one reader per on-disk format, all producing an [`ImageSet`].
+
+pub mod augment;
+pub mod cifar;
+pub mod folder;
+pub mod idx;
+pub mod loader;
+pub mod split;
+pub mod synthetic;
+
+use std::path::PathBuf;
+use std::path::Path;
+
+/// Errors of the data layer. Every variant names the file (or key) and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {problem}")]
+    Format { path: PathBuf, problem: String },
+    #[error("{path}: {problem}")]
+    Mismatch { path: PathBuf, problem: String },
+    #[error("{path}: cannot decode image: {problem}")]
+    CorruptImage { path: PathBuf, problem: String },
+    #[error("{path}: {problem}")]
+    Empty { path: PathBuf, problem: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DataError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io { path: path.into(), source }
+    }
+    pub fn format(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        DataError::Format { path: path.into(), problem: problem.into() }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, DataError>;
+
+/// A set of equally sized images held as bytes, channel-major per image (`[n][c][h][w]`).
+#[derive(Clone, Debug)]
+pub struct ImageSet {
+    pub pixels: Vec<u8>,
+    /// One label per image, or `None` for unlabelled data.
+    pub labels: Option<Vec<u32>>,
+    pub len: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Class names indexed by label; empty when unlabelled.
+    pub class_names: Vec<String>,
+}
+
+impl ImageSet {
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.pixels[i * n..(i + 1) * n]
+    }
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+    /// Counts of each label, indexed by class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.num_classes()];
+        if let Some(labels) = &self.labels {
+            for &l in labels {
+                counts[l as usize] += 1;
+            }
+        }
+        counts
+    }
+    /// The images at `indices`, in that order, with their labels.
+    pub fn subset(&self, indices: &[usize]) -> ImageSet {
+        let n = self.image_len();
+        let mut pixels = Vec::with_capacity(indices.len() * n);
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        ImageSet {
+            pixels,
+            labels: self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect()),
+            len: indices.len(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            class_names: self.class_names.clone(),
+        }
+    }
+}
+
+/// On-disk formats pretext reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    Synthetic,
+    Idx,
+    Cifar10,
+    Cifar100,
+    Folder,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Synthetic => "synthetic",
+            Format::Idx => "idx",
+            Format::Cifar10 => "cifar10",
+            Format::Cifar100 => "cifar100",
+            Format::Folder => "folder",
+        })
+    }
+}
+
+/// A data set: a training split and, where the source has one, a test split.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub format: Format,
+    pub source: String,
+    pub train: ImageSet,
+    pub test: Option<ImageSet>,
+    /// Files skipped as corrupt (only with `skip_corrupt`).
+    pub skipped: usize,
+}
+
+/// What `pretext info` prints: format, counts, image size and class counts per split.
+pub fn describe(ds: &Dataset) -> String {
+    let mut s = format!("source: {}\nformat: {}\n", ds.source, ds.format);
+    let splits = std::iter::once(("train", &ds.train)).chain(ds.test.as_ref().map(|t| ("test", t)));
+    for (name, set) in splits {
+        s += &format!("{name}: {} images, {}x{}x{} (channels x height x width)", set.len, set.channels, set.height, set.width);
+        if set.labels.is_some() {
+            s += &format!(", {} classes\n", set.num_classes());
+            for (class, count) in set.class_names.iter().zip(set.class_counts()) {
+                s += &format!("  {class}: {count}\n");
+            }
+        } else {
+            s += ", unlabelled\n";
+        }
+    }
+    if ds.skipped > 0 {
+        s += &format!("skipped corrupt images: {}\n", ds.skipped);
+    }
+    s
+}
+
+/// What the data argument names when no files are read but samples are generated.
+pub const SYNTHETIC: &str = "synthetic";
+
+/// Works out the format of the data at `path` from what it contains.
+///
+/// The literal `synthetic` means generated data even if a folder of that name exists. A folder
+/// is IDX if it holds IDX training images, CIFAR-10/100 if it holds their binary batches (directly
+/// or in the archive's subfolder), and an image folder otherwise.
+pub fn detect_format(path: &Path) -> Result<Format> {
+    if path.as_os_str() == SYNTHETIC {
+        return Ok(Format::Synthetic);
+    }
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if !meta.is_dir() {
+        return Err(DataError::format(
+            path,
+            "is a file, but pretext reads a data set from a folder: give the folder that holds it",
+        ));
+    }
+    if idx::detect(path) {
+        return Ok(Format::Idx);
+    }
+    Ok(cifar::detect(path).unwrap_or(Format::Folder))
+}
+
+/// Loads the data set at `path`, in `format` or the detected one.
+///
+/// Synthetic data is not read from anywhere, so asking this function for it is an error.
+pub fn load(path: &Path, format: Option<Format>, opts: &folder::FolderOptions) -> Result<Dataset> {
+    let format = match format {
+        Some(format) => format,
+        None => detect_format(path)?,
+    };
+    match format {
+        Format::Synthetic => Err(DataError::Other("synthetic data is generated, not read".into())),
+        Format::Idx => idx::load_dir(path),
+        Format::Cifar10 | Format::Cifar100 => cifar::load_dir(path, format),
+        Format::Folder => folder::load(path, opts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_each_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(detect_format(Path::new("synthetic")).unwrap(), Format::Synthetic);
+        assert_eq!(detect_format(d).unwrap(), Format::Folder);
+
+        let cifar100 = d.join("c100/cifar-100-binary");
+        std::fs::create_dir_all(&cifar100).unwrap();
+        std::fs::write(cifar100.join("train.bin"), []).unwrap();
+        assert_eq!(detect_format(&d.join("c100")).unwrap(), Format::Cifar100);
+
+        let cifar10 = d.join("c10");
+        std::fs::create_dir(&cifar10).unwrap();
+        std::fs::write(cifar10.join("data_batch_1.bin"), []).unwrap();
+        assert_eq!(detect_format(&cifar10).unwrap(), Format::Cifar10);
+
+        let idx = d.join("idx");
+        std::fs::create_dir(&idx).unwrap();
+        std::fs::write(idx.join("train-images.idx3-ubyte.gz"), []).unwrap();
+        assert_eq!(detect_format(&idx).unwrap(), Format::Idx);
+    }
+
+    #[test]
+    fn missing_path_and_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone");
+        let err = detect_format(&missing).unwrap_err();
+        assert!(matches!(&err, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+        assert!(err.to_string().contains("gone"), "{err}");
+
+        let file = dir.path().join("train-images-idx3-ubyte");
+        std::fs::write(&file, []).unwrap();
+        let err = detect_format(&file).unwrap_err();
+        assert!(matches!(err, DataError::Format { .. }), "{err:?}");
+        assert!(err.to_string().contains("train-images-idx3-ubyte") && err.to_string().contains("folder"));
+    }
+
+    #[test]
+    fn load_dispatches_and_refuses_synthetic() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = folder::FolderOptions::default();
+        let err = load(Path::new("synthetic"), None, &opts).unwrap_err();
+        assert!(matches!(err, DataError::Other(_)), "{err:?}");
+        // An empty folder read as a folder, then as IDX: each reader's own error.
+        assert!(matches!(load(dir.path(), None, &opts), Err(DataError::Empty { .. })));
+        assert!(matches!(load(dir.path(), Some(Format::Idx), &opts), Err(DataError::Io { .. })));
+        assert!(matches!(load(dir.path(), Some(Format::Cifar10), &opts), Err(DataError::Empty { .. })));
+    }
+}

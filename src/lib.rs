@@ -1,0 +1,16 @@
+//! pretext: self-supervised representation learning. Pretrain an encoder on unlabelled images
+//! with a pretext task, transfer it with few labels, and compare it with training from scratch.
+
+pub mod config;
+pub mod data;
+pub mod encoder;
+pub mod error;
+pub mod losses;
+pub mod models;
+pub mod pipeline;
+pub mod tasks;
+pub mod train;
+pub mod transfer;
+pub mod bench;
+
+pub use error::Error;

@@ -1,0 +1,173 @@
+mod cli;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use cli::{Cli, Command};
+use pretext::config::{PretrainConfig, read_toml};
+use pretext::models::EncoderSpec;
+use pretext::pipeline;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn set_threads(threads: usize) -> anyhow::Result<()> {
+    if threads > 0 {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set the thread count")?;
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let quiet = cli.quiet;
+    let threads = cli.threads;
+    match cli.command {
+        Command::Pretrain(args) => {
+            let mut cfg = args.common.resolve(None)?;
+            apply_train_flags(&mut cfg, &args.common);
+            if let Some(t) = args.task {
+                cfg.task.name = t;
+            }
+            if let Some(m) = args.model {
+                cfg.model.arch = m;
+            }
+            if let Some(w) = args.width {
+                cfg.model.width = w;
+            }
+            if let Some(t) = threads {
+                cfg.run.threads = t;
+            }
+            cfg.validate()?;
+            set_threads(cfg.run.threads)?;
+            let summary = pipeline::pretrain(&cfg, quiet)?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::Resume { run_dir } => {
+            set_threads(threads.unwrap_or(0))?;
+            let summary = pipeline::resume(&run_dir, quiet)?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::Transfer(args) => {
+            let base = match &args.run {
+                Some(run) => Some(read_toml::<PretrainConfig>(&run.join(pipeline::CONFIG_FILE))?),
+                None => None,
+            };
+            let mut cfg = args.common.resolve(base)?;
+            let t = &mut cfg.transfer;
+            if !args.mode.is_empty() {
+                t.modes = args.mode.clone();
+            }
+            if let Some(n) = args.labels_per_class {
+                t.labels_per_class = n;
+            }
+            if let Some(s) = args.seeds {
+                t.seeds = s;
+            }
+            let c = &args.common;
+            if let Some(e) = c.epochs {
+                t.finetune.epochs = e;
+            }
+            if let Some(s) = c.max_steps {
+                t.finetune.max_steps = s;
+            }
+            if let Some(b) = c.batch_size {
+                t.finetune.batch_size = b;
+            }
+            if let Some(lr) = c.lr {
+                t.finetune.lr = lr;
+            }
+            if let Some(m) = args.model {
+                cfg.model.arch = m;
+            }
+            if let Some(w) = args.width {
+                cfg.model.width = w;
+            }
+            cfg.transfer.validate()?;
+            set_threads(threads.unwrap_or(cfg.run.threads))?;
+            let out = c.out.clone().unwrap_or_else(|| match &args.run {
+                Some(run) => run.join("transfer"),
+                None => "runs/transfer".into(),
+            });
+            let spec_without_run = args.run.is_none().then(|| EncoderSpec {
+                arch: cfg.model.arch,
+                width: cfg.model.width,
+                in_channels: 0,
+                mean: vec![],
+                std: vec![],
+            });
+            let results = pipeline::transfer(args.run.as_deref(), &cfg.data, spec_without_run, &cfg.transfer, &out, quiet)?;
+            print!("{}", results.table());
+            println!("wrote {}", out.join(pipeline::RESULTS_FILE).display());
+        }
+        Command::Embed(args) => {
+            set_threads(threads.unwrap_or(0))?;
+            let mut cfg: PretrainConfig = read_toml(&args.run.join(pipeline::CONFIG_FILE))?;
+            if let Some(d) = args.data {
+                cfg.data.path = d;
+            }
+            if let Some(f) = args.format {
+                cfg.data.format = Some(f.into());
+            }
+            for path in pipeline::embed(&args.run, &cfg.data, &args.out)? {
+                println!("wrote {}", path.display());
+            }
+        }
+        Command::Info { path, format, skip_corrupt } => {
+            set_threads(threads.unwrap_or(0))?;
+            let data = pretext::config::DataConfig { path, format: format.map(Into::into), skip_corrupt, ..Default::default() };
+            let ds = pipeline::load_data(&data)?;
+            print!("{}", pretext::data::describe(&ds));
+        }
+        Command::Demo { out } => {
+            set_threads(threads.unwrap_or(0))?;
+            let outcome = pipeline::demo(&out, quiet)?;
+            println!(
+                "pretext task (rotation) test accuracy: {:.3}",
+                outcome.pretrain.pretext_test_acc.unwrap_or(f64::NAN)
+            );
+            print!("{}", outcome.transfer.table());
+            println!("demo finished in {:.0} s; results in {}", outcome.seconds, out.join(pipeline::RESULTS_FILE).display());
+        }
+        Command::BenchStep(a) => {
+            let t = threads.unwrap_or(0);
+            set_threads(t)?;
+            let t = if t == 0 { rayon::current_num_threads() } else { t };
+            let r = pretext::bench::training_step(a.model, a.width, a.channels, a.size, a.batch_size, a.steps, a.warmup, t);
+            println!("{}", serde_json::to_string(&r)?);
+        }
+    }
+    Ok(())
+}
+
+fn apply_train_flags(cfg: &mut PretrainConfig, c: &cli::CommonArgs) {
+    if let Some(e) = c.epochs {
+        cfg.train.epochs = e;
+    }
+    if let Some(s) = c.max_steps {
+        cfg.train.max_steps = s;
+    }
+    if let Some(b) = c.batch_size {
+        cfg.train.batch_size = b;
+    }
+    if let Some(lr) = c.lr {
+        cfg.train.lr = lr;
+    }
+    if let Some(s) = c.seed {
+        cfg.train.seed = s;
+    }
+    if let Some(o) = &c.out {
+        cfg.run.out = o.clone();
+    }
+}

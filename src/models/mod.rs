@@ -1,0 +1,135 @@
+//! Backbones (encoders mapping a batch of images to features) and the heads put on them.
+
+pub mod convnet;
+pub mod heads;
+pub mod resnet;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use convnet::ConvNet4;
+pub use heads::ClassifierHead;
+pub use resnet::ResNet18;
+
+/// Which backbone architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Convnet4,
+    Resnet18,
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "convnet4" => Ok(Arch::Convnet4),
+            "resnet18" => Ok(Arch::Resnet18),
+            other => Err(format!("unknown model `{other}` (expected convnet4 or resnet18)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Arch::Convnet4 => "convnet4",
+            Arch::Resnet18 => "resnet18",
+        })
+    }
+}
+
+/// Everything needed to rebuild an encoder: saved as `encoder.json` beside `encoder.safetensors`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EncoderSpec {
+    pub arch: Arch,
+    /// Width of the first stage; later stages double it (64 gives the standard 64-128-256-512).
+    pub width: usize,
+    pub in_channels: usize,
+    /// Per-channel mean and standard deviation (of pixel/255) the encoder's inputs are normalised with.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl EncoderSpec {
+    pub fn feature_dim(&self) -> usize {
+        8 * self.width
+    }
+    pub fn init(&self, device: &Device) -> Encoder {
+        match self.arch {
+            Arch::Convnet4 => Encoder::ConvNet4(ConvNet4::new(self.in_channels, self.width, device)),
+            Arch::Resnet18 => Encoder::ResNet18(ResNet18::new(self.in_channels, self.width, device)),
+        }
+    }
+}
+
+/// A backbone: images `[batch, channels, height, width]` to features `[batch, feature_dim]`.
+/// It never knows which task trains it.
+#[derive(Module, Debug)]
+pub enum Encoder {
+    ConvNet4(ConvNet4),
+    ResNet18(ResNet18),
+}
+
+impl Encoder {
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Encoder::ConvNet4(net) => net.forward(images),
+            Encoder::ResNet18(net) => net.forward(images),
+        }
+    }
+}
+
+/// Mean over the spatial dimensions: `[b, c, h, w]` to `[b, c]`.
+pub(crate) fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c])
+}
+
+/// An encoder with a classification head. `arity` encoder outputs are concatenated per example
+/// (1 for rotation or supervised training; 2 for patch pairs, 9 for jigsaw tiles).
+#[derive(Module, Debug)]
+pub struct Classifier {
+    pub encoder: Encoder,
+    pub head: ClassifierHead,
+}
+
+impl Classifier {
+    pub fn forward(&self, views: Tensor<4>, arity: usize) -> Tensor<2> {
+        let features = self.encoder.forward(views);
+        let [n, d] = features.dims();
+        self.head.forward(features.reshape([n / arity, arity * d]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn spec(arch: Arch, width: usize, in_channels: usize) -> EncoderSpec {
+        EncoderSpec { arch, width, in_channels, mean: vec![0.0; in_channels], std: vec![1.0; in_channels] }
+    }
+
+    #[test]
+    fn backbones_map_any_channels_and_size_to_8w_features() {
+        let dev = Device::flex();
+        for arch in [Arch::Convnet4, Arch::Resnet18] {
+            for (channels, size) in [(1, 28), (3, 32), (3, 13)] {
+                let encoder = spec(arch, 4, channels).init(&dev);
+                let x = Tensor::<4>::random([2, channels, size, size], Distribution::Default, &dev);
+                assert_eq!(encoder.forward(x).dims(), [2, 32], "{arch} on {channels}x{size}x{size}");
+            }
+        }
+    }
+
+    #[test]
+    fn classifier_concatenates_arity_views_per_example() {
+        let dev = Device::flex();
+        let s = spec(Arch::Convnet4, 2, 3);
+        let model = Classifier { encoder: s.init(&dev), head: ClassifierHead::linear(3 * s.feature_dim(), 5, &dev) };
+        let x = Tensor::<4>::random([6, 3, 8, 8], Distribution::Default, &dev);
+        assert_eq!(model.forward(x, 3).dims(), [2, 5]);
+    }
+}

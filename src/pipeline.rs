@@ -1,0 +1,255 @@
+//! The library calls behind each command: pretrain → embed / transfer → report.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::config::{DataConfig, PretrainConfig, TransferConfig, read_toml};
+use crate::data::folder::FolderOptions;
+use crate::data::loader::Normalizer;
+use crate::data::synthetic::{SyntheticConfig, generate};
+use crate::data::{Dataset, ImageSet, split};
+use crate::encoder::TrainedEncoder;
+use crate::models::{Classifier, EncoderSpec};
+use crate::train::checkpoint::write_atomic;
+use crate::train::{Fit, checkpoint_path, evaluate, fit, train_device};
+use crate::transfer::{self, TransferInputs, TransferResults};
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const RESULTS_FILE: &str = "results.json";
+
+/// Load the data a config names, with a test split (held out of the training images when the
+/// source has none).
+pub fn load_data(cfg: &DataConfig) -> Result<Dataset, Error> {
+    let mut ds = if cfg.path == "synthetic" {
+        generate(&SyntheticConfig { train: cfg.synthetic_train, test: cfg.synthetic_test, size: cfg.synthetic_size, seed: 0 })
+    } else {
+        crate::data::load(Path::new(&cfg.path), cfg.format, &FolderOptions { skip_corrupt: cfg.skip_corrupt })?
+    };
+    if ds.train.len == 0 {
+        return Err(Error::msg(format!("{}: no training images", cfg.path)));
+    }
+    if ds.test.is_none() && ds.train.labels.is_some() {
+        let (train, test) = split::holdout(&ds.train, 0.2, 0);
+        eprintln!("note: {} has no test split; holding out {} of its {} labelled images as the test split", cfg.path, test.len, ds.train.len);
+        ds.train = train;
+        ds.test = Some(test);
+    }
+    if ds.skipped > 0 {
+        eprintln!("warning: skipped {} corrupt image(s) in {}", ds.skipped, cfg.path);
+    }
+    Ok(ds)
+}
+
+/// What `pretext pretrain` writes to `results.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PretrainSummary {
+    pub task: String,
+    pub arch: String,
+    pub steps: usize,
+    pub seconds: f64,
+    pub views_per_s: f64,
+    /// Accuracy of the pretext task on the test split's images (self-labels, no human labels).
+    pub pretext_test_acc: Option<f64>,
+    pub run_dir: PathBuf,
+}
+
+fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    let text = toml::to_string_pretty(value).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    Ok(write_atomic(path, text.as_bytes())?)
+}
+
+/// Pretrain an encoder with a pretext task into `cfg.run.out`. A run directory that already
+/// holds a checkpoint is continued (that is what `resume` does); its saved config must match.
+pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Error> {
+    cfg.validate()?;
+    let run_dir = cfg.run.out.clone();
+    let saved_config = run_dir.join(CONFIG_FILE);
+    if checkpoint_path(&run_dir).exists() && saved_config.exists() {
+        let saved: PretrainConfig = read_toml(&saved_config)?;
+        if saved.data != cfg.data || saved.model != cfg.model || saved.task != cfg.task || saved.train != cfg.train {
+            return Err(Error::msg(format!(
+                "{}: holds a run with another config; resume it with `pretext resume {}` or choose another --out",
+                run_dir.display(),
+                run_dir.display()
+            )));
+        }
+    }
+    let data = load_data(&cfg.data)?;
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    write_toml(&saved_config, cfg)?;
+
+    let task = cfg.task.name.build();
+    let normalizer = Normalizer::fit(&data.train);
+    let spec = EncoderSpec {
+        arch: cfg.model.arch,
+        width: cfg.model.width,
+        in_channels: data.train.channels,
+        mean: normalizer.mean.clone(),
+        std: normalizer.std.clone(),
+    };
+    let device = train_device();
+    device.seed(cfg.train.seed);
+    let model = Classifier { encoder: spec.init(&device), head: task.head(spec.feature_dim(), &device) };
+    if !quiet {
+        eprintln!(
+            "pretrain {} on {} ({} images {}x{}x{}), {} width {}, into {}",
+            task.name(),
+            data.source,
+            data.train.len,
+            data.train.channels,
+            data.train.height,
+            data.train.width,
+            spec.arch,
+            spec.width,
+            run_dir.display()
+        );
+    }
+    let outcome = fit(
+        &Fit {
+            set: &data.train,
+            normalizer: &normalizer,
+            task: task.as_ref(),
+            recipe: &cfg.train,
+            encoder_lr_scale: 1.0,
+            run_dir: Some(&run_dir),
+            model_tag: format!("{}/w{}/c{}/{}", spec.arch, spec.width, spec.in_channels, task.name()),
+            label: format!("pretrain {}", task.name()),
+            quiet,
+        },
+        model,
+    )?;
+    let pretext_test_acc = data.test.as_ref().map(|test| evaluate(&outcome.model, test, &normalizer, task.as_ref(), 256));
+    TrainedEncoder { spec, encoder: outcome.model.encoder.clone() }.save(&run_dir)?;
+    let summary = PretrainSummary {
+        task: task.name().into(),
+        arch: cfg.model.arch.to_string(),
+        steps: outcome.steps,
+        seconds: outcome.seconds,
+        views_per_s: outcome.views_per_s,
+        pretext_test_acc,
+        run_dir: run_dir.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    write_atomic(&run_dir.join(RESULTS_FILE), &json)?;
+    Ok(summary)
+}
+
+/// Continue an interrupted pretraining run from its directory.
+pub fn resume(run_dir: &Path, quiet: bool) -> Result<PretrainSummary, Error> {
+    let cfg_path = run_dir.join(CONFIG_FILE);
+    if !run_dir.is_dir() {
+        return Err(Error::io(run_dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no such run directory")));
+    }
+    let mut cfg: PretrainConfig = read_toml(&cfg_path)?;
+    cfg.run.out = run_dir.to_path_buf();
+    pretrain(&cfg, quiet)
+}
+
+/// Transfer a pretrained encoder (or, for scratch/random only, none) to the labelled data.
+pub fn transfer(run_dir: Option<&Path>, data_cfg: &DataConfig, spec_without_run: Option<EncoderSpec>, cfg: &TransferConfig, out: &Path, quiet: bool) -> Result<TransferResults, Error> {
+    cfg.validate()?;
+    let pretrained = match run_dir {
+        Some(dir) => Some(TrainedEncoder::load(dir, &train_device())?),
+        None => None,
+    };
+    let data = load_data(data_cfg)?;
+    let test = data.test.as_ref().ok_or_else(|| Error::msg(format!("{}: no test split to evaluate on", data_cfg.path)))?;
+    let spec = match (&pretrained, spec_without_run) {
+        (Some(p), _) => p.spec.clone(),
+        // Without a pretrained run, the encoder's input statistics come from the data.
+        (None, Some(spec)) => {
+            let n = Normalizer::fit(&data.train);
+            EncoderSpec { in_channels: data.train.channels, mean: n.mean, std: n.std, ..spec }
+        }
+        (None, None) => return Err(Error::msg("transfer needs --run RUN_DIR (or --model for scratch and random)")),
+    };
+    if spec.in_channels != data.train.channels {
+        return Err(Error::msg(format!(
+            "{}: images have {} channels but the encoder expects {}",
+            data_cfg.path, data.train.channels, spec.in_channels
+        )));
+    }
+    let results = transfer::run(&TransferInputs { train: &data.train, test, pretrained: pretrained.as_ref(), spec, quiet }, cfg)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    write_atomic(&out.join(RESULTS_FILE), &serde_json::to_vec_pretty(&results).expect("results serialise"))?;
+    Ok(results)
+}
+
+/// Write the frozen features of both splits as `.npy` (float32 N x D) with labels (int64 N).
+pub fn embed(run_dir: &Path, data_cfg: &DataConfig, out: &Path) -> Result<Vec<PathBuf>, Error> {
+    let trained = TrainedEncoder::load(run_dir, &train_device())?;
+    let data = load_data(data_cfg)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let normalizer = Normalizer { mean: trained.spec.mean.clone(), std: trained.spec.std.clone() };
+    let mut written = Vec::new();
+    let splits: Vec<(&str, &ImageSet)> = std::iter::once(("train", &data.train)).chain(data.test.as_ref().map(|t| ("test", t))).collect();
+    for (name, set) in splits {
+        let f = transfer::features::extract(&trained.encoder, set, &normalizer, 256);
+        let path = out.join(format!("{name}_features.npy"));
+        write_npy(&path, &f.values, &[f.rows as u64, f.dim as u64])?;
+        written.push(path);
+        if let Some(labels) = &set.labels {
+            let path = out.join(format!("{name}_labels.npy"));
+            let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+            write_npy(&path, &labels, &[labels.len() as u64])?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
+fn write_npy<T: npyz::AutoSerialize + Clone>(path: &Path, values: &[T], shape: &[u64]) -> Result<(), Error> {
+    use npyz::WriterBuilder;
+    let mut bytes = Vec::new();
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut bytes)
+        .begin_nd()
+        .map_err(|e| Error::io(path, e))?;
+    writer.extend(values.iter().cloned()).map_err(|e| Error::io(path, e))?;
+    writer.finish().map_err(|e| Error::io(path, e))?;
+    Ok(write_atomic(path, &bytes)?)
+}
+
+/// `pretext demo`: the whole pipeline on the synthetic data, sized for a laptop CPU.
+pub struct DemoOutcome {
+    pub pretrain: PretrainSummary,
+    pub transfer: TransferResults,
+    pub seconds: f64,
+}
+
+pub fn demo_configs(out: &Path) -> (PretrainConfig, TransferConfig) {
+    let mut pre = PretrainConfig::default();
+    // 16x16 images and a narrow network keep the whole demo within a few minutes on 2 cores.
+    pre.data.synthetic_train = 5_000;
+    pre.data.synthetic_test = 2_000;
+    pre.data.synthetic_size = 16;
+    pre.model.width = 16;
+    pre.train.epochs = 12;
+    pre.train.batch_size = 64;
+    pre.train.lr = 0.05;
+    pre.train.augment.crop_padding = 2;
+    pre.run.out = out.join("pretrain");
+    let mut tr = TransferConfig::default();
+    tr.labels_per_class = 10;
+    tr.seeds = 3;
+    tr.finetune.epochs = 40;
+    tr.finetune.batch_size = 25;
+    tr.finetune.augment.crop_padding = 2;
+    (pre, tr)
+}
+
+pub fn demo(out: &Path, quiet: bool) -> Result<DemoOutcome, Error> {
+    let started = Instant::now();
+    let (pre, tr) = demo_configs(out);
+    let pretrain = pretrain(&pre, quiet)?;
+    let transfer = transfer(Some(&pre.run.out), &pre.data, None, &tr, out, quiet)?;
+    let mut f = std::fs::File::create(out.join("summary.txt")).map_err(|e| Error::io(out.join("summary.txt"), e))?;
+    let _ = writeln!(f, "{}", transfer.table());
+    Ok(DemoOutcome { pretrain, transfer, seconds: started.elapsed().as_secs_f64() })
+}

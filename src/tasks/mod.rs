@@ -1,0 +1,102 @@
+//! Pretext tasks: views and self-labels made from data. A task never knows which backbone it
+//! trains; the trainer runs encoder → head → cross-entropy on what the task makes.
+
+pub mod rotation;
+
+use burn::tensor::Device;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::augment::Shape;
+use crate::models::ClassifierHead;
+
+pub use rotation::Rotation;
+
+/// A batch of views with one label per example; `arity` consecutive views form one example
+/// (their features are concatenated before the head).
+#[derive(Clone, Debug, Default)]
+pub struct Examples {
+    pub views: Vec<f32>,
+    pub view_shape: Shape,
+    pub labels: Vec<i64>,
+    pub arity: usize,
+}
+
+impl Examples {
+    pub fn new(view_shape: Shape, arity: usize) -> Self {
+        Self { views: Vec::new(), view_shape, labels: Vec::new(), arity }
+    }
+    pub fn num_views(&self) -> usize {
+        self.labels.len() * self.arity
+    }
+    pub fn append(&mut self, other: Examples) {
+        self.views.extend(other.views);
+        self.labels.extend(other.labels);
+    }
+}
+
+/// Something that turns one image into training examples: a pretext task (labels from the
+/// image itself), or [`Supervised`] (labels from annotation) for fine-tuning and scratch.
+pub trait Task: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Number of classes the head predicts.
+    fn num_classes(&self) -> usize;
+    /// Views per example whose features the head sees concatenated.
+    fn arity(&self) -> usize {
+        1
+    }
+    /// Shape of each view made from an input image of shape `input`.
+    fn view_shape(&self, input: Shape) -> Shape {
+        input
+    }
+    /// The head this task puts on an encoder with `feature_dim` features.
+    fn head(&self, feature_dim: usize, device: &Device) -> ClassifierHead {
+        ClassifierHead::linear(self.arity() * feature_dim, self.num_classes(), device)
+    }
+    /// Append the examples made from one (augmented, normalised) image.
+    fn examples(&self, image: &[f32], shape: Shape, label: Option<u32>, rng: &mut ChaCha8Rng, out: &mut Examples);
+}
+
+/// Pretext tasks by name, as used in configs and `--task`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    Rotation,
+}
+
+impl TaskKind {
+    pub fn build(self) -> Box<dyn Task> {
+        match self {
+            TaskKind::Rotation => Box::new(Rotation),
+        }
+    }
+}
+
+impl std::str::FromStr for TaskKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rotation" => Ok(TaskKind::Rotation),
+            other => Err(format!("unknown task `{other}` (available: rotation)")),
+        }
+    }
+}
+
+/// Classification with the data set's own labels.
+pub struct Supervised {
+    pub classes: usize,
+}
+
+impl Task for Supervised {
+    fn name(&self) -> &'static str {
+        "supervised"
+    }
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+    fn examples(&self, image: &[f32], _: Shape, label: Option<u32>, _: &mut ChaCha8Rng, out: &mut Examples) {
+        let label = label.expect("supervised examples need labelled images");
+        out.views.extend_from_slice(image);
+        out.labels.push(label as i64);
+    }
+}

@@ -1,0 +1,265 @@
+//! The one training loop: a [`Task`] makes examples from images, the classifier (encoder +
+//! head) is trained on them with cross-entropy. Used for pretraining, fine-tuning and scratch.
+
+pub mod checkpoint;
+pub mod progress;
+pub mod schedule;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use burn::store::ModuleRecord;
+
+use crate::config::{OptimizerKind, TrainConfig};
+use crate::data::ImageSet;
+use crate::data::loader::{Augment, BatchPlan, Normalizer};
+use crate::losses::cross_entropy;
+use crate::models::Classifier;
+use crate::tasks::{Examples, Task};
+use checkpoint::{Checkpoint, CheckpointError, LoopState};
+use progress::{MetricsLog, Progress};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {problem}")]
+    Incompatible { path: PathBuf, problem: String },
+    #[error("loss is {value} at step {step} (epoch {epoch}); stopped. The last good checkpoint is kept{where_}. Lower the learning rate and resume or restart.")]
+    Diverged { value: f32, step: usize, epoch: usize, where_: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The device training runs on, and the one inference runs on.
+pub fn train_device() -> Device {
+    Device::flex().autodiff()
+}
+pub fn infer_device() -> Device {
+    Device::flex()
+}
+
+/// One training run's inputs.
+pub struct Fit<'a> {
+    pub set: &'a ImageSet,
+    pub normalizer: &'a Normalizer,
+    pub task: &'a dyn Task,
+    pub recipe: &'a TrainConfig,
+    /// Encoder learning rate as a fraction of the head's (1 for pretraining and scratch).
+    pub encoder_lr_scale: f64,
+    /// Where checkpoints and `metrics.jsonl` go; `None` for short in-memory runs (transfer).
+    pub run_dir: Option<&'a Path>,
+    /// Checked against a checkpoint before resuming it.
+    pub model_tag: String,
+    pub label: String,
+    pub quiet: bool,
+}
+
+pub struct FitOutcome {
+    pub model: Classifier,
+    pub steps: usize,
+    pub final_loss: f32,
+    pub seconds: f64,
+    /// Views per second through the encoder, forward and backward.
+    pub views_per_s: f64,
+}
+
+pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoint").join("latest.ckpt")
+}
+
+fn build_optimizer(recipe: &TrainConfig) -> ModuleOptimizer {
+    match recipe.optimizer {
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum((recipe.momentum > 0.0).then(|| {
+                // PyTorch's SGD has no dampening; burn's default is 0.1.
+                MomentumConfig::new().with_momentum(recipe.momentum).with_dampening(0.0)
+            }))
+            .with_weight_decay((recipe.weight_decay > 0.0).then(|| WeightDecayConfig::new(recipe.weight_decay as f32)))
+            .init(),
+        OptimizerKind::Adamw => AdamWConfig::new()
+            .with_weight_decay(recipe.weight_decay as f32)
+            .with_epsilon(1e-8)
+            .init(),
+    }
+}
+
+/// Move a batch of examples onto `device` as (views, labels).
+pub fn to_tensors(ex: &Examples, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    let [c, h, w] = ex.view_shape;
+    let views = Tensor::<4>::from_data(TensorData::new(ex.views.clone(), [ex.num_views(), c, h, w]), device);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(ex.labels.clone(), [ex.labels.len()]), device);
+    (views, labels)
+}
+
+/// Train `model` (on the training device) and return it. With a run directory, a checkpoint
+/// is written after every epoch and an existing one is resumed.
+pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> {
+    let recipe = spec.recipe;
+    let device = train_device();
+    let plan = |epoch: usize| BatchPlan {
+        set: spec.set,
+        normalizer: spec.normalizer,
+        task: spec.task,
+        augment: recipe.augment,
+        batch_size: recipe.batch_size,
+        shuffle: true,
+        seed: recipe.seed,
+        epoch: epoch as u64,
+    };
+    let steps_per_epoch = plan(0).batches().len();
+    let mut total_steps = recipe.epochs * steps_per_epoch;
+    if recipe.max_steps > 0 {
+        total_steps = total_steps.min(recipe.max_steps);
+    }
+    let warmup_steps = ((recipe.warmup_epochs * steps_per_epoch as f64).round() as usize).min(total_steps / 2);
+
+    let mut encoder_optim = build_optimizer(recipe);
+    let mut head_optim = build_optimizer(recipe);
+    let mut state = LoopState { model_tag: spec.model_tag.clone(), ..LoopState::default() };
+
+    let ckpt_path = spec.run_dir.map(checkpoint_path);
+    if let Some(path) = ckpt_path.as_ref().filter(|p| p.exists()) {
+        let ckpt = Checkpoint::load(path)?;
+        if ckpt.state.model_tag != spec.model_tag {
+            return Err(TrainError::Incompatible {
+                path: path.clone(),
+                problem: format!("checkpoint is for `{}`, this run builds `{}`", ckpt.state.model_tag, spec.model_tag),
+            });
+        }
+        let incompatible = |what: &str, e: String| TrainError::Incompatible { path: path.clone(), problem: format!("cannot load {what}: {e}") };
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model)).map_err(|e| incompatible("model", e.to_string()))?;
+        model = model.try_load_record(record).map_err(|e| incompatible("model", e.to_string()))?;
+        encoder_optim = encoder_optim
+            .from_bytes(Bytes::from_bytes_vec(ckpt.encoder_optim))
+            .map_err(|e| incompatible("optimiser state", e.to_string()))?;
+        head_optim = head_optim
+            .from_bytes(Bytes::from_bytes_vec(ckpt.head_optim))
+            .map_err(|e| incompatible("optimiser state", e.to_string()))?;
+        state = ckpt.state;
+        if !spec.quiet {
+            eprintln!("resuming {} at epoch {} (step {})", path.display(), state.next_epoch + 1, state.step);
+        }
+    }
+
+    if let Some(dir) = spec.run_dir {
+        // Epochs logged after the checkpoint (by a run killed before its next save) are redone.
+        let path = dir.join("metrics.jsonl");
+        progress::truncate_after_epoch(&path, state.next_epoch).map_err(|source| TrainError::Io { path, source })?;
+    }
+    let mut metrics = match spec.run_dir {
+        Some(dir) => Some(MetricsLog::open(&dir.join("metrics.jsonl")).map_err(|source| TrainError::Io { path: dir.join("metrics.jsonl"), source })?),
+        None => None,
+    };
+    let mut progress = Progress::new(&spec.label, total_steps as u64, state.step as u64, spec.quiet);
+    let started = Instant::now();
+    let mut views_seen = 0usize;
+    let mut final_loss = f32::NAN;
+
+    let save = |model: &Classifier, enc: &ModuleOptimizer, head: &ModuleOptimizer, state: &LoopState| -> Result<(), TrainError> {
+        let Some(path) = &ckpt_path else { return Ok(()) };
+        let bytes = |r: Result<Bytes, burn::store::RecordError>| r.map(|b| b.to_vec()).map_err(|e| TrainError::Incompatible { path: path.clone(), problem: e.to_string() });
+        Checkpoint {
+            state: state.clone(),
+            model: bytes(model.clone().into_record().into_bytes())?,
+            encoder_optim: bytes(enc.into_bytes())?,
+            head_optim: bytes(head.into_bytes())?,
+        }
+        .save(path)?;
+        Ok(())
+    };
+
+    let mut epoch = state.next_epoch;
+    while state.step < total_steps && !state.finished {
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut correct, mut seen, mut batches) = (0f64, 0usize, 0usize, 0usize);
+        let mut diverged = None;
+        plan(epoch).for_each(0, |_, ex| -> Result<bool, TrainError> {
+            let lr = schedule::warmup_cosine(state.step, total_steps, warmup_steps, recipe.lr);
+            let (views, labels) = to_tensors(&ex, &device);
+            let logits = model.forward(views, ex.arity);
+            let loss = cross_entropy(logits.clone(), labels.clone());
+            let loss_value: f32 = loss.clone().into_scalar();
+            if !loss_value.is_finite() {
+                diverged = Some(loss_value);
+                return Ok(false);
+            }
+            let mut grads = loss.backward();
+            let encoder_grads = GradientsParams::from_module(&mut grads, &model.encoder);
+            let head_grads = GradientsParams::from_module(&mut grads, &model.head);
+            let Classifier { encoder, head } = model.clone();
+            let encoder = encoder_optim.step(lr * spec.encoder_lr_scale, encoder, encoder_grads);
+            let head = head_optim.step(lr, head, head_grads);
+            model = Classifier { encoder, head };
+
+            let predicted = logits.argmax(1).reshape([ex.labels.len()]);
+            let hits: i64 = predicted.equal(labels).int().sum().into_scalar();
+            correct += hits as usize;
+            seen += ex.labels.len();
+            loss_sum += loss_value as f64;
+            batches += 1;
+            views_seen += ex.num_views();
+            final_loss = loss_value;
+            state.step += 1;
+            progress.step(loss_value, views_seen as f64 / started.elapsed().as_secs_f64());
+            Ok(state.step < total_steps)
+        })?;
+        if let Some(value) = diverged {
+            let where_ = ckpt_path.as_ref().filter(|p| p.exists()).map(|p| format!(" at {}", p.display())).unwrap_or_default();
+            return Err(TrainError::Diverged { value, step: state.step, epoch: epoch + 1, where_ });
+        }
+        state.next_epoch = epoch + 1;
+        state.finished = state.step >= total_steps;
+        let record = serde_json::json!({
+            "epoch": epoch + 1,
+            "step": state.step,
+            "loss": loss_sum / batches.max(1) as f64,
+            "train_acc": correct as f64 / seen.max(1) as f64,
+            "lr": schedule::warmup_cosine(state.step.saturating_sub(1), total_steps, warmup_steps, recipe.lr),
+            "epoch_seconds": epoch_start.elapsed().as_secs_f64(),
+            "views_per_s": views_seen as f64 / started.elapsed().as_secs_f64(),
+        });
+        progress.epoch(&record);
+        if let Some(m) = metrics.as_mut() {
+            m.append(&record).map_err(|source| TrainError::Io { path: spec.run_dir.unwrap().join("metrics.jsonl"), source })?;
+        }
+        save(&model, &encoder_optim, &head_optim, &state)?;
+        abort_if_asked(epoch + 1);
+        epoch += 1;
+    }
+    progress.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(FitOutcome { model, steps: state.step, final_loss, seconds, views_per_s: views_seen as f64 / seconds.max(1e-9) })
+}
+
+/// Test hook: `PRETEXT_ABORT_AFTER_EPOCH=N` kills the process right after epoch N's checkpoint,
+/// as an interruption would, so that resuming can be tested deterministically.
+fn abort_if_asked(epoch_done: usize) {
+    if std::env::var("PRETEXT_ABORT_AFTER_EPOCH").ok().and_then(|v| v.parse::<usize>().ok()) == Some(epoch_done) {
+        eprintln!("aborting after epoch {epoch_done} (PRETEXT_ABORT_AFTER_EPOCH)");
+        std::process::abort();
+    }
+}
+
+/// Accuracy of `model` on the examples `task` makes from `set` (no augmentation).
+pub fn evaluate(model: &Classifier, set: &ImageSet, normalizer: &Normalizer, task: &dyn Task, batch_size: usize) -> f64 {
+    let model = model.valid();
+    let device = infer_device();
+    let plan = BatchPlan { set, normalizer, task, augment: Augment::NONE, batch_size, shuffle: false, seed: 0, epoch: 0 };
+    let (mut correct, mut seen) = (0usize, 0usize);
+    let mut indices: Vec<usize> = (0..set.len).collect();
+    for chunk in indices.chunks_mut(batch_size.max(1)) {
+        let ex = plan.make(chunk);
+        let (views, labels) = to_tensors(&ex, &device);
+        let predicted = model.forward(views, ex.arity).argmax(1).reshape([ex.labels.len()]);
+        let hits: i64 = predicted.equal(labels).int().sum().into_scalar();
+        correct += hits as usize;
+        seen += ex.labels.len();
+    }
+    correct as f64 / seen.max(1) as f64
+}

@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests: run the `pretext` binary and inspect its output.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub fn pretext(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(args)
+        .args(["--quiet", "--threads", "2"])
+        .output()
+        .expect("the pretext binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The run failed with exit code 1 and a one-line `error:` message containing `needle`.
+pub fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected exit 1, stderr: {err}");
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "expected one error line, stderr: {err}");
+    assert!(error_lines[0].contains(needle), "error line {:?} should mention {needle:?}", error_lines[0]);
+    assert!(!err.contains("panicked"), "must not panic: {err}");
+}
+
+/// A tiny pretraining config: synthetic 16x16 images, a narrow ConvNet-4.
+pub fn tiny_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("tiny.toml");
+    let text = format!(
+        r#"
+[data]
+path = "synthetic"
+synthetic_train = 400
+synthetic_test = 200
+synthetic_size = 16
+
+[model]
+arch = "convnet4"
+width = 4
+
+[train]
+epochs = 2
+batch_size = 32
+lr = 0.05
+
+[run]
+out = "{out}"
+
+[transfer]
+labels_per_class = 3
+seeds = 2
+probe_epochs = 50
+
+[transfer.finetune]
+epochs = 2
+batch_size = 10
+{extra}
+"#,
+        out = dir.join("run").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn shared_data() -> Option<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    if root.is_dir() { Some(root) } else { None }
+}
+
+/// Tensor name → raw bytes of a safetensors file (its metadata order is not stable).
+pub fn safetensors_tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .map(|(name, info)| {
+            let offsets = &info["data_offsets"];
+            let (a, b) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+            (name.clone(), data[a..b].to_vec())
+        })
+        .collect()
+}

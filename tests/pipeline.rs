@@ -1,0 +1,106 @@
+//! End to end through the CLI on tiny synthetic data: pretrain, resume, transfer, embed.
+
+mod common;
+use common::*;
+
+#[test]
+fn pretrain_transfer_embed_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), "");
+    let run = dir.path().join("run");
+    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["config.toml", "metrics.jsonl", "checkpoint/latest.ckpt", "encoder.safetensors", "encoder.json", "results.json"] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "one line per epoch: {metrics}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    let acc = summary["pretext_test_acc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+
+    let out = dir.path().join("transfer");
+    let o = pretext(&["transfer", "--run", run.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["labels_per_class"], 3);
+    let modes: Vec<&str> = results["results"].as_array().unwrap().iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["scratch", "random", "probe", "knn", "finetune"]);
+    for r in results["results"].as_array().unwrap() {
+        let per_seed = r["per_seed"].as_array().unwrap();
+        assert_eq!(per_seed.len(), 2);
+        assert!(per_seed.iter().all(|a| (0.0..=1.0).contains(&a.as_f64().unwrap())));
+    }
+
+    let emb = dir.path().join("emb");
+    let o = pretext(&["embed", "--run", run.to_str().unwrap(), "--out", emb.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(emb.join("test_features.npy")).unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(npy.shape(), &[200, 32]);
+    assert_eq!(npy.dtype(), npyz::DType::Plain("<f4".parse().unwrap()));
+    let labels = std::fs::read(emb.join("test_labels.npy")).unwrap();
+    let npy = npyz::NpyFile::new(&labels[..]).unwrap();
+    assert_eq!(npy.dtype(), npyz::DType::Plain("<i8".parse().unwrap()));
+    let labels: Vec<i64> = npy.into_vec().unwrap();
+    assert_eq!(labels.len(), 200);
+}
+
+#[test]
+fn interrupted_run_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    // The reference: three epochs in one go.
+    let reference = dir.path().join("reference");
+    std::fs::create_dir_all(&reference).unwrap();
+    let cfg = tiny_config(&reference, "");
+    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The same run killed right after its first checkpoint (the test hook aborts the process
+    // there, as a kill would), then resumed.
+    let resumed = dir.path().join("resumed");
+    std::fs::create_dir_all(&resumed).unwrap();
+    let cfg = tiny_config(&resumed, "");
+    let run = resumed.join("run");
+    let killed = std::process::Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3", "--quiet", "--threads", "2"])
+        .env("PRETEXT_ABORT_AFTER_EPOCH", "1")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success());
+    assert!(run.join("checkpoint/latest.ckpt").exists());
+    assert!(!run.join("encoder.safetensors").exists());
+    let o = pretext(&["resume", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let epochs: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs.last(), Some(&3));
+    assert!(epochs.windows(2).all(|w| w[1] == w[0] + 1), "epochs logged once each, in order: {epochs:?}");
+    let a = safetensors_tensors(&reference.join("run/encoder.safetensors"));
+    let b = safetensors_tensors(&run.join("encoder.safetensors"));
+    assert!(!a.is_empty());
+    assert!(a == b, "a resumed run must end with the same weights as an uninterrupted one");
+}
+
+#[test]
+fn rotation_pretraining_learns_on_tiny_data() {
+    // A tiny ConvNet-4 must learn the rotation task well above chance (0.25) on held-out images.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("learn.toml");
+    let text = format!(
+        "[data]\nsynthetic_train = 1500\nsynthetic_test = 300\nsynthetic_size = 16\n\
+         [model]\nwidth = 8\n[train]\nepochs = 6\nbatch_size = 32\nlr = 0.05\naugment = {{ crop_padding = 2, hflip = true }}\n\
+         [run]\nout = \"{}\"\n",
+        dir.path().join("run").display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("run/results.json")).unwrap()).unwrap();
+    let acc = summary["pretext_test_acc"].as_f64().unwrap();
+    assert!(acc > 0.5, "rotation test accuracy {acc} is not well above chance (0.25)");
+}
