@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use burn::module::Module;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 
@@ -21,7 +22,8 @@ pub struct TrainedEncoder {
 impl TrainedEncoder {
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
         let mut store = SafetensorsStore::from_bytes(None).metadata("pretext.arch", self.spec.arch.to_string());
-        self.encoder.save_into(&mut store).map_err(|e| Error::msg(format!("{}: cannot serialise encoder: {e}", dir.join(WEIGHTS_FILE).display())))?;
+        // `valid()` folds BatchNorm's pending running-statistics update into the saved values.
+        self.encoder.valid().save_into(&mut store).map_err(|e| Error::msg(format!("{}: cannot serialise encoder: {e}", dir.join(WEIGHTS_FILE).display())))?;
         let bytes = store.get_bytes().map_err(|e| Error::msg(format!("{}: {e}", dir.join(WEIGHTS_FILE).display())))?;
         write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
         let spec = serde_json::to_vec_pretty(&self.spec).expect("spec serialises");

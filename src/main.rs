@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use pretext::config::{PretrainConfig, read_toml};
+use pretext::config::{PretrainConfig, TrainConfig, read_toml};
 use pretext::models::EncoderSpec;
 use pretext::pipeline;
 
@@ -76,18 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 t.seeds = s;
             }
             let c = &args.common;
-            if let Some(e) = c.epochs {
-                t.finetune.epochs = e;
-            }
-            if let Some(s) = c.max_steps {
-                t.finetune.max_steps = s;
-            }
-            if let Some(b) = c.batch_size {
-                t.finetune.batch_size = b;
-            }
-            if let Some(lr) = c.lr {
-                t.finetune.lr = lr;
-            }
+            apply_recipe_flags(&mut t.finetune, c);
             if let Some(m) = args.model {
                 cfg.model.arch = m;
             }
@@ -152,22 +141,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn apply_train_flags(cfg: &mut PretrainConfig, c: &cli::CommonArgs) {
-    if let Some(e) = c.epochs {
-        cfg.train.epochs = e;
-    }
-    if let Some(s) = c.max_steps {
-        cfg.train.max_steps = s;
-    }
-    if let Some(b) = c.batch_size {
-        cfg.train.batch_size = b;
-    }
-    if let Some(lr) = c.lr {
-        cfg.train.lr = lr;
-    }
-    if let Some(s) = c.seed {
-        cfg.train.seed = s;
-    }
+    apply_recipe_flags(&mut cfg.train, c);
     if let Some(o) = &c.out {
         cfg.run.out = o.clone();
+    }
+}
+
+/// The training-recipe flags, for pretraining or for the fine-tuning recipe of a transfer.
+fn apply_recipe_flags(recipe: &mut TrainConfig, c: &cli::CommonArgs) {
+    if let Some(e) = c.epochs {
+        recipe.epochs = e;
+    }
+    if let Some(s) = c.max_steps {
+        recipe.max_steps = s;
+    }
+    if let Some(b) = c.batch_size {
+        recipe.batch_size = b;
+    }
+    if let Some(lr) = c.lr {
+        recipe.lr = lr;
+    }
+    if let Some(s) = c.seed {
+        recipe.seed = s;
     }
 }

@@ -6,7 +6,8 @@ use common::*;
 #[test]
 fn pretrain_transfer_embed_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny_config(dir.path(), "");
+    // Fine-tuning with AdamW here; pretraining uses the default SGD.
+    let cfg = tiny_config(dir.path(), "optimizer = \"adamw\"\nlr = 0.001");
     let run = dir.path().join("run");
     let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -147,7 +147,7 @@ pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResu
                     let model = Classifier { encoder, head: ClassifierHead::linear(spec.feature_dim(), classes, &device) };
                     let labelled = inputs.train.subset(subset);
                     let task = Supervised { classes };
-                    let recipe = crate::config::TrainConfig { seed, ..cfg.finetune.clone() };
+                    let recipe = crate::config::TrainConfig { seed: cfg.finetune.seed.wrapping_add(seed), ..cfg.finetune.clone() };
                     let outcome = fit(
                         &Fit {
                             set: &labelled,
