@@ -17,11 +17,11 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid { key: String, problem: String },
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, problem: problem.into() }
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), problem: problem.into() }
 }
 
 /// Where the data comes from.
@@ -112,7 +112,7 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub fn validate(&self, section: &'static str) -> Result<(), ConfigError> {
-        let k = |name: &'static str| -> &'static str { leak_key(section, name) };
+        let k = |name: &str| format!("{section}.{name}");
         if self.epochs == 0 {
             return Err(invalid(k("epochs"), "must be at least 1"));
         }
@@ -133,11 +133,6 @@ impl TrainConfig {
         }
         Ok(())
     }
-}
-
-/// `section.name` as a `'static` key for error messages; the set of keys is small and fixed.
-fn leak_key(section: &'static str, name: &'static str) -> &'static str {
-    Box::leak(format!("{section}.{name}").into_boxed_str())
 }
 
 /// `pretext pretrain`: data, backbone, pretext task and training recipe.
