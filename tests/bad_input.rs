@@ -137,3 +137,13 @@ fn checkpoints_of_another_model_or_corrupt_ones_are_refused() {
     let o = pretext(&["resume", run.to_str().unwrap()]);
     assert_clean_failure(&o, "latest.ckpt");
 }
+
+#[test]
+fn diverging_loss_stops_with_a_clear_error_and_keeps_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path(), "");
+    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3", "--lr", "1e30"]);
+    assert_clean_failure(&o, "loss is");
+    assert!(stderr(&o).contains("Lower the learning rate"), "{}", stderr(&o));
+    assert!(!dir.path().join("run/encoder.safetensors").exists(), "a diverged run must not export an encoder");
+}
