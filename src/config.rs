@@ -168,11 +168,13 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// Worker threads (0: all cores).
     pub threads: usize,
+    /// Checkpoint inside long epochs this often, in minutes (0: only at the end of each epoch).
+    pub checkpoint_minutes: f64,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { out: PathBuf::from("runs/pretrain"), threads: 0 }
+        Self { out: PathBuf::from("runs/pretrain"), threads: 0, checkpoint_minutes: 5.0 }
     }
 }
 
@@ -191,6 +193,9 @@ impl PretrainConfig {
             if !(8..=256).contains(&self.data.synthetic_size) {
                 return Err(invalid("data.synthetic_size", "must be between 8 and 256"));
             }
+        }
+        if !(self.run.checkpoint_minutes.is_finite() && self.run.checkpoint_minutes >= 0.0) {
+            return Err(invalid("run.checkpoint_minutes", "must be >= 0"));
         }
         if !(1..=1024).contains(&self.model.width) {
             return Err(invalid("model.width", format!("must be between 1 and 1024, got {}", self.model.width)));

@@ -2,7 +2,6 @@ mod cli;
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 
 use cli::{Cli, Command};
@@ -12,20 +11,39 @@ use pretext::pipeline;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The first Ctrl-C lets a training loop checkpoint and stop; a second one quits at once.
+    let _ = ctrlc::set_handler(|| {
+        if pretext::train::request_stop() {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current step (Ctrl-C again to quit now)");
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_interruption(&e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
-            // One line: the chain of causes, outermost first.
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
+            // One line. Library errors already name their cause in their message, so the
+            // source chain is not printed again.
+            eprintln!("error: {}", e.to_string().lines().collect::<Vec<_>>().join(" "));
             ExitCode::FAILURE
         }
     }
 }
 
+fn is_interruption(e: &anyhow::Error) -> bool {
+    use pretext::train::TrainError;
+    matches!(
+        e.downcast_ref::<pretext::Error>(),
+        Some(pretext::Error::Train(TrainError::Interrupted { .. } | TrainError::Stopped { .. }))
+    )
+}
+
 fn set_threads(threads: usize) -> anyhow::Result<()> {
     if threads > 0 {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set the thread count")?;
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|err| anyhow::anyhow!("cannot set the thread count: {err}"))?;
     }
     Ok(())
 }

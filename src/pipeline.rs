@@ -119,6 +119,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
             model_tag: format!("{}/w{}/c{}/{}", spec.arch, spec.width, spec.in_channels, task.name()),
             label: format!("pretrain {}", task.name()),
             quiet,
+            checkpoint_every: (cfg.run.checkpoint_minutes > 0.0).then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
         },
         model,
     )?;

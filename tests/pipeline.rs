@@ -105,3 +105,49 @@ fn rotation_pretraining_learns_on_tiny_data() {
     let acc = summary["pretext_test_acc"].as_f64().unwrap();
     assert!(acc > 0.5, "rotation test accuracy {acc} is not well above chance (0.25)");
 }
+
+/// The metrics of a run without the wall-clock fields.
+fn metrics_without_timing(run: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("epoch_seconds");
+            o.remove("views_per_s");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn stop_inside_an_epoch_saves_and_resume_gives_identical_metrics_and_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    std::fs::create_dir_all(&reference).unwrap();
+    let cfg = tiny_config(&reference, "");
+    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A stop request (what Ctrl-C sends) at step 17: inside epoch 2 of 12 steps each.
+    let stopped = dir.path().join("stopped");
+    std::fs::create_dir_all(&stopped).unwrap();
+    let cfg = tiny_config(&stopped, "");
+    let run = stopped.join("run");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3", "--quiet", "--threads", "2"])
+        .env("PRETEXT_INTERRUPT_AT_STEP", "17")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted at step 17"), "{}", stderr(&o));
+    assert_eq!(metrics_without_timing(&run).len(), 1, "only epoch 1 was complete");
+
+    let o = pretext(&["resume", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(metrics_without_timing(&run), metrics_without_timing(&reference.join("run")));
+    let a = safetensors_tensors(&reference.join("run/encoder.safetensors"));
+    let b = safetensors_tensors(&run.join("encoder.safetensors"));
+    assert!(a == b, "resumed from inside an epoch, the weights must match the uninterrupted run");
+}

@@ -29,6 +29,21 @@ pub struct LoopState {
     pub finished: bool,
     /// Architecture and task the model was built for, checked on load.
     pub model_tag: String,
+    /// Batches of `next_epoch` already done, for a checkpoint taken inside an epoch.
+    #[serde(default)]
+    pub batch: usize,
+    /// That epoch's running metric sums, so its log record still covers the whole epoch.
+    #[serde(default)]
+    pub epoch_sums: EpochSums,
+}
+
+/// Running sums of one epoch's training metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochSums {
+    pub loss: f64,
+    pub correct: usize,
+    pub seen: usize,
+    pub batches: usize,
 }
 
 /// The parts of a checkpoint, as bytes.
@@ -119,7 +134,14 @@ mod tests {
 
     fn sample() -> Checkpoint {
         Checkpoint {
-            state: LoopState { next_epoch: 3, step: 42, finished: false, model_tag: "convnet4/rotation".into() },
+            state: LoopState {
+                next_epoch: 3,
+                step: 42,
+                finished: false,
+                model_tag: "convnet4/rotation".into(),
+                batch: 5,
+                epoch_sums: EpochSums { loss: 0.1 + 0.2, correct: 7, seen: 9, batches: 5 },
+            },
             model: vec![1, 2, 3],
             model_tensors: vec![4; 7],
             encoder_optim: vec![],

@@ -6,6 +6,7 @@ pub mod progress;
 pub mod schedule;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
@@ -34,6 +35,24 @@ pub enum TrainError {
     Diverged { value: f32, step: usize, epoch: usize, where_: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("interrupted at step {step}; checkpoint saved to {path}; continue with `pretext resume`")]
+    Interrupted { step: usize, path: PathBuf },
+    #[error("interrupted at step {step}")]
+    Stopped { step: usize },
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Ask a running training loop to checkpoint and stop after its current step (Ctrl-C).
+/// Returns whether a stop had already been asked for.
+pub fn request_stop() -> bool {
+    STOP.swap(true, Ordering::SeqCst)
+}
+
+/// A stop was asked for, or the test hook `PRETEXT_INTERRUPT_AT_STEP=N` fires at step N.
+fn stop_requested(step: usize) -> bool {
+    STOP.load(Ordering::SeqCst)
+        || std::env::var("PRETEXT_INTERRUPT_AT_STEP").ok().and_then(|v| v.parse::<usize>().ok()) == Some(step)
 }
 
 /// The device training runs on, and the one inference runs on.
@@ -58,6 +77,8 @@ pub struct Fit<'a> {
     pub model_tag: String,
     pub label: String,
     pub quiet: bool,
+    /// Also checkpoint inside an epoch when this much time has passed since the last save.
+    pub checkpoint_every: Option<std::time::Duration>,
 }
 
 pub struct FitOutcome {
@@ -149,7 +170,7 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
             .map_err(|e| incompatible("optimiser state", e.to_string()))?;
         state = ckpt.state;
         if !spec.quiet {
-            eprintln!("resuming {} at epoch {} (step {})", path.display(), state.next_epoch + 1, state.step);
+            eprintln!("resuming {} at epoch {} batch {} (step {})", path.display(), state.next_epoch + 1, state.batch, state.step);
         }
     }
 
@@ -182,11 +203,16 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
     };
 
     let mut epoch = state.next_epoch;
-    while state.step < total_steps && !state.finished {
+    let mut last_save = Instant::now();
+    while !state.finished {
         let epoch_start = Instant::now();
-        let (mut loss_sum, mut correct, mut seen, mut batches) = (0f64, 0usize, 0usize, 0usize);
+        let mut sums = std::mem::take(&mut state.epoch_sums);
+        let skip = std::mem::take(&mut state.batch);
         let mut diverged = None;
-        plan(epoch).for_each(0, |_, ex| -> Result<bool, TrainError> {
+        plan(epoch).for_each(skip, |b, ex| -> Result<bool, TrainError> {
+            if state.step >= total_steps {
+                return Ok(false);
+            }
             let lr = schedule::warmup_cosine(state.step, total_steps, warmup_steps, recipe.lr);
             let (views, labels) = to_tensors(&ex, &device);
             let logits = model.forward(views, ex.arity);
@@ -206,14 +232,30 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
 
             let predicted = logits.argmax(1).reshape([ex.labels.len()]);
             let hits: i64 = predicted.equal(labels).int().sum().into_scalar();
-            correct += hits as usize;
-            seen += ex.labels.len();
-            loss_sum += loss_value as f64;
-            batches += 1;
+            sums.correct += hits as usize;
+            sums.seen += ex.labels.len();
+            sums.loss += loss_value as f64;
+            sums.batches += 1;
             views_seen += ex.num_views();
             final_loss = loss_value;
             state.step += 1;
             progress.step(loss_value, views_seen as f64 / started.elapsed().as_secs_f64());
+
+            let stop = stop_requested(state.step);
+            if stop && ckpt_path.is_none() {
+                progress.finish();
+                return Err(TrainError::Stopped { step: state.step });
+            }
+            let due = spec.checkpoint_every.is_some_and(|every| last_save.elapsed() >= every);
+            if ckpt_path.is_some() && (stop || due) {
+                let inside = LoopState { next_epoch: epoch, batch: b + 1, epoch_sums: sums.clone(), ..state.clone() };
+                save(&model, &encoder_optim, &head_optim, &inside)?;
+                last_save = Instant::now();
+                if stop {
+                    progress.finish();
+                    return Err(TrainError::Interrupted { step: state.step, path: ckpt_path.clone().expect("checked") });
+                }
+            }
             Ok(state.step < total_steps)
         })?;
         if let Some(value) = diverged {
@@ -225,8 +267,8 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
         let record = serde_json::json!({
             "epoch": epoch + 1,
             "step": state.step,
-            "loss": loss_sum / batches.max(1) as f64,
-            "train_acc": correct as f64 / seen.max(1) as f64,
+            "loss": sums.loss / sums.batches.max(1) as f64,
+            "train_acc": sums.correct as f64 / sums.seen.max(1) as f64,
             "lr": schedule::warmup_cosine(state.step.saturating_sub(1), total_steps, warmup_steps, recipe.lr),
             "epoch_seconds": epoch_start.elapsed().as_secs_f64(),
             "views_per_s": views_seen as f64 / started.elapsed().as_secs_f64(),
@@ -236,6 +278,7 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
             m.append(&record).map_err(|source| TrainError::Io { path: spec.run_dir.unwrap().join("metrics.jsonl"), source })?;
         }
         save(&model, &encoder_optim, &head_optim, &state)?;
+        last_save = Instant::now();
         abort_if_asked(epoch + 1);
         epoch += 1;
     }

@@ -159,6 +159,7 @@ pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResu
                             model_tag: String::new(),
                             label: format!("{} seed {seed}", mode.name()),
                             quiet: true,
+                            checkpoint_every: None,
                         },
                         model,
                     )?;
