@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"PRETEXT2";
-const PARTS: usize = 5;
+const PARTS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -49,10 +49,9 @@ pub struct EpochSums {
 /// The parts of a checkpoint, as bytes.
 pub struct Checkpoint {
     pub state: LoopState,
-    /// The module record: parameters with the identities the optimiser state refers to.
+    /// The module record: parameters with the identities the optimiser state refers to, and
+    /// BatchNorm's running statistics.
     pub model: Vec<u8>,
-    /// Every tensor as safetensors, BatchNorm running statistics included (the record omits them).
-    pub model_tensors: Vec<u8>,
     pub encoder_optim: Vec<u8>,
     pub head_optim: Vec<u8>,
 }
@@ -79,9 +78,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 impl Checkpoint {
     pub fn to_bytes(&self) -> Vec<u8> {
         let state = serde_json::to_vec(&self.state).expect("loop state serialises");
-        let mut out = Vec::with_capacity(8 + 8 * PARTS + state.len() + self.model.len() + self.model_tensors.len() + self.encoder_optim.len() + self.head_optim.len());
+        let mut out = Vec::with_capacity(8 + 8 * PARTS + state.len() + self.model.len() + self.encoder_optim.len() + self.head_optim.len());
         out.extend_from_slice(MAGIC);
-        for part in [&state[..], &self.model, &self.model_tensors, &self.encoder_optim, &self.head_optim] {
+        for part in [&state[..], &self.model, &self.encoder_optim, &self.head_optim] {
             out.extend_from_slice(&(part.len() as u64).to_le_bytes());
             out.extend_from_slice(part);
         }
@@ -122,9 +121,8 @@ impl Checkpoint {
         let state: LoopState = serde_json::from_slice(&parts[0]).map_err(|e| format!("bad loop state: {e}"))?;
         let head_optim = parts.pop().unwrap();
         let encoder_optim = parts.pop().unwrap();
-        let model_tensors = parts.pop().unwrap();
         let model = parts.pop().unwrap();
-        Ok(Self { state, model, model_tensors, encoder_optim, head_optim })
+        Ok(Self { state, model, encoder_optim, head_optim })
     }
 }
 
@@ -143,7 +141,6 @@ mod tests {
                 epoch_sums: EpochSums { loss: 0.1 + 0.2, correct: 7, seen: 9, batches: 5 },
             },
             model: vec![1, 2, 3],
-            model_tensors: vec![4; 7],
             encoder_optim: vec![],
             head_optim: vec![9; 10],
         }
@@ -157,7 +154,6 @@ mod tests {
         let back = Checkpoint::load(&path).unwrap();
         assert_eq!(back.state, sample().state);
         assert_eq!(back.model, vec![1, 2, 3]);
-        assert_eq!(back.model_tensors, vec![4; 7]);
         assert_eq!(back.head_optim, vec![9; 10]);
         assert!(!path.with_extension("tmp").exists());
     }

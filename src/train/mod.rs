@@ -14,7 +14,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
-use burn::store::{ModuleRecord, ModuleSnapshot, SafetensorsStore};
+use burn::store::ModuleRecord;
 
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::data::ImageSet;
@@ -156,12 +156,6 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
         let incompatible = |what: &str, e: String| TrainError::Incompatible { path: path.clone(), problem: format!("cannot load {what}: {e}") };
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model)).map_err(|e| incompatible("model", e.to_string()))?;
         model = model.try_load_record(record).map_err(|e| incompatible("model", e.to_string()))?;
-        let applied = model
-            .load_from(&mut SafetensorsStore::from_bytes(Some(ckpt.model_tensors)))
-            .map_err(|e| incompatible("model", e.to_string()))?;
-        if !applied.missing.is_empty() || !applied.errors.is_empty() {
-            return Err(incompatible("model", format!("{} tensors missing, {} errors", applied.missing.len(), applied.errors.len())));
-        }
         encoder_optim = encoder_optim
             .from_bytes(Bytes::from_bytes_vec(ckpt.encoder_optim))
             .map_err(|e| incompatible("optimiser state", e.to_string()))?;
@@ -193,8 +187,9 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
         let bytes = |r: Result<Bytes, burn::store::RecordError>| r.map(|b| b.to_vec()).map_err(|e| TrainError::Incompatible { path: path.clone(), problem: e.to_string() });
         Checkpoint {
             state: state.clone(),
-            model: bytes(model.clone().into_record().into_bytes())?,
-            model_tensors: model_bytes(model).map_err(|problem| TrainError::Incompatible { path: path.clone(), problem })?,
+            // `valid()` folds BatchNorm's pending running-statistics update into the record; it
+            // keeps the parameter ids the optimiser state refers to.
+            model: bytes(model.valid().into_record().into_bytes())?,
             encoder_optim: bytes(enc.into_bytes())?,
             head_optim: bytes(head.into_bytes())?,
         }
@@ -285,14 +280,6 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
     Ok(FitOutcome { model, steps: state.step, final_loss, seconds, views_per_s: views_seen as f64 / seconds.max(1e-9) })
-}
-
-/// The model's tensors, BatchNorm statistics included, as safetensors bytes.
-fn model_bytes(model: &Classifier) -> Result<Vec<u8>, String> {
-    let mut store = SafetensorsStore::from_bytes(None);
-    // `valid()` folds BatchNorm's pending running-statistics update into the saved values.
-    model.valid().save_into(&mut store).map_err(|e| e.to_string())?;
-    store.get_bytes().map_err(|e| e.to_string())
 }
 
 /// Test hook: `PRETEXT_ABORT_AFTER_EPOCH=N` kills the process right after epoch N's checkpoint,
