@@ -25,8 +25,16 @@ pub fn assert_clean_failure(o: &Output, needle: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(1), "expected exit 1, stderr: {err}");
     let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(error_lines.len(), 1, "expected one error line, stderr: {err}");
-    assert!(error_lines[0].contains(needle), "error line {:?} should mention {needle:?}", error_lines[0]);
+    assert_eq!(
+        error_lines.len(),
+        1,
+        "expected one error line, stderr: {err}"
+    );
+    assert!(
+        error_lines[0].contains(needle),
+        "error line {:?} should mention {needle:?}",
+        error_lines[0]
+    );
     assert!(!err.contains("panicked"), "must not panic: {err}");
 }
 
@@ -69,6 +77,36 @@ batch_size = 10
     path
 }
 
+/// Pretrain the tiny config for three epochs in `root/name`, with an optional test-hook
+/// environment variable; returns the process output and the run directory.
+pub fn pretrain_tiny(
+    root: &Path,
+    name: &str,
+    hook: Option<(&str, &str)>,
+) -> (Output, std::path::PathBuf) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = tiny_config(&dir, "");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pretext"));
+    cmd.args([
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--quiet",
+        "--threads",
+        "2",
+    ]);
+    if let Some((key, value)) = hook {
+        cmd.env(key, value);
+    }
+    (
+        cmd.output().expect("the pretext binary runs"),
+        dir.join("run"),
+    )
+}
+
 pub fn shared_data() -> Option<std::path::PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
     if root.is_dir() { Some(root) } else { None }
@@ -87,7 +125,10 @@ pub fn safetensors_tensors(path: &Path) -> std::collections::BTreeMap<String, Ve
         .filter(|(name, _)| *name != "__metadata__")
         .map(|(name, info)| {
             let offsets = &info["data_offsets"];
-            let (a, b) = (offsets[0].as_u64().unwrap() as usize, offsets[1].as_u64().unwrap() as usize);
+            let (a, b) = (
+                offsets[0].as_u64().unwrap() as usize,
+                offsets[1].as_u64().unwrap() as usize,
+            );
             (name.clone(), data[a..b].to_vec())
         })
         .collect()

@@ -11,30 +11,60 @@ fn pretrain_transfer_embed_end_to_end() {
     let run = dir.path().join("run");
     let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["config.toml", "metrics.jsonl", "checkpoint/latest.ckpt", "encoder.safetensors", "encoder.json", "results.json"] {
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoint/latest.ckpt",
+        "encoder.safetensors",
+        "encoder.json",
+        "results.json",
+    ] {
         assert!(run.join(f).exists(), "missing {f}");
     }
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "one line per epoch: {metrics}");
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
     let acc = summary["pretext_test_acc"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
 
     let out = dir.path().join("transfer");
-    let o = pretext(&["transfer", "--run", run.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = pretext(&[
+        "transfer",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["labels_per_class"], 3);
-    let modes: Vec<&str> = results["results"].as_array().unwrap().iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    let modes: Vec<&str> = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
     assert_eq!(modes, ["scratch", "random", "probe", "knn", "finetune"]);
     for r in results["results"].as_array().unwrap() {
         let per_seed = r["per_seed"].as_array().unwrap();
         assert_eq!(per_seed.len(), 2);
-        assert!(per_seed.iter().all(|a| (0.0..=1.0).contains(&a.as_f64().unwrap())));
+        assert!(
+            per_seed
+                .iter()
+                .all(|a| (0.0..=1.0).contains(&a.as_f64().unwrap()))
+        );
     }
 
     let emb = dir.path().join("emb");
-    let o = pretext(&["embed", "--run", run.to_str().unwrap(), "--out", emb.to_str().unwrap()]);
+    let o = pretext(&[
+        "embed",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        emb.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(emb.join("test_features.npy")).unwrap();
     let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
@@ -51,23 +81,16 @@ fn pretrain_transfer_embed_end_to_end() {
 fn interrupted_run_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     // The reference: three epochs in one go.
-    let reference = dir.path().join("reference");
-    std::fs::create_dir_all(&reference).unwrap();
-    let cfg = tiny_config(&reference, "");
-    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3"]);
+    let (o, reference) = pretrain_tiny(dir.path(), "reference", None);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // The same run killed right after its first checkpoint (the test hook aborts the process
     // there, as a kill would), then resumed.
-    let resumed = dir.path().join("resumed");
-    std::fs::create_dir_all(&resumed).unwrap();
-    let cfg = tiny_config(&resumed, "");
-    let run = resumed.join("run");
-    let killed = std::process::Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args(["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3", "--quiet", "--threads", "2"])
-        .env("PRETEXT_ABORT_AFTER_EPOCH", "1")
-        .output()
-        .unwrap();
+    let (killed, run) = pretrain_tiny(
+        dir.path(),
+        "resumed",
+        Some(("PRETEXT_ABORT_AFTER_EPOCH", "1")),
+    );
     assert!(!killed.status.success());
     assert!(run.join("checkpoint/latest.ckpt").exists());
     assert!(!run.join("encoder.safetensors").exists());
@@ -77,14 +100,24 @@ fn interrupted_run_resumes_to_the_same_result() {
     let epochs: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(epochs.last(), Some(&3));
-    assert!(epochs.windows(2).all(|w| w[1] == w[0] + 1), "epochs logged once each, in order: {epochs:?}");
-    let a = safetensors_tensors(&reference.join("run/encoder.safetensors"));
+    assert!(
+        epochs.windows(2).all(|w| w[1] == w[0] + 1),
+        "epochs logged once each, in order: {epochs:?}"
+    );
+    let a = safetensors_tensors(&reference.join("encoder.safetensors"));
     let b = safetensors_tensors(&run.join("encoder.safetensors"));
     assert!(!a.is_empty());
-    assert!(a == b, "a resumed run must end with the same weights as an uninterrupted one");
+    assert!(
+        a == b,
+        "a resumed run must end with the same weights as an uninterrupted one"
+    );
 }
 
 #[test]
@@ -101,9 +134,14 @@ fn rotation_pretraining_learns_on_tiny_data() {
     std::fs::write(&cfg, text).unwrap();
     let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("run/results.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/results.json")).unwrap())
+            .unwrap();
     let acc = summary["pretext_test_acc"].as_f64().unwrap();
-    assert!(acc > 0.5, "rotation test accuracy {acc} is not well above chance (0.25)");
+    assert!(
+        acc > 0.5,
+        "rotation test accuracy {acc} is not well above chance (0.25)"
+    );
 }
 
 /// The metrics of a run without the wall-clock fields.
@@ -124,30 +162,37 @@ fn metrics_without_timing(run: &std::path::Path) -> Vec<serde_json::Value> {
 #[test]
 fn stop_inside_an_epoch_saves_and_resume_gives_identical_metrics_and_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("reference");
-    std::fs::create_dir_all(&reference).unwrap();
-    let cfg = tiny_config(&reference, "");
-    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3"]);
+    let (o, reference) = pretrain_tiny(dir.path(), "reference", None);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // A stop request (what Ctrl-C sends) at step 17: inside epoch 2 of 12 steps each.
-    let stopped = dir.path().join("stopped");
-    std::fs::create_dir_all(&stopped).unwrap();
-    let cfg = tiny_config(&stopped, "");
-    let run = stopped.join("run");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args(["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3", "--quiet", "--threads", "2"])
-        .env("PRETEXT_INTERRUPT_AT_STEP", "17")
-        .output()
-        .unwrap();
+    let (o, run) = pretrain_tiny(
+        dir.path(),
+        "stopped",
+        Some(("PRETEXT_INTERRUPT_AT_STEP", "17")),
+    );
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
-    assert!(stderr(&o).contains("interrupted at step 17"), "{}", stderr(&o));
-    assert_eq!(metrics_without_timing(&run).len(), 1, "only epoch 1 was complete");
+    assert!(
+        stderr(&o).contains("interrupted at step 17"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        metrics_without_timing(&run).len(),
+        1,
+        "only epoch 1 was complete"
+    );
 
     let o = pretext(&["resume", run.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(metrics_without_timing(&run), metrics_without_timing(&reference.join("run")));
-    let a = safetensors_tensors(&reference.join("run/encoder.safetensors"));
+    assert_eq!(
+        metrics_without_timing(&run),
+        metrics_without_timing(&reference)
+    );
+    let a = safetensors_tensors(&reference.join("encoder.safetensors"));
     let b = safetensors_tensors(&run.join("encoder.safetensors"));
-    assert!(a == b, "resumed from inside an epoch, the weights must match the uninterrupted run");
+    assert!(
+        a == b,
+        "resumed from inside an epoch, the weights must match the uninterrupted run"
+    );
 }

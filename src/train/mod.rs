@@ -6,15 +6,16 @@ pub mod progress;
 pub mod schedule;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::momentum::MomentumConfig;
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
-use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::data::ImageSet;
@@ -31,11 +32,23 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error("{path}: {problem}")]
     Incompatible { path: PathBuf, problem: String },
-    #[error("loss is {value} at step {step} (epoch {epoch}); stopped. The last good checkpoint is kept{where_}. Lower the learning rate and resume or restart.")]
-    Diverged { value: f32, step: usize, epoch: usize, where_: String },
+    #[error(
+        "loss is {value} at step {step} (epoch {epoch}); stopped. The last good checkpoint is kept{where_}. Lower the learning rate and resume or restart."
+    )]
+    Diverged {
+        value: f32,
+        step: usize,
+        epoch: usize,
+        where_: String,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("interrupted at step {step}; checkpoint saved to {path}; continue with `pretext resume`")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "interrupted at step {step}; checkpoint saved to {path}; continue with `pretext resume`"
+    )]
     Interrupted { step: usize, path: PathBuf },
     #[error("interrupted at step {step}")]
     Stopped { step: usize },
@@ -51,8 +64,14 @@ pub fn request_stop() -> bool {
 
 /// A stop was asked for, or the test hook `PRETEXT_INTERRUPT_AT_STEP=N` fires at step N.
 fn stop_requested(step: usize) -> bool {
+    static HOOK: OnceLock<Option<usize>> = OnceLock::new();
     STOP.load(Ordering::SeqCst)
-        || std::env::var("PRETEXT_INTERRUPT_AT_STEP").ok().and_then(|v| v.parse::<usize>().ok()) == Some(step)
+        || *HOOK.get_or_init(|| env_number("PRETEXT_INTERRUPT_AT_STEP")) == Some(step)
+}
+
+/// A numeric test-hook variable, read once per process.
+fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// The device training runs on, and the one inference runs on.
@@ -99,9 +118,14 @@ fn build_optimizer(recipe: &TrainConfig) -> ModuleOptimizer {
         OptimizerKind::Sgd => SgdConfig::new()
             .with_momentum((recipe.momentum > 0.0).then(|| {
                 // PyTorch's SGD has no dampening; burn's default is 0.1.
-                MomentumConfig::new().with_momentum(recipe.momentum).with_dampening(0.0)
+                MomentumConfig::new()
+                    .with_momentum(recipe.momentum)
+                    .with_dampening(0.0)
             }))
-            .with_weight_decay((recipe.weight_decay > 0.0).then(|| WeightDecayConfig::new(recipe.weight_decay as f32)))
+            .with_weight_decay(
+                (recipe.weight_decay > 0.0)
+                    .then(|| WeightDecayConfig::new(recipe.weight_decay as f32)),
+            )
             .init(),
         OptimizerKind::Adamw => AdamWConfig::new()
             .with_weight_decay(recipe.weight_decay as f32)
@@ -113,8 +137,14 @@ fn build_optimizer(recipe: &TrainConfig) -> ModuleOptimizer {
 /// Move a batch of examples onto `device` as (views, labels).
 pub fn to_tensors(ex: &Examples, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
     let [c, h, w] = ex.view_shape;
-    let views = Tensor::<4>::from_data(TensorData::new(ex.views.clone(), [ex.num_views(), c, h, w]), device);
-    let labels = Tensor::<1, Int>::from_data(TensorData::new(ex.labels.clone(), [ex.labels.len()]), device);
+    let views = Tensor::<4>::from_data(
+        TensorData::new(ex.views.clone(), [ex.num_views(), c, h, w]),
+        device,
+    );
+    let labels = Tensor::<1, Int>::from_data(
+        TensorData::new(ex.labels.clone(), [ex.labels.len()]),
+        device,
+    );
     (views, labels)
 }
 
@@ -138,11 +168,15 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
     if recipe.max_steps > 0 {
         total_steps = total_steps.min(recipe.max_steps);
     }
-    let warmup_steps = ((recipe.warmup_epochs * steps_per_epoch as f64).round() as usize).min(total_steps / 2);
+    let warmup_steps =
+        ((recipe.warmup_epochs * steps_per_epoch as f64).round() as usize).min(total_steps / 2);
 
     let mut encoder_optim = build_optimizer(recipe);
     let mut head_optim = build_optimizer(recipe);
-    let mut state = LoopState { model_tag: spec.model_tag.clone(), ..LoopState::default() };
+    let mut state = LoopState {
+        model_tag: spec.model_tag.clone(),
+        ..LoopState::default()
+    };
 
     let ckpt_path = spec.run_dir.map(checkpoint_path);
     if let Some(path) = ckpt_path.as_ref().filter(|p| p.exists()) {
@@ -150,12 +184,21 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
         if ckpt.state.model_tag != spec.model_tag {
             return Err(TrainError::Incompatible {
                 path: path.clone(),
-                problem: format!("checkpoint is for `{}`, this run builds `{}`", ckpt.state.model_tag, spec.model_tag),
+                problem: format!(
+                    "checkpoint is for `{}`, this run builds `{}`",
+                    ckpt.state.model_tag, spec.model_tag
+                ),
             });
         }
-        let incompatible = |what: &str, e: String| TrainError::Incompatible { path: path.clone(), problem: format!("cannot load {what}: {e}") };
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model)).map_err(|e| incompatible("model", e.to_string()))?;
-        model = model.try_load_record(record).map_err(|e| incompatible("model", e.to_string()))?;
+        let incompatible = |what: &str, e: String| TrainError::Incompatible {
+            path: path.clone(),
+            problem: format!("cannot load {what}: {e}"),
+        };
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model))
+            .map_err(|e| incompatible("model", e.to_string()))?;
+        model = model
+            .try_load_record(record)
+            .map_err(|e| incompatible("model", e.to_string()))?;
         encoder_optim = encoder_optim
             .from_bytes(Bytes::from_bytes_vec(ckpt.encoder_optim))
             .map_err(|e| incompatible("optimiser state", e.to_string()))?;
@@ -164,27 +207,55 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
             .map_err(|e| incompatible("optimiser state", e.to_string()))?;
         state = ckpt.state;
         if !spec.quiet {
-            eprintln!("resuming {} at epoch {} batch {} (step {})", path.display(), state.next_epoch + 1, state.batch, state.step);
+            eprintln!(
+                "resuming {} at epoch {} batch {} (step {})",
+                path.display(),
+                state.next_epoch + 1,
+                state.batch,
+                state.step
+            );
         }
     }
 
     if let Some(dir) = spec.run_dir {
         // Epochs logged after the checkpoint (by a run killed before its next save) are redone.
         let path = dir.join("metrics.jsonl");
-        progress::truncate_after_epoch(&path, state.next_epoch).map_err(|source| TrainError::Io { path, source })?;
+        progress::truncate_after_epoch(&path, state.next_epoch)
+            .map_err(|source| TrainError::Io { path, source })?;
     }
     let mut metrics = match spec.run_dir {
-        Some(dir) => Some(MetricsLog::open(&dir.join("metrics.jsonl")).map_err(|source| TrainError::Io { path: dir.join("metrics.jsonl"), source })?),
+        Some(dir) => Some(
+            MetricsLog::open(&dir.join("metrics.jsonl")).map_err(|source| TrainError::Io {
+                path: dir.join("metrics.jsonl"),
+                source,
+            })?,
+        ),
         None => None,
     };
-    let mut progress = Progress::new(&spec.label, total_steps as u64, state.step as u64, spec.quiet);
+    let mut progress = Progress::new(
+        &spec.label,
+        total_steps as u64,
+        state.step as u64,
+        spec.quiet,
+    );
     let started = Instant::now();
     let mut views_seen = 0usize;
     let mut final_loss = f32::NAN;
 
-    let save = |model: &Classifier, enc: &ModuleOptimizer, head: &ModuleOptimizer, state: &LoopState| -> Result<(), TrainError> {
-        let Some(path) = &ckpt_path else { return Ok(()) };
-        let bytes = |r: Result<Bytes, burn::store::RecordError>| r.map(|b| b.to_vec()).map_err(|e| TrainError::Incompatible { path: path.clone(), problem: e.to_string() });
+    let save = |model: &Classifier,
+                enc: &ModuleOptimizer,
+                head: &ModuleOptimizer,
+                state: &LoopState|
+     -> Result<(), TrainError> {
+        let Some(path) = &ckpt_path else {
+            return Ok(());
+        };
+        let bytes = |r: Result<Bytes, burn::store::RecordError>| {
+            r.map(|b| b.to_vec()).map_err(|e| TrainError::Incompatible {
+                path: path.clone(),
+                problem: e.to_string(),
+            })
+        };
         Checkpoint {
             state: state.clone(),
             // `valid()` folds BatchNorm's pending running-statistics update into the record; it
@@ -234,28 +305,50 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
             views_seen += ex.num_views();
             final_loss = loss_value;
             state.step += 1;
-            progress.step(loss_value, views_seen as f64 / started.elapsed().as_secs_f64());
+            progress.step(
+                loss_value,
+                views_seen as f64 / started.elapsed().as_secs_f64(),
+            );
 
             let stop = stop_requested(state.step);
             if stop && ckpt_path.is_none() {
                 progress.finish();
                 return Err(TrainError::Stopped { step: state.step });
             }
-            let due = spec.checkpoint_every.is_some_and(|every| last_save.elapsed() >= every);
+            let due = spec
+                .checkpoint_every
+                .is_some_and(|every| last_save.elapsed() >= every);
             if ckpt_path.is_some() && (stop || due) {
-                let inside = LoopState { next_epoch: epoch, batch: b + 1, epoch_sums: sums.clone(), ..state.clone() };
+                let inside = LoopState {
+                    next_epoch: epoch,
+                    batch: b + 1,
+                    epoch_sums: sums.clone(),
+                    ..state.clone()
+                };
                 save(&model, &encoder_optim, &head_optim, &inside)?;
                 last_save = Instant::now();
                 if stop {
                     progress.finish();
-                    return Err(TrainError::Interrupted { step: state.step, path: ckpt_path.clone().expect("checked") });
+                    return Err(TrainError::Interrupted {
+                        step: state.step,
+                        path: ckpt_path.clone().expect("checked"),
+                    });
                 }
             }
             Ok(state.step < total_steps)
         })?;
         if let Some(value) = diverged {
-            let where_ = ckpt_path.as_ref().filter(|p| p.exists()).map(|p| format!(" at {}", p.display())).unwrap_or_default();
-            return Err(TrainError::Diverged { value, step: state.step, epoch: epoch + 1, where_ });
+            let where_ = ckpt_path
+                .as_ref()
+                .filter(|p| p.exists())
+                .map(|p| format!(" at {}", p.display()))
+                .unwrap_or_default();
+            return Err(TrainError::Diverged {
+                value,
+                step: state.step,
+                epoch: epoch + 1,
+                where_,
+            });
         }
         state.next_epoch = epoch + 1;
         state.finished = state.step >= total_steps;
@@ -270,7 +363,10 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
         });
         progress.epoch(&record);
         if let Some(m) = metrics.as_mut() {
-            m.append(&record).map_err(|source| TrainError::Io { path: spec.run_dir.unwrap().join("metrics.jsonl"), source })?;
+            m.append(&record).map_err(|source| TrainError::Io {
+                path: spec.run_dir.unwrap().join("metrics.jsonl"),
+                source,
+            })?;
         }
         save(&model, &encoder_optim, &head_optim, &state)?;
         last_save = Instant::now();
@@ -279,29 +375,54 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
     }
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
-    Ok(FitOutcome { model, steps: state.step, final_loss, seconds, views_per_s: views_seen as f64 / seconds.max(1e-9) })
+    Ok(FitOutcome {
+        model,
+        steps: state.step,
+        final_loss,
+        seconds,
+        views_per_s: views_seen as f64 / seconds.max(1e-9),
+    })
 }
 
 /// Test hook: `PRETEXT_ABORT_AFTER_EPOCH=N` kills the process right after epoch N's checkpoint,
 /// as an interruption would, so that resuming can be tested deterministically.
 fn abort_if_asked(epoch_done: usize) {
-    if std::env::var("PRETEXT_ABORT_AFTER_EPOCH").ok().and_then(|v| v.parse::<usize>().ok()) == Some(epoch_done) {
+    static HOOK: OnceLock<Option<usize>> = OnceLock::new();
+    if *HOOK.get_or_init(|| env_number("PRETEXT_ABORT_AFTER_EPOCH")) == Some(epoch_done) {
         eprintln!("aborting after epoch {epoch_done} (PRETEXT_ABORT_AFTER_EPOCH)");
         std::process::abort();
     }
 }
 
 /// Accuracy of `model` on the examples `task` makes from `set` (no augmentation).
-pub fn evaluate(model: &Classifier, set: &ImageSet, normalizer: &Normalizer, task: &dyn Task, batch_size: usize) -> f64 {
+pub fn evaluate(
+    model: &Classifier,
+    set: &ImageSet,
+    normalizer: &Normalizer,
+    task: &dyn Task,
+    batch_size: usize,
+) -> f64 {
     let model = model.valid();
     let device = infer_device();
-    let plan = BatchPlan { set, normalizer, task, augment: Augment::NONE, batch_size, shuffle: false, seed: 0, epoch: 0 };
+    let plan = BatchPlan {
+        set,
+        normalizer,
+        task,
+        augment: Augment::NONE,
+        batch_size,
+        shuffle: false,
+        seed: 0,
+        epoch: 0,
+    };
     let (mut correct, mut seen) = (0usize, 0usize);
     let mut indices: Vec<usize> = (0..set.len).collect();
     for chunk in indices.chunks_mut(batch_size.max(1)) {
         let ex = plan.make(chunk);
         let (views, labels) = to_tensors(&ex, &device);
-        let predicted = model.forward(views, ex.arity).argmax(1).reshape([ex.labels.len()]);
+        let predicted = model
+            .forward(views, ex.arity)
+            .argmax(1)
+            .reshape([ex.labels.len()]);
         let hits: i64 = predicted.equal(labels).int().sum().into_scalar();
         correct += hits as usize;
         seen += ex.labels.len();
