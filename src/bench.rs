@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use burn::optim::momentum::MomentumConfig;
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
@@ -27,28 +27,61 @@ pub struct StepBench {
     pub samples_per_s: f64,
 }
 
-pub fn training_step(arch: Arch, width: usize, channels: usize, size: usize, batch_size: usize, steps: usize, warmup: usize, threads: usize) -> StepBench {
+pub fn training_step(
+    arch: Arch,
+    width: usize,
+    channels: usize,
+    size: usize,
+    batch_size: usize,
+    steps: usize,
+    warmup: usize,
+    threads: usize,
+) -> StepBench {
     let device = train_device();
     device.seed(0);
-    let spec = EncoderSpec { arch, width, in_channels: channels, mean: vec![0.0; channels], std: vec![1.0; channels] };
-    let mut model = Classifier { encoder: spec.init(&device), head: ClassifierHead::linear(spec.feature_dim(), 4, &device) };
+    let spec = EncoderSpec {
+        arch,
+        width,
+        in_channels: channels,
+        mean: vec![0.0; channels],
+        std: vec![1.0; channels],
+    };
+    let mut model = Classifier {
+        encoder: spec.init(&device),
+        head: ClassifierHead::linear(spec.feature_dim(), 4, &device),
+    };
     let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_momentum(0.9).with_dampening(0.0)))
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let pixels: Vec<f32> = (0..batch_size * channels * size * size).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let pixels: Vec<f32> = (0..batch_size * channels * size * size)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let labels: Vec<i64> = (0..batch_size).map(|i| (i % 4) as i64).collect();
     let mut run = |n: usize| {
         for _ in 0..n {
-            let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), [batch_size, channels, size, size]), &device);
-            let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch_size]), &device);
+            let x = Tensor::<4>::from_data(
+                TensorData::new(pixels.clone(), [batch_size, channels, size, size]),
+                &device,
+            );
+            let y =
+                Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch_size]), &device);
             let loss = cross_entropy(model.forward(x, 1), y);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(0.05, model.clone(), grads);
         }
         // Reading a parameter back waits for any queued work.
-        let _: Vec<f32> = model.head.out.weight.val().into_data().try_into_vec().unwrap_or_default();
+        let _: Vec<f32> = model
+            .head
+            .out
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec()
+            .unwrap_or_default();
     };
     run(warmup);
     let started = Instant::now();

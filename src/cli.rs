@@ -10,7 +10,12 @@ use pretext::models::Arch;
 use pretext::tasks::TaskKind;
 
 #[derive(Parser)]
-#[command(name = "pretext", version, about = "Self-supervised pretraining and few-label transfer", allow_negative_numbers = true)]
+#[command(
+    name = "pretext",
+    version,
+    about = "Self-supervised pretraining and few-label transfer",
+    allow_negative_numbers = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

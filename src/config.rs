@@ -13,7 +13,10 @@ use crate::tasks::TaskKind;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {problem}")]
@@ -21,7 +24,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), problem: problem.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
 }
 
 /// Where the data comes from.
@@ -63,7 +69,10 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { arch: Arch::Convnet4, width: 64 }
+        Self {
+            arch: Arch::Convnet4,
+            width: 64,
+        }
     }
 }
 
@@ -104,7 +113,10 @@ impl Default for TrainConfig {
             momentum: 0.9,
             weight_decay: 5e-4,
             warmup_epochs: 1.0,
-            augment: Augment { crop_padding: 4, hflip: true },
+            augment: Augment {
+                crop_padding: 4,
+                hflip: true,
+            },
             seed: 0,
         }
     }
@@ -120,16 +132,28 @@ impl TrainConfig {
             return Err(invalid(k("batch_size"), "must be at least 1"));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(invalid(k("lr"), format!("must be a positive number, got {}", self.lr)));
+            return Err(invalid(
+                k("lr"),
+                format!("must be a positive number, got {}", self.lr),
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(invalid(k("momentum"), format!("must be in [0, 1), got {}", self.momentum)));
+            return Err(invalid(
+                k("momentum"),
+                format!("must be in [0, 1), got {}", self.momentum),
+            ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(invalid(k("weight_decay"), format!("must be >= 0, got {}", self.weight_decay)));
+            return Err(invalid(
+                k("weight_decay"),
+                format!("must be >= 0, got {}", self.weight_decay),
+            ));
         }
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
-            return Err(invalid(k("warmup_epochs"), format!("must be >= 0, got {}", self.warmup_epochs)));
+            return Err(invalid(
+                k("warmup_epochs"),
+                format!("must be >= 0, got {}", self.warmup_epochs),
+            ));
         }
         Ok(())
     }
@@ -156,7 +180,9 @@ pub struct TaskConfig {
 
 impl Default for TaskConfig {
     fn default() -> Self {
-        Self { name: TaskKind::Rotation }
+        Self {
+            name: TaskKind::Rotation,
+        }
     }
 }
 
@@ -174,7 +200,11 @@ pub struct RunConfig {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { out: PathBuf::from("runs/pretrain"), threads: 0, checkpoint_minutes: 5.0 }
+        Self {
+            out: PathBuf::from("runs/pretrain"),
+            threads: 0,
+            checkpoint_minutes: 5.0,
+        }
     }
 }
 
@@ -198,7 +228,10 @@ impl PretrainConfig {
             return Err(invalid("run.checkpoint_minutes", "must be >= 0"));
         }
         if !(1..=1024).contains(&self.model.width) {
-            return Err(invalid("model.width", format!("must be between 1 and 1024, got {}", self.model.width)));
+            return Err(invalid(
+                "model.width",
+                format!("must be between 1 and 1024, got {}", self.model.width),
+            ));
         }
         self.train.validate("train")?;
         self.transfer.validate()
@@ -272,13 +305,19 @@ impl TransferConfig {
             return Err(invalid("transfer.probe_epochs", "must be at least 1"));
         }
         if !(self.probe_lr.is_finite() && self.probe_lr > 0.0) {
-            return Err(invalid("transfer.probe_lr", format!("must be a positive number, got {}", self.probe_lr)));
+            return Err(invalid(
+                "transfer.probe_lr",
+                format!("must be a positive number, got {}", self.probe_lr),
+            ));
         }
         if self.knn_k == 0 {
             return Err(invalid("transfer.knn_k", "must be at least 1"));
         }
         if !(self.knn_temperature.is_finite() && self.knn_temperature > 0.0) {
-            return Err(invalid("transfer.knn_temperature", "must be a positive number"));
+            return Err(invalid(
+                "transfer.knn_temperature",
+                "must be a positive number",
+            ));
         }
         self.finetune.validate("transfer.finetune")
     }
@@ -321,15 +360,25 @@ impl std::str::FromStr for TransferMode {
             "finetune" => TransferMode::Finetune,
             "scratch" => TransferMode::Scratch,
             "random" => TransferMode::Random,
-            other => return Err(format!("unknown transfer mode `{other}` (expected probe, knn, finetune, scratch or random)")),
+            other => {
+                return Err(format!(
+                    "unknown transfer mode `{other}` (expected probe, knn, finetune, scratch or random)"
+                ));
+            }
         })
     }
 }
 
 /// Read a TOML file into `T`, naming the file in any error.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: one_line(&e.to_string()) })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: one_line(&e.to_string()),
+    })
 }
 
 fn one_line(s: &str) -> String {
@@ -352,7 +401,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected_with_its_name() {
-        let err = toml::from_str::<PretrainConfig>("[train]\nlearning_rate = 0.1\n").unwrap_err().to_string();
+        let err = toml::from_str::<PretrainConfig>("[train]\nlearning_rate = 0.1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("learning_rate"), "{err}");
     }
 
@@ -363,9 +414,19 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("train.lr"));
         cfg.train.lr = 0.1;
         cfg.train.batch_size = 0;
-        assert!(cfg.validate().unwrap_err().to_string().contains("train.batch_size"));
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("train.batch_size")
+        );
         let mut t = TransferConfig::default();
         t.finetune.lr = 0.0;
-        assert!(t.validate().unwrap_err().to_string().contains("transfer.finetune.lr"));
+        assert!(
+            t.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("transfer.finetune.lr")
+        );
     }
 }

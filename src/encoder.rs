@@ -21,10 +21,18 @@ pub struct TrainedEncoder {
 
 impl TrainedEncoder {
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
-        let mut store = SafetensorsStore::from_bytes(None).metadata("pretext.arch", self.spec.arch.to_string());
+        let mut store =
+            SafetensorsStore::from_bytes(None).metadata("pretext.arch", self.spec.arch.to_string());
         // `valid()` folds BatchNorm's pending running-statistics update into the saved values.
-        self.encoder.valid().save_into(&mut store).map_err(|e| Error::msg(format!("{}: cannot serialise encoder: {e}", dir.join(WEIGHTS_FILE).display())))?;
-        let bytes = store.get_bytes().map_err(|e| Error::msg(format!("{}: {e}", dir.join(WEIGHTS_FILE).display())))?;
+        self.encoder.valid().save_into(&mut store).map_err(|e| {
+            Error::msg(format!(
+                "{}: cannot serialise encoder: {e}",
+                dir.join(WEIGHTS_FILE).display()
+            ))
+        })?;
+        let bytes = store
+            .get_bytes()
+            .map_err(|e| Error::msg(format!("{}: {e}", dir.join(WEIGHTS_FILE).display())))?;
         write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
         let spec = serde_json::to_vec_pretty(&self.spec).expect("spec serialises");
         write_atomic(&dir.join(SPEC_FILE), &spec)?;
@@ -35,14 +43,20 @@ impl TrainedEncoder {
     pub fn load(dir: &Path, device: &Device) -> Result<Self, Error> {
         let spec_path = dir.join(SPEC_FILE);
         let text = std::fs::read(&spec_path).map_err(|e| Error::io(&spec_path, e))?;
-        let spec: EncoderSpec = serde_json::from_slice(&text).map_err(|e| Error::msg(format!("{}: {e}", spec_path.display())))?;
+        let spec: EncoderSpec = serde_json::from_slice(&text)
+            .map_err(|e| Error::msg(format!("{}: {e}", spec_path.display())))?;
         let weights = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&weights).map_err(|e| Error::io(&weights, e))?;
         let mut encoder = spec.init(device);
         let mut store = SafetensorsStore::from_bytes(Some(bytes));
-        let applied = encoder
-            .load_from(&mut store)
-            .map_err(|e| Error::msg(format!("{}: not the weights of a {} (width {}): {e}", weights.display(), spec.arch, spec.width)))?;
+        let applied = encoder.load_from(&mut store).map_err(|e| {
+            Error::msg(format!(
+                "{}: not the weights of a {} (width {}): {e}",
+                weights.display(),
+                spec.arch,
+                spec.width
+            ))
+        })?;
         if !applied.missing.is_empty() || !applied.errors.is_empty() {
             return Err(Error::msg(format!(
                 "{}: does not match a {} of width {} ({} tensors missing, {} errors)",

@@ -11,7 +11,10 @@ pub enum Error {
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Msg(String),
 }
@@ -21,7 +24,10 @@ impl Error {
         Error::Msg(m.into())
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

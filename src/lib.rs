@@ -1,6 +1,7 @@
 //! pretext: self-supervised representation learning. Pretrain an encoder on unlabelled images
 //! with a pretext task, transfer it with few labels, and compare it with training from scratch.
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod encoder;
@@ -11,6 +12,5 @@ pub mod pipeline;
 pub mod tasks;
 pub mod train;
 pub mod transfer;
-pub mod bench;
 
 pub use error::Error;

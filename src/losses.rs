@@ -19,7 +19,10 @@ mod tests {
     #[test]
     fn matches_hand_computed_value() {
         let dev = Device::flex();
-        let logits = Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 0.0, 0.0, 0.0, 1.0, 3.0], [2, 3]), &dev);
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![2.0f32, 0.0, 0.0, 0.0, 1.0, 3.0], [2, 3]),
+            &dev,
+        );
         let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &dev);
         let got: f32 = cross_entropy(logits, targets).into_scalar();
         // -log softmax([2,0,0])[0] = log(e^2+2) - 2; -log softmax([0,1,3])[2] = log(1+e+e^3) - 3

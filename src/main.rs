@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line. Library errors already name their cause in their message, so the
             // source chain is not printed again.
-            eprintln!("error: {}", e.to_string().lines().collect::<Vec<_>>().join(" "));
+            eprintln!(
+                "error: {}",
+                e.to_string().lines().collect::<Vec<_>>().join(" ")
+            );
             ExitCode::FAILURE
         }
     }
@@ -37,13 +40,18 @@ fn is_interruption(e: &anyhow::Error) -> bool {
     use pretext::train::TrainError;
     matches!(
         e.downcast_ref::<pretext::Error>(),
-        Some(pretext::Error::Train(TrainError::Interrupted { .. } | TrainError::Stopped { .. }))
+        Some(pretext::Error::Train(
+            TrainError::Interrupted { .. } | TrainError::Stopped { .. }
+        ))
     )
 }
 
 fn set_threads(threads: usize) -> anyhow::Result<()> {
     if threads > 0 {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().map_err(|err| anyhow::anyhow!("cannot set the thread count: {err}"))?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|err| anyhow::anyhow!("cannot set the thread count: {err}"))?;
     }
     Ok(())
 }
@@ -79,7 +87,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Transfer(args) => {
             let base = match &args.run {
-                Some(run) => Some(read_toml::<PretrainConfig>(&run.join(pipeline::CONFIG_FILE))?),
+                Some(run) => Some(read_toml::<PretrainConfig>(
+                    &run.join(pipeline::CONFIG_FILE),
+                )?),
                 None => None,
             };
             let mut cfg = args.common.resolve(base)?;
@@ -114,7 +124,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 mean: vec![],
                 std: vec![],
             });
-            let results = pipeline::transfer(args.run.as_deref(), &cfg.data, spec_without_run, &cfg.transfer, &out, quiet)?;
+            let results = pipeline::transfer(
+                args.run.as_deref(),
+                &cfg.data,
+                spec_without_run,
+                &cfg.transfer,
+                &out,
+                quiet,
+            )?;
             print!("{}", results.table());
             println!("wrote {}", out.join(pipeline::RESULTS_FILE).display());
         }
@@ -131,9 +148,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("wrote {}", path.display());
             }
         }
-        Command::Info { path, format, skip_corrupt } => {
+        Command::Info {
+            path,
+            format,
+            skip_corrupt,
+        } => {
             set_threads(threads.unwrap_or(0))?;
-            let data = pretext::config::DataConfig { path, format: format.map(Into::into), skip_corrupt, ..Default::default() };
+            let data = pretext::config::DataConfig {
+                path,
+                format: format.map(Into::into),
+                skip_corrupt,
+                ..Default::default()
+            };
             let ds = pipeline::load_data(&data)?;
             print!("{}", pretext::data::describe(&ds));
         }
@@ -145,13 +171,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.pretrain.pretext_test_acc.unwrap_or(f64::NAN)
             );
             print!("{}", outcome.transfer.table());
-            println!("demo finished in {:.0} s; results in {}", outcome.seconds, out.join(pipeline::RESULTS_FILE).display());
+            println!(
+                "demo finished in {:.0} s; results in {}",
+                outcome.seconds,
+                out.join(pipeline::RESULTS_FILE).display()
+            );
         }
         Command::BenchStep(a) => {
             let t = threads.unwrap_or(0);
             set_threads(t)?;
-            let t = if t == 0 { rayon::current_num_threads() } else { t };
-            let r = pretext::bench::training_step(a.model, a.width, a.channels, a.size, a.batch_size, a.steps, a.warmup, t);
+            let t = if t == 0 {
+                rayon::current_num_threads()
+            } else {
+                t
+            };
+            let r = pretext::bench::training_step(
+                a.model,
+                a.width,
+                a.channels,
+                a.size,
+                a.batch_size,
+                a.steps,
+                a.warmup,
+                t,
+            );
             println!("{}", serde_json::to_string(&r)?);
         }
     }

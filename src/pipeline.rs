@@ -25,21 +25,38 @@ pub const RESULTS_FILE: &str = "results.json";
 /// source has none).
 pub fn load_data(cfg: &DataConfig) -> Result<Dataset, Error> {
     let mut ds = if cfg.path == "synthetic" {
-        generate(&SyntheticConfig { train: cfg.synthetic_train, test: cfg.synthetic_test, size: cfg.synthetic_size, seed: 0 })
+        generate(&SyntheticConfig {
+            train: cfg.synthetic_train,
+            test: cfg.synthetic_test,
+            size: cfg.synthetic_size,
+            seed: 0,
+        })
     } else {
-        crate::data::load(Path::new(&cfg.path), cfg.format, &FolderOptions { skip_corrupt: cfg.skip_corrupt })?
+        crate::data::load(
+            Path::new(&cfg.path),
+            cfg.format,
+            &FolderOptions {
+                skip_corrupt: cfg.skip_corrupt,
+            },
+        )?
     };
     if ds.train.len == 0 {
         return Err(Error::msg(format!("{}: no training images", cfg.path)));
     }
     if ds.test.is_none() && ds.train.labels.is_some() {
         let (train, test) = split::holdout(&ds.train, 0.2, 0);
-        eprintln!("note: {} has no test split; holding out {} of its {} labelled images as the test split", cfg.path, test.len, ds.train.len);
+        eprintln!(
+            "note: {} has no test split; holding out {} of its {} labelled images as the test split",
+            cfg.path, test.len, ds.train.len
+        );
         ds.train = train;
         ds.test = Some(test);
     }
     if ds.skipped > 0 {
-        eprintln!("warning: skipped {} corrupt image(s) in {}", ds.skipped, cfg.path);
+        eprintln!(
+            "warning: skipped {} corrupt image(s) in {}",
+            ds.skipped, cfg.path
+        );
     }
     Ok(ds)
 }
@@ -58,7 +75,8 @@ pub struct PretrainSummary {
 }
 
 fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
-    let text = toml::to_string_pretty(value).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let text = toml::to_string_pretty(value)
+        .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
     Ok(write_atomic(path, text.as_bytes())?)
 }
 
@@ -70,7 +88,11 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     let saved_config = run_dir.join(CONFIG_FILE);
     if checkpoint_path(&run_dir).exists() && saved_config.exists() {
         let saved: PretrainConfig = read_toml(&saved_config)?;
-        if saved.data != cfg.data || saved.model != cfg.model || saved.task != cfg.task || saved.train != cfg.train {
+        if saved.data != cfg.data
+            || saved.model != cfg.model
+            || saved.task != cfg.task
+            || saved.train != cfg.train
+        {
             return Err(Error::msg(format!(
                 "{}: holds a run with another config; resume it with `pretext resume {}` or choose another --out",
                 run_dir.display(),
@@ -93,7 +115,10 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     };
     let device = train_device();
     device.seed(cfg.train.seed);
-    let model = Classifier { encoder: spec.init(&device), head: task.head(spec.feature_dim(), &device) };
+    let model = Classifier {
+        encoder: spec.init(&device),
+        head: task.head(spec.feature_dim(), &device),
+    };
     if !quiet {
         eprintln!(
             "pretrain {} on {} ({} images {}x{}x{}), {} width {}, into {}",
@@ -116,15 +141,29 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
             recipe: &cfg.train,
             encoder_lr_scale: 1.0,
             run_dir: Some(&run_dir),
-            model_tag: format!("{}/w{}/c{}/{}", spec.arch, spec.width, spec.in_channels, task.name()),
+            model_tag: format!(
+                "{}/w{}/c{}/{}",
+                spec.arch,
+                spec.width,
+                spec.in_channels,
+                task.name()
+            ),
             label: format!("pretrain {}", task.name()),
             quiet,
-            checkpoint_every: (cfg.run.checkpoint_minutes > 0.0).then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
+            checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
         },
         model,
     )?;
-    let pretext_test_acc = data.test.as_ref().map(|test| evaluate(&outcome.model, test, &normalizer, task.as_ref(), 256));
-    TrainedEncoder { spec, encoder: outcome.model.encoder.clone() }.save(&run_dir)?;
+    let pretext_test_acc = data
+        .test
+        .as_ref()
+        .map(|test| evaluate(&outcome.model, test, &normalizer, task.as_ref(), 256));
+    TrainedEncoder {
+        spec,
+        encoder: outcome.model.encoder.clone(),
+    }
+    .save(&run_dir)?;
     let summary = PretrainSummary {
         task: task.name().into(),
         arch: cfg.model.arch.to_string(),
@@ -143,7 +182,10 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
 pub fn resume(run_dir: &Path, quiet: bool) -> Result<PretrainSummary, Error> {
     let cfg_path = run_dir.join(CONFIG_FILE);
     if !run_dir.is_dir() {
-        return Err(Error::io(run_dir, std::io::Error::new(std::io::ErrorKind::NotFound, "no such run directory")));
+        return Err(Error::io(
+            run_dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such run directory"),
+        ));
     }
     let mut cfg: PretrainConfig = read_toml(&cfg_path)?;
     cfg.run.out = run_dir.to_path_buf();
@@ -151,22 +193,41 @@ pub fn resume(run_dir: &Path, quiet: bool) -> Result<PretrainSummary, Error> {
 }
 
 /// Transfer a pretrained encoder (or, for scratch/random only, none) to the labelled data.
-pub fn transfer(run_dir: Option<&Path>, data_cfg: &DataConfig, spec_without_run: Option<EncoderSpec>, cfg: &TransferConfig, out: &Path, quiet: bool) -> Result<TransferResults, Error> {
+pub fn transfer(
+    run_dir: Option<&Path>,
+    data_cfg: &DataConfig,
+    spec_without_run: Option<EncoderSpec>,
+    cfg: &TransferConfig,
+    out: &Path,
+    quiet: bool,
+) -> Result<TransferResults, Error> {
     cfg.validate()?;
     let pretrained = match run_dir {
         Some(dir) => Some(TrainedEncoder::load(dir, &train_device())?),
         None => None,
     };
     let data = load_data(data_cfg)?;
-    let test = data.test.as_ref().ok_or_else(|| Error::msg(format!("{}: no test split to evaluate on", data_cfg.path)))?;
+    let test = data
+        .test
+        .as_ref()
+        .ok_or_else(|| Error::msg(format!("{}: no test split to evaluate on", data_cfg.path)))?;
     let spec = match (&pretrained, spec_without_run) {
         (Some(p), _) => p.spec.clone(),
         // Without a pretrained run, the encoder's input statistics come from the data.
         (None, Some(spec)) => {
             let n = Normalizer::fit(&data.train);
-            EncoderSpec { in_channels: data.train.channels, mean: n.mean, std: n.std, ..spec }
+            EncoderSpec {
+                in_channels: data.train.channels,
+                mean: n.mean,
+                std: n.std,
+                ..spec
+            }
         }
-        (None, None) => return Err(Error::msg("transfer needs --run RUN_DIR (or --model for scratch and random)")),
+        (None, None) => {
+            return Err(Error::msg(
+                "transfer needs --run RUN_DIR (or --model for scratch and random)",
+            ));
+        }
     };
     if spec.in_channels != data.train.channels {
         return Err(Error::msg(format!(
@@ -174,9 +235,21 @@ pub fn transfer(run_dir: Option<&Path>, data_cfg: &DataConfig, spec_without_run:
             data_cfg.path, data.train.channels, spec.in_channels
         )));
     }
-    let results = transfer::run(&TransferInputs { train: &data.train, test, pretrained: pretrained.as_ref(), spec, quiet }, cfg)?;
+    let results = transfer::run(
+        &TransferInputs {
+            train: &data.train,
+            test,
+            pretrained: pretrained.as_ref(),
+            spec,
+            quiet,
+        },
+        cfg,
+    )?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    write_atomic(&out.join(RESULTS_FILE), &serde_json::to_vec_pretty(&results).expect("results serialise"))?;
+    write_atomic(
+        &out.join(RESULTS_FILE),
+        &serde_json::to_vec_pretty(&results).expect("results serialise"),
+    )?;
     Ok(results)
 }
 
@@ -185,9 +258,14 @@ pub fn embed(run_dir: &Path, data_cfg: &DataConfig, out: &Path) -> Result<Vec<Pa
     let trained = TrainedEncoder::load(run_dir, &train_device())?;
     let data = load_data(data_cfg)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let normalizer = Normalizer { mean: trained.spec.mean.clone(), std: trained.spec.std.clone() };
+    let normalizer = Normalizer {
+        mean: trained.spec.mean.clone(),
+        std: trained.spec.std.clone(),
+    };
     let mut written = Vec::new();
-    let splits: Vec<(&str, &ImageSet)> = std::iter::once(("train", &data.train)).chain(data.test.as_ref().map(|t| ("test", t))).collect();
+    let splits: Vec<(&str, &ImageSet)> = std::iter::once(("train", &data.train))
+        .chain(data.test.as_ref().map(|t| ("test", t)))
+        .collect();
     for (name, set) in splits {
         let f = transfer::features::extract(&trained.encoder, set, &normalizer, 256);
         let path = out.join(format!("{name}_features.npy"));
@@ -203,7 +281,11 @@ pub fn embed(run_dir: &Path, data_cfg: &DataConfig, out: &Path) -> Result<Vec<Pa
     Ok(written)
 }
 
-fn write_npy<T: npyz::AutoSerialize + Clone>(path: &Path, values: &[T], shape: &[u64]) -> Result<(), Error> {
+fn write_npy<T: npyz::AutoSerialize + Clone>(
+    path: &Path,
+    values: &[T],
+    shape: &[u64],
+) -> Result<(), Error> {
     use npyz::WriterBuilder;
     let mut bytes = Vec::new();
     let mut writer = npyz::WriteOptions::new()
@@ -212,7 +294,9 @@ fn write_npy<T: npyz::AutoSerialize + Clone>(path: &Path, values: &[T], shape: &
         .writer(&mut bytes)
         .begin_nd()
         .map_err(|e| Error::io(path, e))?;
-    writer.extend(values.iter().cloned()).map_err(|e| Error::io(path, e))?;
+    writer
+        .extend(values.iter().cloned())
+        .map_err(|e| Error::io(path, e))?;
     writer.finish().map_err(|e| Error::io(path, e))?;
     Ok(write_atomic(path, &bytes)?)
 }
@@ -250,7 +334,12 @@ pub fn demo(out: &Path, quiet: bool) -> Result<DemoOutcome, Error> {
     let (pre, tr) = demo_configs(out);
     let pretrain = pretrain(&pre, quiet)?;
     let transfer = transfer(Some(&pre.run.out), &pre.data, None, &tr, out, quiet)?;
-    let mut f = std::fs::File::create(out.join("summary.txt")).map_err(|e| Error::io(out.join("summary.txt"), e))?;
+    let mut f = std::fs::File::create(out.join("summary.txt"))
+        .map_err(|e| Error::io(out.join("summary.txt"), e))?;
     let _ = writeln!(f, "{}", transfer.table());
-    Ok(DemoOutcome { pretrain, transfer, seconds: started.elapsed().as_secs_f64() })
+    Ok(DemoOutcome {
+        pretrain,
+        transfer,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

@@ -23,7 +23,13 @@ fn write_idx_labels(path: &Path, labels: &[u8]) {
 #[test]
 fn truncated_idx_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    write_idx_images(&dir.path().join("train-images-idx3-ubyte"), 100, 28, 28, &[0; 500]);
+    write_idx_images(
+        &dir.path().join("train-images-idx3-ubyte"),
+        100,
+        28,
+        28,
+        &[0; 500],
+    );
     write_idx_labels(&dir.path().join("train-labels-idx1-ubyte"), &[0; 100]);
     let o = pretext(&["info", dir.path().to_str().unwrap()]);
     assert_clean_failure(&o, "train-images-idx3-ubyte");
@@ -32,7 +38,13 @@ fn truncated_idx_file_is_named() {
 #[test]
 fn idx_header_claiming_a_trillion_images_fails_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    write_idx_images(&dir.path().join("train-images-idx3-ubyte"), u32::MAX, 1_000, 1_000, &[0; 64]);
+    write_idx_images(
+        &dir.path().join("train-images-idx3-ubyte"),
+        u32::MAX,
+        1_000,
+        1_000,
+        &[0; 64],
+    );
     write_idx_labels(&dir.path().join("train-labels-idx1-ubyte"), &[0; 4]);
     let o = pretext(&["info", dir.path().to_str().unwrap()]);
     assert_clean_failure(&o, "train-images-idx3-ubyte");
@@ -51,7 +63,11 @@ fn folder_with_one_corrupt_jpeg(root: &Path) {
             write_png(&d.join(format!("{i}.png")), i);
         }
     }
-    std::fs::write(root.join("dog/broken.jpg"), b"\xFF\xD8\xFF\xE0 this is not really a jpeg").unwrap();
+    std::fs::write(
+        root.join("dog/broken.jpg"),
+        b"\xFF\xD8\xFF\xE0 this is not really a jpeg",
+    )
+    .unwrap();
 }
 
 #[test]
@@ -63,8 +79,16 @@ fn corrupt_jpeg_among_good_images_is_named_or_skipped() {
 
     let o = pretext(&["info", dir.path().to_str().unwrap(), "--skip-corrupt"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("broken.jpg"), "a warning names the skipped file: {}", stderr(&o));
-    assert!(stdout(&o).contains("skipped corrupt images: 1"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("broken.jpg"),
+        "a warning names the skipped file: {}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).contains("skipped corrupt images: 1"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -78,7 +102,13 @@ fn empty_folder_is_named() {
 
 #[test]
 fn missing_path_is_named() {
-    let o = pretext(&["pretrain", "--data", "/no/such/dataset-dir", "--epochs", "1"]);
+    let o = pretext(&[
+        "pretrain",
+        "--data",
+        "/no/such/dataset-dir",
+        "--epochs",
+        "1",
+    ]);
     assert_clean_failure(&o, "/no/such/dataset-dir");
 }
 
@@ -88,7 +118,13 @@ fn bad_config_values_name_their_key() {
     let cfg = tiny_config(dir.path(), "");
     let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--lr", "-1"]);
     assert_clean_failure(&o, "train.lr");
-    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--batch-size", "0"]);
+    let o = pretext(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--batch-size",
+        "0",
+    ]);
     assert_clean_failure(&o, "train.batch_size");
 
     let bad = dir.path().join("bad.toml");
@@ -105,8 +141,15 @@ fn bad_config_values_name_their_key() {
 fn too_many_labels_per_class_names_the_class() {
     let dir = tempfile::tempdir().unwrap();
     let o = pretext(&[
-        "transfer", "--data", "synthetic", "--mode", "scratch", "--labels-per-class", "100000",
-        "--out", dir.path().to_str().unwrap(),
+        "transfer",
+        "--data",
+        "synthetic",
+        "--mode",
+        "scratch",
+        "--labels-per-class",
+        "100000",
+        "--out",
+        dir.path().to_str().unwrap(),
     ]);
     assert_clean_failure(&o, "labels_per_class = 100000");
 }
@@ -116,18 +159,42 @@ fn checkpoints_of_another_model_or_corrupt_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path(), "");
     let run = dir.path().join("run");
-    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "1"]);
+    let o = pretext(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 
     // Another model into the same run directory.
-    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "1", "--width", "8"]);
+    let o = pretext(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--width",
+        "8",
+    ]);
     assert_clean_failure(&o, "another config");
 
     // An encoder file that does not match its spec.
     let spec_path = run.join("encoder.json");
-    let spec = std::fs::read_to_string(&spec_path).unwrap().replace("\"width\": 4", "\"width\": 8");
+    let spec = std::fs::read_to_string(&spec_path)
+        .unwrap()
+        .replace("\"width\": 4", "\"width\": 8");
     std::fs::write(&spec_path, spec).unwrap();
-    let o = pretext(&["transfer", "--run", run.to_str().unwrap(), "--mode", "knn", "--out", dir.path().join("t").to_str().unwrap()]);
+    let o = pretext(&[
+        "transfer",
+        "--run",
+        run.to_str().unwrap(),
+        "--mode",
+        "knn",
+        "--out",
+        dir.path().join("t").to_str().unwrap(),
+    ]);
     assert_clean_failure(&o, "encoder.safetensors");
 
     // A corrupt checkpoint.
@@ -142,8 +209,23 @@ fn checkpoints_of_another_model_or_corrupt_ones_are_refused() {
 fn diverging_loss_stops_with_a_clear_error_and_keeps_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path(), "");
-    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap(), "--epochs", "3", "--lr", "1e30"]);
+    let o = pretext(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--lr",
+        "1e30",
+    ]);
     assert_clean_failure(&o, "loss is");
-    assert!(stderr(&o).contains("Lower the learning rate"), "{}", stderr(&o));
-    assert!(!dir.path().join("run/encoder.safetensors").exists(), "a diverged run must not export an encoder");
+    assert!(
+        stderr(&o).contains("Lower the learning rate"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !dir.path().join("run/encoder.safetensors").exists(),
+        "a diverged run must not export an encoder"
+    );
 }

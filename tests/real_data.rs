@@ -20,7 +20,10 @@ fn info_describes_fashion_mnist_and_cifar10_jpeg() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("format: folder"), "{out}");
-    assert!(out.contains("train: 50000 images, 3x32x32 (channels x height x width), 10 classes"), "{out}");
+    assert!(
+        out.contains("train: 50000 images, 3x32x32 (channels x height x width), 10 classes"),
+        "{out}"
+    );
     assert!(out.contains("  airplane: 5000"), "{out}");
     assert!(out.contains("test: 10000 images"), "{out}");
 }

@@ -7,7 +7,12 @@ pub type Shape = [usize; 3];
 
 /// A random crop of the image padded by `pad` zeros on every side, back to the original size.
 /// Zero is the channel mean after normalisation, so the padding adds no colour cue.
-pub fn random_crop_padded(img: &[f32], [c, h, w]: Shape, pad: usize, rng: &mut impl Rng) -> Vec<f32> {
+pub fn random_crop_padded(
+    img: &[f32],
+    [c, h, w]: Shape,
+    pad: usize,
+    rng: &mut impl Rng,
+) -> Vec<f32> {
     if pad == 0 {
         return img.to_vec();
     }
@@ -84,7 +89,9 @@ mod tests {
     use rand::SeedableRng;
 
     fn ramp(shape: Shape) -> Vec<f32> {
-        (0..shape.iter().product::<usize>()).map(|i| i as f32).collect()
+        (0..shape.iter().product::<usize>())
+            .map(|i| i as f32)
+            .collect()
     }
 
     #[test]
@@ -97,7 +104,10 @@ mod tests {
         }
         assert_eq!(r, img);
         assert_ne!(rotate90(&img, shape, 1), img);
-        assert_eq!(rotate90(&rotate90(&img, shape, 1), shape, 1), rotate90(&img, shape, 2));
+        assert_eq!(
+            rotate90(&rotate90(&img, shape, 1), shape, 1),
+            rotate90(&img, shape, 2)
+        );
     }
 
     #[test]

@@ -15,8 +15,18 @@ const CHANNELS: usize = 3;
 const SIDE: usize = 32;
 const IMAGE_BYTES: usize = CHANNELS * SIDE * SIDE;
 
-const CIFAR10_NAMES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+const CIFAR10_NAMES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 /// The official fine label names, so that a copy without `fine_label_names.txt` is still named.
 const CIFAR100_NAMES: [&str; 100] = [
@@ -162,7 +172,13 @@ impl Layout {
 static CIFAR10: Layout = Layout {
     format: Format::Cifar10,
     subdir: "cifar-10-batches-bin",
-    train_files: &["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"],
+    train_files: &[
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+    ],
     test_file: "test_batch.bin",
     names_file: "batches.meta.txt",
     default_names: &CIFAR10_NAMES,
@@ -181,7 +197,10 @@ static CIFAR100: Layout = Layout {
 
 /// The CIFAR variant whose training files are in `dir` (or its archive subfolder), if any.
 pub fn detect(dir: &Path) -> Option<Format> {
-    [&CIFAR10, &CIFAR100].into_iter().find(|l| l.root(dir).is_some()).map(|l| l.format)
+    [&CIFAR10, &CIFAR100]
+        .into_iter()
+        .find(|l| l.root(dir).is_some())
+        .map(|l| l.format)
 }
 
 /// Loads CIFAR-10 (`data_batch_{1..5}.bin`, `test_batch.bin`) or CIFAR-100 (`train.bin`,
@@ -190,8 +209,11 @@ pub fn detect(dir: &Path) -> Option<Format> {
 /// file is absent. Class names come from `batches.meta.txt` / `fine_label_names.txt` when present,
 /// otherwise the official names.
 pub fn load_dir(dir: &Path, format: Format) -> Result<Dataset> {
-    let layout = Layout::of(format)
-        .ok_or_else(|| DataError::Other(format!("cifar::load_dir reads CIFAR-10 or CIFAR-100, not {format:?}")))?;
+    let layout = Layout::of(format).ok_or_else(|| {
+        DataError::Other(format!(
+            "cifar::load_dir reads CIFAR-10 or CIFAR-100, not {format:?}"
+        ))
+    })?;
     if !dir.is_dir() {
         return Err(match fs::metadata(dir) {
             Err(e) => DataError::io(dir, e),
@@ -200,23 +222,48 @@ pub fn load_dir(dir: &Path, format: Format) -> Result<Dataset> {
     }
     let root = layout.root(dir).ok_or_else(|| DataError::Empty {
         path: dir.to_path_buf(),
-        problem: format!("no {format:?} batch files ({}) here or in {}/", layout.train_files.join(", "), layout.subdir),
+        problem: format!(
+            "no {format:?} batch files ({}) here or in {}/",
+            layout.train_files.join(", "),
+            layout.subdir
+        ),
     })?;
 
     let class_names = read_class_names(&root, layout)?;
-    let train_paths: Vec<PathBuf> = layout.train_files.iter().map(|f| root.join(f)).filter(|p| p.is_file()).collect();
+    let train_paths: Vec<PathBuf> = layout
+        .train_files
+        .iter()
+        .map(|f| root.join(f))
+        .filter(|p| p.is_file())
+        .collect();
     let train = read_batches(&train_paths, layout, &class_names)?;
     let test_path = root.join(layout.test_file);
-    let test = if test_path.is_file() { Some(read_batches(&[test_path], layout, &class_names)?) } else { None };
-    Ok(Dataset { format, source: dir.display().to_string(), train, test, skipped: 0 })
+    let test = if test_path.is_file() {
+        Some(read_batches(&[test_path], layout, &class_names)?)
+    } else {
+        None
+    };
+    Ok(Dataset {
+        format,
+        source: dir.display().to_string(),
+        train,
+        test,
+        skipped: 0,
+    })
 }
 
 /// Reads and concatenates batch files into one split.
 fn read_batches(paths: &[PathBuf], layout: &Layout, class_names: &[String]) -> Result<ImageSet> {
     let record_len = layout.record_len();
     // Sized from the files' real lengths, so a bad file cannot make this reservation huge.
-    let total_bytes: u64 =
-        paths.iter().map(|p| fs::metadata(p).map(|m| m.len()).map_err(|e| DataError::io(p, e))).sum::<Result<u64>>()?;
+    let total_bytes: u64 = paths
+        .iter()
+        .map(|p| {
+            fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(|e| DataError::io(p, e))
+        })
+        .sum::<Result<u64>>()?;
     let capacity = (total_bytes / record_len as u64) as usize;
     let mut pixels = Vec::with_capacity(capacity * IMAGE_BYTES);
     let mut labels = Vec::with_capacity(capacity);
@@ -224,7 +271,10 @@ fn read_batches(paths: &[PathBuf], layout: &Layout, class_names: &[String]) -> R
     for path in paths {
         let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
         if bytes.is_empty() {
-            return Err(DataError::Empty { path: path.clone(), problem: "batch file is empty".into() });
+            return Err(DataError::Empty {
+                path: path.clone(),
+                problem: "batch file is empty".into(),
+            });
         }
         if bytes.len() % record_len != 0 {
             return Err(DataError::format(
@@ -242,14 +292,20 @@ fn read_batches(paths: &[PathBuf], layout: &Layout, class_names: &[String]) -> R
             if usize::from(label) >= layout.num_classes() {
                 return Err(DataError::format(
                     path,
-                    format!("record {i}: label {label} out of range (0..{})", layout.num_classes()),
+                    format!(
+                        "record {i}: label {label} out of range (0..{})",
+                        layout.num_classes()
+                    ),
                 ));
             }
             // The coarse label is unused, but a bad one says the file is not CIFAR-100.
             if layout.label_bytes == 2 && record[0] >= CIFAR100_COARSE_CLASSES {
                 return Err(DataError::format(
                     path,
-                    format!("record {i}: coarse label {} out of range (0..{CIFAR100_COARSE_CLASSES})", record[0]),
+                    format!(
+                        "record {i}: coarse label {} out of range (0..{CIFAR100_COARSE_CLASSES})",
+                        record[0]
+                    ),
                 ));
             }
             labels.push(u32::from(label));
@@ -277,11 +333,20 @@ fn read_class_names(root: &Path, layout: &Layout) -> Result<Vec<String>> {
         }
         Err(e) => return Err(DataError::io(path, e)),
     };
-    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     if names.len() != layout.num_classes() {
         return Err(DataError::format(
             path,
-            format!("expected {} class names (one per line), found {}", layout.num_classes(), names.len()),
+            format!(
+                "expected {} class names (one per line), found {}",
+                layout.num_classes(),
+                names.len()
+            ),
         ));
     }
     Ok(names)
@@ -304,7 +369,10 @@ mod tests {
     fn assert_err_names(err: DataError, file: &str, needle: &str) {
         let msg = err.to_string();
         assert!(msg.contains(file), "message {msg:?} does not name {file}");
-        assert!(msg.contains(needle), "message {msg:?} does not contain {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "message {msg:?} does not contain {needle:?}"
+        );
     }
 
     #[test]
@@ -409,7 +477,9 @@ mod tests {
 
         let missing = dir.path().join("absent");
         let err = load_dir(&missing, Format::Cifar100).unwrap_err();
-        assert!(matches!(&err, DataError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound));
+        assert!(
+            matches!(&err, DataError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        );
         assert_err_names(err, "absent", "");
     }
 
@@ -430,6 +500,9 @@ mod tests {
     #[test]
     fn other_formats_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(load_dir(dir.path(), Format::Idx), Err(DataError::Other(_))));
+        assert!(matches!(
+            load_dir(dir.path(), Format::Idx),
+            Err(DataError::Other(_))
+        ));
     }
 }

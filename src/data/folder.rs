@@ -51,10 +51,22 @@ pub fn load(dir: &Path, opts: &FolderOptions) -> Result<Dataset> {
             ));
         }
         let (class_names, train) = labelled_split(dir, top.dirs)?;
-        Plan { class_names, train, test: None }
+        Plan {
+            class_names,
+            train,
+            test: None,
+        }
     } else if !top.images.is_empty() {
-        let train = top.images.into_iter().map(|path| Entry { path, label: None }).collect();
-        Plan { class_names: Vec::new(), train, test: None }
+        let train = top
+            .images
+            .into_iter()
+            .map(|path| Entry { path, label: None })
+            .collect();
+        Plan {
+            class_names: Vec::new(),
+            train,
+            test: None,
+        }
     } else {
         return Err(DataError::Empty {
             path: dir.to_path_buf(),
@@ -84,7 +96,10 @@ struct Listing {
 }
 
 fn list(dir: &Path) -> Result<Listing> {
-    let mut listing = Listing { dirs: Vec::new(), images: Vec::new() };
+    let mut listing = Listing {
+        dirs: Vec::new(),
+        images: Vec::new(),
+    };
     for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let entry = entry.map_err(|e| DataError::io(dir, e))?;
         let name = entry.file_name();
@@ -96,7 +111,11 @@ fn list(dir: &Path) -> Result<Listing> {
         // The entry's own type needs no extra system call per file, which matters with tens of
         // thousands of images; only symlinks are followed, so linked class folders still work.
         let file_type = entry.file_type().map_err(|e| DataError::io(&path, e))?;
-        let is_dir = if file_type.is_symlink() { path.is_dir() } else { file_type.is_dir() };
+        let is_dir = if file_type.is_symlink() {
+            path.is_dir()
+        } else {
+            file_type.is_dir()
+        };
         if is_dir {
             listing.dirs.push((name.into_owned(), path));
         } else if is_image_name(&name) {
@@ -104,7 +123,9 @@ fn list(dir: &Path) -> Result<Listing> {
         }
     }
     listing.dirs.sort();
-    listing.images.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    listing
+        .images
+        .sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     Ok(listing)
 }
 
@@ -112,7 +133,9 @@ fn is_image_name(name: &str) -> bool {
     let Some((_, ext)) = name.rsplit_once('.') else {
         return false;
     };
-    ["png", "jpg", "jpeg"].iter().any(|e| ext.eq_ignore_ascii_case(e))
+    ["png", "jpg", "jpeg"]
+        .iter()
+        .any(|e| ext.eq_ignore_ascii_case(e))
 }
 
 /// The images of one class folder, all labelled `label`.
@@ -124,13 +147,25 @@ fn class_images(class_dir: &Path, label: u32) -> Result<Vec<Entry>> {
             problem: "class folder has no images (png, jpg, jpeg)".into(),
         });
     }
-    Ok(images.into_iter().map(|path| Entry { path, label: Some(label) }).collect())
+    Ok(images
+        .into_iter()
+        .map(|path| Entry {
+            path,
+            label: Some(label),
+        })
+        .collect())
 }
 
 /// A `<class>/*` split whose class folders are `dirs` (sorted): the class names and the files.
-fn labelled_split(split_dir: &Path, dirs: Vec<(String, PathBuf)>) -> Result<(Vec<String>, Vec<Entry>)> {
+fn labelled_split(
+    split_dir: &Path,
+    dirs: Vec<(String, PathBuf)>,
+) -> Result<(Vec<String>, Vec<Entry>)> {
     if dirs.is_empty() {
-        return Err(DataError::Empty { path: split_dir.to_path_buf(), problem: "no class folders".into() });
+        return Err(DataError::Empty {
+            path: split_dir.to_path_buf(),
+            problem: "no class folders".into(),
+        });
     }
     let mut entries = Vec::new();
     let mut names = Vec::with_capacity(dirs.len());
@@ -147,22 +182,38 @@ fn plan_train_test(dir: &Path) -> Result<Plan> {
     let (class_names, train) = labelled_split(&train_dir, list(&train_dir)?.dirs)?;
     let test_dir = dir.join("test");
     if !test_dir.is_dir() {
-        return Ok(Plan { class_names, train, test: None });
+        return Ok(Plan {
+            class_names,
+            train,
+            test: None,
+        });
     }
     let test_classes = list(&test_dir)?.dirs;
     if test_classes.is_empty() {
-        return Err(DataError::Empty { path: test_dir, problem: "no class folders".into() });
+        return Err(DataError::Empty {
+            path: test_dir,
+            problem: "no class folders".into(),
+        });
     }
     let mut test = Vec::new();
     for (name, path) in test_classes {
         // A class only in the test split could never be predicted, so it is a data error.
-        let label = class_names.binary_search(&name).map_err(|_| DataError::Mismatch {
-            path: path.clone(),
-            problem: format!("test class {name:?} has no folder in {}", train_dir.display()),
-        })?;
+        let label = class_names
+            .binary_search(&name)
+            .map_err(|_| DataError::Mismatch {
+                path: path.clone(),
+                problem: format!(
+                    "test class {name:?} has no folder in {}",
+                    train_dir.display()
+                ),
+            })?;
         test.extend(class_images(&path, label as u32)?);
     }
-    Ok(Plan { class_names, train, test: Some((test_dir, test)) })
+    Ok(Plan {
+        class_names,
+        train,
+        test: Some((test_dir, test)),
+    })
 }
 
 /// One decoded image, channel-major, in its own channel count (1 for grayscale, else 3).
@@ -202,8 +253,16 @@ struct Filled {
 }
 
 fn decode_plan(dir: &Path, plan: Plan, opts: &FolderOptions) -> Result<Dataset> {
-    let Plan { class_names, train, test } = plan;
-    let train_dir = if test.is_some() { dir.join("train") } else { dir.to_path_buf() };
+    let Plan {
+        class_names,
+        train,
+        test,
+    } = plan;
+    let train_dir = if test.is_some() {
+        dir.join("train")
+    } else {
+        dir.to_path_buf()
+    };
 
     // The first decodable image fixes the size, and the channel count until a colour image turns
     // up. Knowing both up front lets every image decode straight into its slot of the final
@@ -228,7 +287,11 @@ fn decode_plan(dir: &Path, plan: Plan, opts: &FolderOptions) -> Result<Dataset> 
             problem: format!("none of the {} images could be decoded", train.len()),
         });
     };
-    let reference = Reference { path: &train[start].path, width: image.width, height: image.height };
+    let reference = Reference {
+        path: &train[start].path,
+        width: image.width,
+        height: image.height,
+    };
     let mut channels = if image.gray { 1 } else { 3 };
 
     // `fill` decodes the first image again: one extra decode keeps every slot on the same path.
@@ -238,7 +301,12 @@ fn decode_plan(dir: &Path, plan: Plan, opts: &FolderOptions) -> Result<Dataset> 
         Some((_, entries)) => Some(fill(entries, &reference, channels, opts)?),
         None => None,
     };
-    let outcomes = || filled_train.outcomes.iter().chain(filled_test.iter().flat_map(|f| &f.outcomes));
+    let outcomes = || {
+        filled_train
+            .outcomes
+            .iter()
+            .chain(filled_test.iter().flat_map(|f| &f.outcomes))
+    };
     skipped += outcomes().filter(|o| matches!(o, Outcome::Skipped)).count();
     if outcomes().any(|o| matches!(o, Outcome::Colour(_))) {
         channels = 3;
@@ -246,13 +314,25 @@ fn decode_plan(dir: &Path, plan: Plan, opts: &FolderOptions) -> Result<Dataset> 
         filled_test = filled_test.map(|f| widen(f, reference.plane()));
     }
 
-    let shape = Shape { channels, height: reference.height as usize, width: reference.width as usize };
+    let shape = Shape {
+        channels,
+        height: reference.height as usize,
+        width: reference.width as usize,
+    };
     let train = assemble(&train_dir, filled_train, train, shape, &class_names)?;
     let test = match (test, filled_test) {
-        (Some((test_dir, entries)), Some(filled)) => Some(assemble(&test_dir, filled, &entries, shape, &class_names)?),
+        (Some((test_dir, entries)), Some(filled)) => {
+            Some(assemble(&test_dir, filled, &entries, shape, &class_names)?)
+        }
         _ => None,
     };
-    Ok(Dataset { format: Format::Folder, source: dir.display().to_string(), train, test, skipped })
+    Ok(Dataset {
+        format: Format::Folder,
+        source: dir.display().to_string(),
+        train,
+        test,
+        skipped,
+    })
 }
 
 /// With `skip_corrupt`, warns about an undecodable image and lets the caller skip it; any other
@@ -260,7 +340,10 @@ fn decode_plan(dir: &Path, plan: Plan, opts: &FolderOptions) -> Result<Dataset> 
 fn skip_or_fail(error: DataError, opts: &FolderOptions) -> Result<()> {
     match error {
         DataError::CorruptImage { path, problem } if opts.skip_corrupt => {
-            eprintln!("warning: skipping corrupt image {}: {problem}", path.display());
+            eprintln!(
+                "warning: skipping corrupt image {}: {problem}",
+                path.display()
+            );
             Ok(())
         }
         e => Err(e),
@@ -268,7 +351,12 @@ fn skip_or_fail(error: DataError, opts: &FolderOptions) -> Result<()> {
 }
 
 /// Decodes `entries` in parallel into a buffer of `channels`-channel slots of the reference size.
-fn fill(entries: &[Entry], reference: &Reference, channels: usize, opts: &FolderOptions) -> Result<Filled> {
+fn fill(
+    entries: &[Entry],
+    reference: &Reference,
+    channels: usize,
+    opts: &FolderOptions,
+) -> Result<Filled> {
     let image_len = channels * reference.plane();
     // Zeroed memory comes from the OS untouched, so its pages are first written by the decoders.
     let mut pixels = vec![0u8; entries.len() * image_len];
@@ -308,7 +396,9 @@ fn decode_into(path: &Path, slot: &mut [u8], reference: &Reference) -> Result<Ou
     }
     let rgb_slot = slot.len() == 3 * reference.plane();
     match (image.gray, rgb_slot) {
-        (true, true) => slot.chunks_exact_mut(image.planes.len()).for_each(|p| p.copy_from_slice(&image.planes)),
+        (true, true) => slot
+            .chunks_exact_mut(image.planes.len())
+            .for_each(|p| p.copy_from_slice(&image.planes)),
         (false, false) => return Ok(Outcome::Colour(image.planes)),
         _ => slot.copy_from_slice(&image.planes),
     }
@@ -329,13 +419,17 @@ fn widen(filled: Filled, plane: usize) -> Filled {
                 Outcome::Written
             }
             Outcome::Written => {
-                out.chunks_exact_mut(plane).for_each(|p| p.copy_from_slice(gray));
+                out.chunks_exact_mut(plane)
+                    .for_each(|p| p.copy_from_slice(gray));
                 Outcome::Written
             }
             Outcome::Skipped => Outcome::Skipped,
         })
         .collect();
-    Filled { pixels: wide, outcomes }
+    Filled {
+        pixels: wide,
+        outcomes,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -353,7 +447,10 @@ fn assemble(
     shape: Shape,
     class_names: &[String],
 ) -> Result<ImageSet> {
-    let Filled { mut pixels, outcomes } = filled;
+    let Filled {
+        mut pixels,
+        outcomes,
+    } = filled;
     let image_len = shape.channels * shape.height * shape.width;
     let mut len = 0;
     let mut labels = Vec::with_capacity(entries.len());
@@ -392,14 +489,19 @@ fn assemble(
 
 fn decode(path: &Path) -> Result<Decoded> {
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let corrupt = |problem: String| DataError::CorruptImage { path: path.to_path_buf(), problem };
+    let corrupt = |problem: String| DataError::CorruptImage {
+        path: path.to_path_buf(),
+        problem,
+    };
 
     // The content decides the format; the extension is the fallback for an unrecognised header.
     let mut reader = ImageReader::new(Cursor::new(bytes.as_slice()));
     if let Ok(format) = ImageFormat::from_path(path) {
         reader.set_format(format);
     }
-    let reader = reader.with_guessed_format().map_err(|e| corrupt(e.to_string()))?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| corrupt(e.to_string()))?;
     if reader.format() == Some(ImageFormat::Jpeg) {
         check_jpeg_complete(&bytes).map_err(|p| corrupt(p.into()))?;
     }
@@ -422,7 +524,12 @@ fn decode(path: &Path) -> Result<Decoded> {
         };
         (true, luma)
     };
-    Ok(Decoded { width, height, gray, planes })
+    Ok(Decoded {
+        width,
+        height,
+        gray,
+        planes,
+    })
 }
 
 /// The JPEG decoder fills a truncated scan with grey instead of failing, so a cut-off file
@@ -430,8 +537,10 @@ fn decode(path: &Path) -> Result<Decoded> {
 /// last start-of-scan (FF DA); within scan data 0xFF is always escaped, so neither marker can
 /// occur there by accident, and an EXIF thumbnail's own markers come before the main scans.
 fn check_jpeg_complete(bytes: &[u8]) -> std::result::Result<(), &'static str> {
-    let last_scan =
-        bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]).ok_or("JPEG has no image data (no start-of-scan marker)")?;
+    let last_scan = bytes
+        .windows(2)
+        .rposition(|w| w == [0xFF, 0xDA])
+        .ok_or("JPEG has no image data (no start-of-scan marker)")?;
     if bytes[last_scan..].windows(2).any(|w| w == [0xFF, 0xD9]) {
         Ok(())
     } else {
@@ -473,13 +582,17 @@ mod tests {
 
     fn save_png(dir: &Path, name: &str, w: u32, h: u32, seed: u8) -> PathBuf {
         let path = dir.join(name);
-        rgb(w, h, seed).save_with_format(&path, ImageFormat::Png).unwrap();
+        rgb(w, h, seed)
+            .save_with_format(&path, ImageFormat::Png)
+            .unwrap();
         path
     }
 
     fn save_jpeg(dir: &Path, name: &str, w: u32, h: u32, seed: u8) -> PathBuf {
         let path = dir.join(name);
-        rgb(w, h, seed).save_with_format(&path, ImageFormat::Jpeg).unwrap();
+        rgb(w, h, seed)
+            .save_with_format(&path, ImageFormat::Jpeg)
+            .unwrap();
         path
     }
 
@@ -520,7 +633,13 @@ mod tests {
     fn train_and_test_class_folders() {
         let dir = tempfile::tempdir().unwrap();
         for class in ["b", "a", "c"] {
-            save_png(&mkdir(&dir.path().join("train").join(class)), "0.png", 2, 2, 1);
+            save_png(
+                &mkdir(&dir.path().join("train").join(class)),
+                "0.png",
+                2,
+                2,
+                1,
+            );
         }
         save_png(&mkdir(&dir.path().join("test/c")), "0.png", 2, 2, 1);
         save_png(&mkdir(&dir.path().join("test/a")), "0.png", 2, 2, 1);
@@ -578,7 +697,9 @@ mod tests {
     fn mixed_gray_and_colour_become_rgb() {
         let dir = tempfile::tempdir().unwrap();
         gray(2, 2, 50).save(dir.path().join("a.png")).unwrap();
-        RgbaImage::from_pixel(2, 2, Rgba([1, 2, 3, 0])).save(dir.path().join("b.png")).unwrap();
+        RgbaImage::from_pixel(2, 2, Rgba([1, 2, 3, 0]))
+            .save(dir.path().join("b.png"))
+            .unwrap();
         let ds = load(dir.path(), &opts(false)).unwrap();
         assert_eq!(ds.train.channels, 3);
         assert_eq!(ds.train.image(0), &[50u8; 12][..]);
@@ -588,7 +709,9 @@ mod tests {
     #[test]
     fn colour_first_then_gray_becomes_rgb() {
         let dir = tempfile::tempdir().unwrap();
-        RgbImage::from_pixel(2, 1, Rgb([1, 2, 3])).save(dir.path().join("a.png")).unwrap();
+        RgbImage::from_pixel(2, 1, Rgb([1, 2, 3]))
+            .save(dir.path().join("a.png"))
+            .unwrap();
         gray(2, 1, 9).save(dir.path().join("b.png")).unwrap();
         let ds = load(dir.path(), &opts(false)).unwrap();
         assert_eq!(ds.train.channels, 3);
@@ -598,14 +721,24 @@ mod tests {
     #[test]
     fn colour_in_test_split_widens_gray_train_split() {
         let dir = tempfile::tempdir().unwrap();
-        gray(1, 1, 5).save(mkdir(&dir.path().join("train/a")).join("0.png")).unwrap();
+        gray(1, 1, 5)
+            .save(mkdir(&dir.path().join("train/a")).join("0.png"))
+            .unwrap();
         let test = mkdir(&dir.path().join("test/a"));
         gray(1, 1, 6).save(test.join("0.png")).unwrap();
-        RgbImage::from_pixel(1, 1, Rgb([7, 8, 9])).save(test.join("1.png")).unwrap();
+        RgbImage::from_pixel(1, 1, Rgb([7, 8, 9]))
+            .save(test.join("1.png"))
+            .unwrap();
         let ds = load(dir.path(), &opts(false)).unwrap();
-        assert_eq!((ds.train.channels, ds.train.pixels.as_slice()), (3, &[5, 5, 5][..]));
+        assert_eq!(
+            (ds.train.channels, ds.train.pixels.as_slice()),
+            (3, &[5, 5, 5][..])
+        );
         let test = ds.test.unwrap();
-        assert_eq!((test.channels, test.pixels.as_slice()), (3, &[6, 6, 6, 7, 8, 9][..]));
+        assert_eq!(
+            (test.channels, test.pixels.as_slice()),
+            (3, &[6, 6, 6, 7, 8, 9][..])
+        );
     }
 
     #[test]
@@ -617,7 +750,10 @@ mod tests {
         let err = assert_err(load(dir.path(), &opts(true)), "c.png");
         assert!(matches!(err, DataError::Mismatch { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(msg.contains("5x4") && msg.contains("4x4") && msg.contains("a.png"), "{msg}");
+        assert!(
+            msg.contains("5x4") && msg.contains("4x4") && msg.contains("a.png"),
+            "{msg}"
+        );
     }
 
     /// A good set with three kinds of broken file among them.
@@ -628,7 +764,11 @@ mod tests {
         let good = save_jpeg(&class, "c.jpg", 8, 8, 2);
         let bytes = fs::read(&good).unwrap();
         fs::write(class.join("b-truncated.jpg"), &bytes[..bytes.len() * 2 / 3]).unwrap();
-        fs::write(class.join("d-garbage.jpeg"), b"\xff\xd8\xff\xe0 this is not a jpeg").unwrap();
+        fs::write(
+            class.join("d-garbage.jpeg"),
+            b"\xff\xd8\xff\xe0 this is not a jpeg",
+        )
+        .unwrap();
         let png = fs::read(save_png(&class, "e.png", 8, 8, 3)).unwrap();
         fs::write(class.join("f-truncated.png"), &png[..png.len() / 2]).unwrap();
         dir
@@ -641,7 +781,10 @@ mod tests {
         assert!(matches!(err, DataError::CorruptImage { .. }), "{err:?}");
         // Each kind of damage is caught on its own too.
         for name in ["d-garbage.jpeg", "f-truncated.png"] {
-            let err = assert_err(decode(&dir.path().join("class").join(name)).map(|_| ()), name);
+            let err = assert_err(
+                decode(&dir.path().join("class").join(name)).map(|_| ()),
+                name,
+            );
             assert!(matches!(err, DataError::CorruptImage { .. }), "{err:?}");
         }
     }
@@ -649,19 +792,29 @@ mod tests {
     #[test]
     fn truncated_jpeg_the_decoder_accepts_is_still_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let noisy: RgbImage =
-            ImageBuffer::from_fn(32, 32, |x, y| Rgb([((x * 37) ^ (y * 11)) as u8, (x * y) as u8, (x + y * 7) as u8]));
+        let noisy: RgbImage = ImageBuffer::from_fn(32, 32, |x, y| {
+            Rgb([
+                ((x * 37) ^ (y * 11)) as u8,
+                (x * y) as u8,
+                (x + y * 7) as u8,
+            ])
+        });
         let path = dir.path().join("full.jpg");
         noisy.save(&path).unwrap();
         let bytes = fs::read(&path).unwrap();
         // The decoder pads many cut-off scans with grey instead of failing: find such a cut.
         let cut = (bytes.len() / 2..bytes.len() - 2)
-            .find(|&cut| image::load_from_memory_with_format(&bytes[..cut], ImageFormat::Jpeg).is_ok())
+            .find(|&cut| {
+                image::load_from_memory_with_format(&bytes[..cut], ImageFormat::Jpeg).is_ok()
+            })
             .expect("some truncation decodes silently");
         let truncated = dir.path().join("cut.jpg");
         fs::write(&truncated, &bytes[..cut]).unwrap();
         let err = assert_err(decode(&truncated).map(|_| ()), "cut.jpg");
-        assert!(matches!(err, DataError::CorruptImage { .. }) && err.to_string().contains("truncated"), "{err:?}");
+        assert!(
+            matches!(err, DataError::CorruptImage { .. }) && err.to_string().contains("truncated"),
+            "{err:?}"
+        );
         assert!(decode(&path).is_ok());
     }
 
@@ -704,7 +857,10 @@ mod tests {
     fn all_corrupt_is_empty_even_when_skipping() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("x.png"), b"nope").unwrap();
-        let err = assert_err(load(dir.path(), &opts(true)), &dir.path().display().to_string());
+        let err = assert_err(
+            load(dir.path(), &opts(true)),
+            &dir.path().display().to_string(),
+        );
         assert!(matches!(err, DataError::Empty { .. }), "{err:?}");
     }
 
@@ -712,7 +868,10 @@ mod tests {
     fn empty_folder_and_empty_class_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("notes.txt"), b"not an image").unwrap();
-        let err = assert_err(load(dir.path(), &opts(false)), &dir.path().display().to_string());
+        let err = assert_err(
+            load(dir.path(), &opts(false)),
+            &dir.path().display().to_string(),
+        );
         assert!(matches!(err, DataError::Empty { .. }), "{err:?}");
 
         save_png(&mkdir(&dir.path().join("full")), "0.png", 2, 2, 0);
@@ -726,7 +885,9 @@ mod tests {
     fn missing_path_and_file_path_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let err = assert_err(load(&dir.path().join("absent"), &opts(false)), "absent");
-        assert!(matches!(&err, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+        assert!(
+            matches!(&err, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
         let file = save_png(dir.path(), "one.png", 2, 2, 0);
         let err = assert_err(load(&file, &opts(false)), "one.png");
         assert!(matches!(err, DataError::Format { .. }), "{err:?}");
@@ -752,10 +913,32 @@ mod tests {
         }
         let start = std::time::Instant::now();
         let ds = load(&dir, &FolderOptions::default()).unwrap();
-        println!("loaded cifar10-jpeg (60000 JPEGs) in {:.2?}", start.elapsed());
-        let names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+        println!(
+            "loaded cifar10-jpeg (60000 JPEGs) in {:.2?}",
+            start.elapsed()
+        );
+        let names = [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ];
         assert_eq!(ds.train.class_names, names);
-        assert_eq!((ds.train.len, ds.train.channels, ds.train.height, ds.train.width), (50_000, 3, 32, 32));
+        assert_eq!(
+            (
+                ds.train.len,
+                ds.train.channels,
+                ds.train.height,
+                ds.train.width
+            ),
+            (50_000, 3, 32, 32)
+        );
         assert_eq!(ds.train.class_counts(), vec![5000; 10]);
         let test = ds.test.as_ref().unwrap();
         assert_eq!(test.len, 10_000);
@@ -766,6 +949,10 @@ mod tests {
     /// `shared/data` beside the repository (where CI puts it), else the workspace copy.
     fn shared_data() -> PathBuf {
         let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-        if beside.is_dir() { beside } else { PathBuf::from("/work/shared/data") }
+        if beside.is_dir() {
+            beside
+        } else {
+            PathBuf::from("/work/shared/data")
+        }
     }
 }

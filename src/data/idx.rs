@@ -36,7 +36,10 @@ pub fn read_images(path: &Path) -> Result<(Vec<u8>, usize, usize, usize)> {
     let (dims, pixels) = read_idx(path, IMAGE_DIMS)?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     if n > 0 && (h == 0 || w == 0) {
-        return Err(DataError::format(path, format!("header declares {n} images of size {h}x{w}")));
+        return Err(DataError::format(
+            path,
+            format!("header declares {n} images of size {h}x{w}"),
+        ));
     }
     Ok((pixels, n, h, w))
 }
@@ -64,12 +67,18 @@ pub fn load_dir(dir: &Path) -> Result<Dataset> {
     let train = load_split(dir, "train")?.ok_or_else(|| {
         DataError::io(
             dir.join(Kind::Images.official_name("train")),
-            io::Error::new(io::ErrorKind::NotFound, "no IDX training images (looked for raw, .gz and dotted names)"),
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no IDX training images (looked for raw, .gz and dotted names)",
+            ),
         )
     })?;
     if train.len == 0 {
         let path = find_file(dir, "train", Kind::Images).unwrap_or_else(|| dir.to_path_buf());
-        return Err(DataError::Empty { path, problem: "IDX file holds no images".into() });
+        return Err(DataError::Empty {
+            path,
+            problem: "IDX file holds no images".into(),
+        });
     }
     let test = load_split(dir, "t10k")?;
     if let Some(test) = &test
@@ -115,12 +124,19 @@ fn load_split(dir: &Path, split: &str) -> Result<Option<ImageSet>> {
         (None, None) => return Ok(None),
         (Some(i), Some(l)) => (i, l),
         (i, _) => {
-            let missing = if i.is_none() { Kind::Images } else { Kind::Labels };
+            let missing = if i.is_none() {
+                Kind::Images
+            } else {
+                Kind::Labels
+            };
             return Err(DataError::io(
                 dir.join(missing.official_name(split)),
                 io::Error::new(
                     io::ErrorKind::NotFound,
-                    format!("the {split} split has its {} file but not this one (raw or .gz)", missing.other()),
+                    format!(
+                        "the {split} split has its {} file but not this one (raw or .gz)",
+                        missing.other()
+                    ),
                 ),
             ));
         }
@@ -130,7 +146,11 @@ fn load_split(dir: &Path, split: &str) -> Result<Option<ImageSet>> {
     if label_values.len() != n {
         return Err(DataError::Mismatch {
             path: labels,
-            problem: format!("{} labels but {} holds {n} images", label_values.len(), images.display()),
+            problem: format!(
+                "{} labels but {} holds {n} images",
+                label_values.len(),
+                images.display()
+            ),
         });
     }
     Ok(Some(ImageSet {
@@ -172,8 +192,15 @@ impl Kind {
 /// The first existing file among the accepted spellings; uncompressed first since it loads faster.
 fn find_file(dir: &Path, split: &str, kind: Kind) -> Option<PathBuf> {
     let (what, dims) = kind.stem();
-    let stems = [format!("{split}-{what}-idx{dims}-ubyte"), format!("{split}-{what}.idx{dims}-ubyte")];
-    stems.iter().flat_map(|stem| [stem.clone(), format!("{stem}.gz")]).map(|name| dir.join(name)).find(|p| p.is_file())
+    let stems = [
+        format!("{split}-{what}-idx{dims}-ubyte"),
+        format!("{split}-{what}.idx{dims}-ubyte"),
+    ];
+    stems
+        .iter()
+        .flat_map(|stem| [stem.clone(), format!("{stem}.gz")])
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 fn missing_dir(dir: &Path) -> DataError {
@@ -235,14 +262,21 @@ fn read_idx(path: &Path, ndims: u8) -> Result<(Vec<usize>, Vec<u8>)> {
         }
         // Checked against the file length above, so this allocation is the file's own size.
         let mut data = vec![0u8; declared as usize];
-        file.read_exact(&mut data).map_err(|e| DataError::io(path, e))?;
+        file.read_exact(&mut data)
+            .map_err(|e| DataError::io(path, e))?;
         Ok((dims, data))
     }
 }
 
 /// Reads exactly `declared` bytes of decompressed data and checks that nothing follows it.
-fn read_gzip_data(gz: &mut impl Read, declared: u64, dims: &[usize], path: &Path) -> Result<Vec<u8>> {
-    let corrupt = |e: io::Error| DataError::format(path, format!("corrupt or truncated gzip data: {e}"));
+fn read_gzip_data(
+    gz: &mut impl Read,
+    declared: u64,
+    dims: &[usize],
+    path: &Path,
+) -> Result<Vec<u8>> {
+    let corrupt =
+        |e: io::Error| DataError::format(path, format!("corrupt or truncated gzip data: {e}"));
     let mut data = Vec::with_capacity((declared as usize).min(GZIP_PREALLOC_LIMIT));
     gz.take(declared).read_to_end(&mut data).map_err(corrupt)?;
     if (data.len() as u64) < declared {
@@ -260,7 +294,10 @@ fn read_gzip_data(gz: &mut impl Read, declared: u64, dims: &[usize], path: &Path
     if trailing > 0 {
         return Err(DataError::format(
             path,
-            format!("{trailing} bytes of trailing data after the {} the header declares", describe(dims, declared)),
+            format!(
+                "{trailing} bytes of trailing data after the {} the header declares",
+                describe(dims, declared)
+            ),
         ));
     }
     Ok(data)
@@ -277,11 +314,17 @@ fn read_header_bytes(r: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<(
 fn read_dims(r: &mut impl Read, magic: [u8; 4], ndims: u8, path: &Path) -> Result<Vec<usize>> {
     let expected = u32::from_be_bytes([0, 0, DTYPE_U8, ndims]);
     let found = u32::from_be_bytes(magic);
-    let what = if ndims == IMAGE_DIMS { "image" } else { "label" };
+    let what = if ndims == IMAGE_DIMS {
+        "image"
+    } else {
+        "label"
+    };
     if magic[..2] != [0, 0] {
         return Err(DataError::format(
             path,
-            format!("not an IDX {what} file: magic number 0x{found:08x}, expected 0x{expected:08x}"),
+            format!(
+                "not an IDX {what} file: magic number 0x{found:08x}, expected 0x{expected:08x}"
+            ),
         ));
     }
     if magic[2] != DTYPE_U8 {
@@ -316,7 +359,9 @@ fn declared_len(dims: &[usize], path: &Path) -> Result<u64> {
     dims.iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
         .filter(|&n| usize::try_from(n).is_ok())
-        .ok_or_else(|| DataError::format(path, format!("header declares an impossible size {dims:?}")))
+        .ok_or_else(|| {
+            DataError::format(path, format!("header declares an impossible size {dims:?}"))
+        })
 }
 
 fn describe(dims: &[usize], bytes: u64) -> String {
@@ -363,16 +408,26 @@ mod tests {
     fn assert_format_err<T: std::fmt::Debug>(r: Result<T>, file: &str, needle: &str) {
         let err = r.unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, DataError::Format { .. }), "expected Format, got {err:?}");
+        assert!(
+            matches!(err, DataError::Format { .. }),
+            "expected Format, got {err:?}"
+        );
         assert!(msg.contains(file), "message {msg:?} does not name {file}");
-        assert!(msg.contains(needle), "message {msg:?} does not contain {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "message {msg:?} does not contain {needle:?}"
+        );
     }
 
     /// Two 2x3 images, labels 1 and 7.
     fn write_tiny_split(dir: &Path, split: &str, gz: bool) {
         let images = idx_images(2, 2, 3, &[0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]);
         let labels = idx_labels(&[1, 7]);
-        let (images, labels, ext) = if gz { (gzip(&images), gzip(&labels), ".gz") } else { (images, labels, "") };
+        let (images, labels, ext) = if gz {
+            (gzip(&images), gzip(&labels), ".gz")
+        } else {
+            (images, labels, "")
+        };
         write(dir, &format!("{split}-images-idx3-ubyte{ext}"), &images);
         write(dir, &format!("{split}-labels-idx1-ubyte{ext}"), &labels);
     }
@@ -381,7 +436,11 @@ mod tests {
     fn reads_raw_and_gzipped_images() {
         let dir = tempfile::tempdir().unwrap();
         let raw = idx_images(2, 2, 3, &[1; 12]);
-        for (name, bytes) in [("raw", raw.clone()), ("zipped.gz", gzip(&raw)), ("zipped-no-suffix", gzip(&raw))] {
+        for (name, bytes) in [
+            ("raw", raw.clone()),
+            ("zipped.gz", gzip(&raw)),
+            ("zipped-no-suffix", gzip(&raw)),
+        ] {
             let path = write(dir.path(), name, &bytes);
             let (pixels, n, h, w) = read_images(&path).unwrap();
             assert_eq!((pixels.len(), n, h, w), (12, 2, 2, 3), "{name}");
@@ -413,7 +472,11 @@ mod tests {
     fn loads_gzipped_dir_with_test_split_and_dotted_names() {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_split(dir.path(), "train", true);
-        write(dir.path(), "t10k-images.idx3-ubyte", &idx_images(1, 2, 3, &[9; 6]));
+        write(
+            dir.path(),
+            "t10k-images.idx3-ubyte",
+            &idx_images(1, 2, 3, &[9; 6]),
+        );
         write(dir.path(), "t10k-labels.idx1-ubyte", &idx_labels(&[9]));
         let ds = load_dir(dir.path()).unwrap();
         let test = ds.test.unwrap();
@@ -434,7 +497,11 @@ mod tests {
         // An image file where labels are expected is rejected by its magic too.
         let path = write(dir.path(), "swapped", &idx_images(1, 1, 1, &[0]));
         assert_format_err(read_labels(&path), "swapped", "0x00000801");
-        let path = write(dir.path(), "not-idx.gz", &gzip(b"PK\x03\x04 not an idx file"));
+        let path = write(
+            dir.path(),
+            "not-idx.gz",
+            &gzip(b"PK\x03\x04 not an idx file"),
+        );
         assert_format_err(read_images(&path), "not-idx.gz", "not an IDX image file");
     }
 
@@ -451,9 +518,11 @@ mod tests {
     fn truncated_header_names_file() {
         let dir = tempfile::tempdir().unwrap();
         let full = idx_images(1, 2, 2, &[0; 4]);
-        for (name, bytes) in
-            [("short", full[..2].to_vec()), ("mid", full[..9].to_vec()), ("short.gz", gzip(&full[..9]))]
-        {
+        for (name, bytes) in [
+            ("short", full[..2].to_vec()),
+            ("mid", full[..9].to_vec()),
+            ("short.gz", gzip(&full[..9])),
+        ] {
             let path = write(dir.path(), name, &bytes);
             assert_format_err(read_images(&path), name, "truncated header");
         }
@@ -487,13 +556,20 @@ mod tests {
         };
         let huge = header(1_000_000_000, 1000, 28);
         let max = header(u32::MAX, 28, 28);
-        for (name, data) in
-            [("huge-raw", huge.clone()), ("huge.gz", gzip(&huge)), ("max-raw", max.clone()), ("max.gz", gzip(&max))]
-        {
+        for (name, data) in [
+            ("huge-raw", huge.clone()),
+            ("huge.gz", gzip(&huge)),
+            ("max-raw", max.clone()),
+            ("max.gz", gzip(&max)),
+        ] {
             let path = write(dir.path(), name, &data);
             let start = std::time::Instant::now();
             assert_format_err(read_images(&path), name, "truncated");
-            assert!(start.elapsed().as_secs_f64() < 1.0, "{name} took {:?}", start.elapsed());
+            assert!(
+                start.elapsed().as_secs_f64() < 1.0,
+                "{name} took {:?}",
+                start.elapsed()
+            );
         }
         // Same for labels: u32::MAX labels claimed by a tiny file.
         let mut labels = idx_labels(&[1, 2]);
@@ -510,27 +586,49 @@ mod tests {
         let path = write(dir.path(), "trailing", &bytes);
         assert_format_err(read_labels(&path), "trailing", "4 bytes of trailing data");
         let path = write(dir.path(), "trailing.gz", &gzip(&bytes));
-        assert_format_err(read_labels(&path), "trailing.gz", "4 bytes of trailing data");
+        assert_format_err(
+            read_labels(&path),
+            "trailing.gz",
+            "4 bytes of trailing data",
+        );
     }
 
     #[test]
     fn label_count_must_match_image_count() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "train-images-idx3-ubyte", &idx_images(2, 1, 1, &[0, 1]));
-        write(dir.path(), "train-labels-idx1-ubyte.gz", &gzip(&idx_labels(&[0, 1, 2])));
+        write(
+            dir.path(),
+            "train-images-idx3-ubyte",
+            &idx_images(2, 1, 1, &[0, 1]),
+        );
+        write(
+            dir.path(),
+            "train-labels-idx1-ubyte.gz",
+            &gzip(&idx_labels(&[0, 1, 2])),
+        );
         let err = load_dir(dir.path()).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, DataError::Mismatch { .. }), "{err:?}");
-        assert!(msg.contains("train-labels-idx1-ubyte.gz") && msg.contains("3 labels"), "{msg}");
+        assert!(
+            msg.contains("train-labels-idx1-ubyte.gz") && msg.contains("3 labels"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn missing_label_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_split(dir.path(), "train", false);
-        write(dir.path(), "t10k-images-idx3-ubyte", &idx_images(1, 2, 3, &[0; 6]));
+        write(
+            dir.path(),
+            "t10k-images-idx3-ubyte",
+            &idx_images(1, 2, 3, &[0; 6]),
+        );
         let err = load_dir(dir.path()).unwrap_err();
-        assert!(matches!(&err, DataError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound), "{err:?}");
+        assert!(
+            matches!(&err, DataError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("t10k-labels-idx1-ubyte"), "{err}");
     }
 
@@ -542,7 +640,9 @@ mod tests {
         assert!(err.to_string().contains("train-images-idx3-ubyte"), "{err}");
         let missing = dir.path().join("nowhere");
         let err = load_dir(&missing).unwrap_err();
-        assert!(matches!(&err, DataError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound));
+        assert!(
+            matches!(&err, DataError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        );
         assert!(err.to_string().contains("nowhere"), "{err}");
     }
 
@@ -550,7 +650,11 @@ mod tests {
     fn test_split_must_match_train_size() {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_split(dir.path(), "train", false);
-        write(dir.path(), "t10k-images-idx3-ubyte", &idx_images(1, 3, 2, &[0; 6]));
+        write(
+            dir.path(),
+            "t10k-images-idx3-ubyte",
+            &idx_images(1, 3, 2, &[0; 6]),
+        );
         write(dir.path(), "t10k-labels-idx1-ubyte", &idx_labels(&[0]));
         let err = load_dir(dir.path()).unwrap_err();
         assert!(matches!(err, DataError::Mismatch { .. }), "{err:?}");
@@ -561,9 +665,10 @@ mod tests {
     #[test]
     fn real_mnist_and_fashion_mnist() {
         let shared = shared_data();
-        for (name, first) in
-            [("fashion-mnist", [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]), ("mnist", [5, 0, 4, 1, 9, 2, 1, 3, 1, 4])]
-        {
+        for (name, first) in [
+            ("fashion-mnist", [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]),
+            ("mnist", [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]),
+        ] {
             let dir = shared.join(name);
             if !dir.is_dir() {
                 println!("skipping {name}: {} not found", dir.display());
@@ -575,7 +680,10 @@ mod tests {
             println!("loaded {name} in {:.2?}", start.elapsed());
             let test = ds.test.as_ref().unwrap();
             assert_eq!((ds.train.len, test.len), (60_000, 10_000));
-            assert_eq!((ds.train.channels, ds.train.height, ds.train.width), (1, 28, 28));
+            assert_eq!(
+                (ds.train.channels, ds.train.height, ds.train.width),
+                (1, 28, 28)
+            );
             assert_eq!(ds.train.pixels.len(), 60_000 * 784);
             assert_eq!(&ds.train.labels.as_ref().unwrap()[..10], &first);
             assert_eq!(ds.train.num_classes(), 10);
@@ -586,6 +694,10 @@ mod tests {
     /// `shared/data` beside the repository (where CI puts it), else the workspace copy.
     fn shared_data() -> PathBuf {
         let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-        if beside.is_dir() { beside } else { PathBuf::from("/work/shared/data") }
+        if beside.is_dir() {
+            beside
+        } else {
+            PathBuf::from("/work/shared/data")
+        }
     }
 }

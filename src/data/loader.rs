@@ -55,7 +55,11 @@ impl Normalizer {
         let mut out = Vec::with_capacity(pixels.len());
         for ch in 0..channels {
             let (m, s) = (self.mean[ch], self.std[ch]);
-            out.extend(pixels[ch * hw..(ch + 1) * hw].iter().map(|&p| (p as f32 / 255.0 - m) / s));
+            out.extend(
+                pixels[ch * hw..(ch + 1) * hw]
+                    .iter()
+                    .map(|&p| (p as f32 / 255.0 - m) / s),
+            );
         }
         out
     }
@@ -72,7 +76,10 @@ pub struct Augment {
 }
 
 impl Augment {
-    pub const NONE: Augment = Augment { crop_padding: 0, hflip: false };
+    pub const NONE: Augment = Augment {
+        crop_padding: 0,
+        hflip: false,
+    };
 }
 
 /// How one epoch's batches are made.
@@ -93,7 +100,11 @@ impl BatchPlan<'_> {
     pub fn batches(&self) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.set.len).collect();
         if self.shuffle {
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(self.seed, self.epoch, u64::MAX)));
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+                self.seed,
+                self.epoch,
+                u64::MAX,
+            )));
         }
         let bs = self.batch_size.max(1);
         let mut batches: Vec<Vec<usize>> = order.chunks(bs).map(|c| c.to_vec()).collect();
@@ -131,7 +142,11 @@ impl BatchPlan<'_> {
 
     /// Run `consume` on every batch of the epoch, starting at batch `skip`, while the next
     /// batches are prepared on another thread. Stops early when `consume` returns `Ok(false)`.
-    pub fn for_each<E>(&self, skip: usize, mut consume: impl FnMut(usize, Examples) -> Result<bool, E>) -> Result<(), E> {
+    pub fn for_each<E>(
+        &self,
+        skip: usize,
+        mut consume: impl FnMut(usize, Examples) -> Result<bool, E>,
+    ) -> Result<(), E> {
         let batches = self.batches();
         std::thread::scope(|scope| {
             let (tx, rx) = sync_channel::<(usize, Examples)>(2);

@@ -8,14 +8,17 @@ pub mod loader;
 pub mod split;
 pub mod synthetic;
 
-use std::path::PathBuf;
 use std::path::Path;
+use std::path::PathBuf;
 
 /// Errors of the data layer. Every variant names the file (or key) and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {problem}")]
     Format { path: PathBuf, problem: String },
     #[error("{path}: {problem}")]
@@ -30,10 +33,16 @@ pub enum DataError {
 
 impl DataError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.into(), source }
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn format(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
-        DataError::Format { path: path.into(), problem: problem.into() }
+        DataError::Format {
+            path: path.into(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -83,7 +92,10 @@ impl ImageSet {
         }
         ImageSet {
             pixels,
-            labels: self.labels.as_ref().map(|l| indices.iter().map(|&i| l[i]).collect()),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| indices.iter().map(|&i| l[i]).collect()),
             len: indices.len(),
             channels: self.channels,
             height: self.height,
@@ -132,7 +144,10 @@ pub fn describe(ds: &Dataset) -> String {
     let mut s = format!("source: {}\nformat: {}\n", ds.source, ds.format);
     let splits = std::iter::once(("train", &ds.train)).chain(ds.test.as_ref().map(|t| ("test", t)));
     for (name, set) in splits {
-        s += &format!("{name}: {} images, {}x{}x{} (channels x height x width)", set.len, set.channels, set.height, set.width);
+        s += &format!(
+            "{name}: {} images, {}x{}x{} (channels x height x width)",
+            set.len, set.channels, set.height, set.width
+        );
         if set.labels.is_some() {
             s += &format!(", {} classes\n", set.num_classes());
             for (class, count) in set.class_names.iter().zip(set.class_counts()) {
@@ -182,7 +197,9 @@ pub fn load(path: &Path, format: Option<Format>, opts: &folder::FolderOptions) -
         None => detect_format(path)?,
     };
     match format {
-        Format::Synthetic => Err(DataError::Other("synthetic data is generated, not read".into())),
+        Format::Synthetic => Err(DataError::Other(
+            "synthetic data is generated, not read".into(),
+        )),
         Format::Idx => idx::load_dir(path),
         Format::Cifar10 | Format::Cifar100 => cifar::load_dir(path, format),
         Format::Folder => folder::load(path, opts),
@@ -197,7 +214,10 @@ mod tests {
     fn detects_each_format() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        assert_eq!(detect_format(Path::new("synthetic")).unwrap(), Format::Synthetic);
+        assert_eq!(
+            detect_format(Path::new("synthetic")).unwrap(),
+            Format::Synthetic
+        );
         assert_eq!(detect_format(d).unwrap(), Format::Folder);
 
         let cifar100 = d.join("c100/cifar-100-binary");
@@ -221,14 +241,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone");
         let err = detect_format(&missing).unwrap_err();
-        assert!(matches!(&err, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+        assert!(
+            matches!(&err, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
         assert!(err.to_string().contains("gone"), "{err}");
 
         let file = dir.path().join("train-images-idx3-ubyte");
         std::fs::write(&file, []).unwrap();
         let err = detect_format(&file).unwrap_err();
         assert!(matches!(err, DataError::Format { .. }), "{err:?}");
-        assert!(err.to_string().contains("train-images-idx3-ubyte") && err.to_string().contains("folder"));
+        assert!(
+            err.to_string().contains("train-images-idx3-ubyte")
+                && err.to_string().contains("folder")
+        );
     }
 
     #[test]
@@ -238,8 +263,17 @@ mod tests {
         let err = load(Path::new("synthetic"), None, &opts).unwrap_err();
         assert!(matches!(err, DataError::Other(_)), "{err:?}");
         // An empty folder read as a folder, then as IDX: each reader's own error.
-        assert!(matches!(load(dir.path(), None, &opts), Err(DataError::Empty { .. })));
-        assert!(matches!(load(dir.path(), Some(Format::Idx), &opts), Err(DataError::Io { .. })));
-        assert!(matches!(load(dir.path(), Some(Format::Cifar10), &opts), Err(DataError::Empty { .. })));
+        assert!(matches!(
+            load(dir.path(), None, &opts),
+            Err(DataError::Empty { .. })
+        ));
+        assert!(matches!(
+            load(dir.path(), Some(Format::Idx), &opts),
+            Err(DataError::Io { .. })
+        ));
+        assert!(matches!(
+            load(dir.path(), Some(Format::Cifar10), &opts),
+            Err(DataError::Empty { .. })
+        ));
     }
 }

@@ -8,11 +8,16 @@ use super::{DataError, ImageSet};
 
 /// Indices of `per_class` images of every class, chosen at random by `seed`, sorted by class.
 /// `None` takes every labelled image.
-pub fn few_labels(set: &ImageSet, per_class: Option<usize>, seed: u64) -> Result<Vec<usize>, DataError> {
-    let labels = set
-        .labels
-        .as_ref()
-        .ok_or_else(|| DataError::Other("transfer needs labelled training images; this data set has no labels".into()))?;
+pub fn few_labels(
+    set: &ImageSet,
+    per_class: Option<usize>,
+    seed: u64,
+) -> Result<Vec<usize>, DataError> {
+    let labels = set.labels.as_ref().ok_or_else(|| {
+        DataError::Other(
+            "transfer needs labelled training images; this data set has no labels".into(),
+        )
+    })?;
     let mut by_class = vec![Vec::new(); set.num_classes()];
     for (i, &l) in labels.iter().enumerate() {
         by_class[l as usize].push(i);
@@ -47,7 +52,8 @@ pub fn holdout(set: &ImageSet, fraction: f64, seed: u64) -> (ImageSet, ImageSet)
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for members in &mut by_class {
         members.shuffle(&mut rng);
-        let n_test = ((members.len() as f64 * fraction).round() as usize).min(members.len().saturating_sub(1));
+        let n_test = ((members.len() as f64 * fraction).round() as usize)
+            .min(members.len().saturating_sub(1));
         test.extend_from_slice(&members[..n_test]);
         train.extend_from_slice(&members[n_test..]);
     }

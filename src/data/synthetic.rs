@@ -49,7 +49,12 @@ pub struct SyntheticConfig {
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        SyntheticConfig { train: 10_000, test: 2_000, size: 32, seed: 0 }
+        SyntheticConfig {
+            train: 10_000,
+            test: 2_000,
+            size: 32,
+            seed: 0,
+        }
     }
 }
 
@@ -96,10 +101,14 @@ fn generate_split(cfg: &SyntheticConfig, split: Split, len: usize) -> ImageSet {
     let image_len = CHANNELS * cfg.size * cfg.size;
     let mut pixels = vec![0u8; len * image_len];
     if image_len > 0 {
-        pixels.par_chunks_mut(image_len).zip(labels.par_iter()).enumerate().for_each(|(i, (out, &label))| {
-            let mut rng = stream_rng(cfg.seed, split, i as u64);
-            render(out, cfg.size, Class::ALL[label as usize], &mut rng);
-        });
+        pixels
+            .par_chunks_mut(image_len)
+            .zip(labels.par_iter())
+            .enumerate()
+            .for_each(|(i, (out, &label))| {
+                let mut rng = stream_rng(cfg.seed, split, i as u64);
+                render(out, cfg.size, Class::ALL[label as usize], &mut rng);
+            });
     }
 
     ImageSet {
@@ -215,7 +224,12 @@ impl Class {
                 let rim = rng.random_range(0.04..0.14);
                 let cap = about(rng, 0.45, 0.08).min(0.5);
                 let stem = about(rng, 0.12, 0.2);
-                parts.push(Prim::Dome { cx: 0.0, cy: rim, rx: cap, ry: 0.5 - rim });
+                parts.push(Prim::Dome {
+                    cx: 0.0,
+                    cy: rim,
+                    rx: cap,
+                    ry: 0.5 - rim,
+                });
                 parts.push(Prim::rect(-stem, -0.5, stem, rim + 0.01));
             }
             Class::Person => {
@@ -228,7 +242,12 @@ impl Class {
                 let hand = hip - rng.random_range(0.0..0.1);
                 let leg = about(rng, 0.085, 0.15);
                 let gap = rng.random_range(0.0..0.06);
-                parts.push(Prim::Ellipse { cx: 0.0, cy: 0.5 - head, rx: head, ry: head });
+                parts.push(Prim::Ellipse {
+                    cx: 0.0,
+                    cy: 0.5 - head,
+                    rx: head,
+                    ry: head,
+                });
                 parts.push(Prim::rect(-torso, hip, torso, shoulder));
                 for side in [-1.0f32, 1.0] {
                     let from = [side * (torso - 0.02), shoulder];
@@ -244,7 +263,12 @@ impl Class {
                 let arm = -half + 2.0 * half * about(rng, 0.78, 0.1);
                 parts.push(Prim::rect(-half, -0.5, -half + stroke, 0.5));
                 parts.push(Prim::rect(-half, 0.5 - stroke, half, 0.5));
-                parts.push(Prim::rect(-half, mid - stroke / 2.0, arm, mid + stroke / 2.0));
+                parts.push(Prim::rect(
+                    -half,
+                    mid - stroke / 2.0,
+                    arm,
+                    mid + stroke / 2.0,
+                ));
             }
             Class::Table => {
                 let top = about(rng, 0.2, 0.15);
@@ -267,12 +291,25 @@ impl Class {
                 let mast_x = -side * rng.random_range(0.0..0.12);
                 let boom = deck + 0.07;
                 let sail = about(rng, 0.38, 0.12);
-                parts.push(Prim::quad([-hull, deck], [hull, deck], [keel, -0.5], [-keel, -0.5]));
+                parts.push(Prim::quad(
+                    [-hull, deck],
+                    [hull, deck],
+                    [keel, -0.5],
+                    [-keel, -0.5],
+                ));
                 parts.push(Prim::rect(mast_x - mast, deck - 0.01, mast_x + mast, 0.5));
-                parts.push(Prim::tri([mast_x, 0.5], [mast_x, boom], [mast_x + side * sail, boom]));
+                parts.push(Prim::tri(
+                    [mast_x, 0.5],
+                    [mast_x, boom],
+                    [mast_x + side * sail, boom],
+                ));
                 if rng.random_bool(0.5) {
                     let jib = about(rng, 0.26, 0.15);
-                    parts.push(Prim::tri([mast_x, 0.38], [mast_x, boom], [mast_x - side * jib, boom]));
+                    parts.push(Prim::tri(
+                        [mast_x, 0.38],
+                        [mast_x, boom],
+                        [mast_x - side * jib, boom],
+                    ));
                 }
             }
         }
@@ -357,9 +394,16 @@ impl Prim {
             let (nx, ny) = (outward * dy / len, -outward * dx / len);
             sides[i] = [nx, ny, nx * p[0] + ny * p[1]];
         }
-        let bounds = corners.iter().fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, p| {
-            [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
-        });
+        let bounds = corners
+            .iter()
+            .fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, p| {
+                [
+                    b[0].min(p[0]),
+                    b[1].min(p[1]),
+                    b[2].max(p[0]),
+                    b[3].max(p[1]),
+                ]
+            });
         Prim::Convex { sides, bounds }
     }
 
@@ -368,7 +412,12 @@ impl Prim {
         let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
         let len = (dx * dx + dy * dy).sqrt().max(1e-6);
         let (nx, ny) = (-dy / len * width / 2.0, dx / len * width / 2.0);
-        Prim::quad([a[0] + nx, a[1] + ny], [b[0] + nx, b[1] + ny], [b[0] - nx, b[1] - ny], [a[0] - nx, a[1] - ny])
+        Prim::quad(
+            [a[0] + nx, a[1] + ny],
+            [b[0] + nx, b[1] + ny],
+            [b[0] - nx, b[1] - ny],
+            [a[0] - nx, a[1] - ny],
+        )
     }
 
     fn contains(&self, [x, y]: Point) -> bool {
@@ -394,7 +443,10 @@ impl Prim {
             Prim::Rect { x0, y0, x1, y1 } => (x0 - x).max(x - x1).max(y0 - y).max(y - y1),
             Prim::Ellipse { cx, cy, rx, ry } => ellipse_distance(x - cx, y - cy, rx, ry),
             Prim::Dome { cx, cy, rx, ry } => ellipse_distance(x - cx, y - cy, rx, ry).max(cy - y),
-            Prim::Convex { sides, .. } => sides.iter().map(|[nx, ny, c]| nx * x + ny * y - c).fold(f32::MIN, f32::max),
+            Prim::Convex { sides, .. } => sides
+                .iter()
+                .map(|[nx, ny, c]| nx * x + ny * y - c)
+                .fold(f32::MIN, f32::max),
         }
     }
 
@@ -426,7 +478,10 @@ struct Shape {
 
 impl Shape {
     fn single(prim: Prim) -> Shape {
-        Shape { parts: vec![prim], holes: Vec::new() }
+        Shape {
+            parts: vec![prim],
+            holes: Vec::new(),
+        }
     }
 
     fn contains(&self, p: Point) -> bool {
@@ -436,14 +491,26 @@ impl Shape {
     /// Bound on the signed distance to the edge, as [`Prim::distance`]. The
     /// nearest part bounds a union and the larger bound an intersection.
     fn distance(&self, p: Point) -> f32 {
-        let union = self.parts.iter().map(|q| q.distance(p)).fold(f32::MAX, f32::min);
+        let union = self
+            .parts
+            .iter()
+            .map(|q| q.distance(p))
+            .fold(f32::MAX, f32::min);
         self.holes.iter().fold(union, |d, h| d.max(-h.distance(p)))
     }
 
     fn bounds(&self) -> [f32; 4] {
-        self.parts.iter().map(Prim::bounds).fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |a, b| {
-            [a[0].min(b[0]), a[1].min(b[1]), a[2].max(b[2]), a[3].max(b[3])]
-        })
+        self.parts.iter().map(Prim::bounds).fold(
+            [f32::MAX, f32::MAX, f32::MIN, f32::MIN],
+            |a, b| {
+                [
+                    a[0].min(b[0]),
+                    a[1].min(b[1]),
+                    a[2].max(b[2]),
+                    a[3].max(b[3]),
+                ]
+            },
+        )
     }
 }
 
@@ -460,7 +527,10 @@ impl Placement {
     fn pixel_of(&self, [x, y]: Point) -> Point {
         let (s, c) = self.angle.sin_cos();
         let (u, v) = (x * self.scale, -y * self.scale);
-        [self.centre[0] + c * u - s * v, self.centre[1] + s * u + c * v]
+        [
+            self.centre[0] + c * u - s * v,
+            self.centre[1] + s * u + c * v,
+        ]
     }
 
     /// The inverse map as a matrix: object = m * (pixel - centre).
@@ -476,7 +546,12 @@ impl Placement {
             .iter()
             .map(|&p| self.pixel_of(p))
             .fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |a, p| {
-                [a[0].min(p[0]), a[1].min(p[1]), a[2].max(p[0]), a[3].max(p[1])]
+                [
+                    a[0].min(p[0]),
+                    a[1].min(p[1]),
+                    a[2].max(p[0]),
+                    a[3].max(p[1]),
+                ]
             })
     }
 }
@@ -492,7 +567,10 @@ struct Canvas {
 
 impl Canvas {
     fn new(size: usize) -> Canvas {
-        Canvas { size, px: vec![0.0; CHANNELS * size * size] }
+        Canvas {
+            size,
+            px: vec![0.0; CHANNELS * size * size],
+        }
     }
 
     fn set(&mut self, x: usize, y: usize, c: Rgb) {
@@ -590,7 +668,9 @@ fn render(out: &mut [u8], size: usize, class: Class, rng: &mut impl Rng) {
 
     // Distractors go behind or in front of the object, so neither layer order is
     // a cue; they are small and round or straight so they read as clutter.
-    let distractor = rng.random_bool(0.35).then(|| (rng.random_bool(0.5), Distractor::new(n, rng)));
+    let distractor = rng
+        .random_bool(0.35)
+        .then(|| (rng.random_bool(0.5), Distractor::new(n, rng)));
     if let Some((false, d)) = &distractor {
         d.draw(&mut canvas);
     }
@@ -627,16 +707,28 @@ fn render(out: &mut [u8], size: usize, class: Class, rng: &mut impl Rng) {
 fn place_object(shape: &Shape, n: f32, rng: &mut impl Rng) -> Placement {
     let scale = n * rng.random_range(SCALE_RANGE.0..=SCALE_RANGE.1);
     let angle = rng.random_range(-MAX_TILT..=MAX_TILT);
-    let at_origin = Placement { centre: [0.0, 0.0], scale, angle };
+    let at_origin = Placement {
+        centre: [0.0, 0.0],
+        scale,
+        angle,
+    };
     let [x0, y0, x1, y1] = at_origin.pixel_bounds(shape.bounds());
     let slack = OVERHANG * scale;
     let mut axis = |lo: f32, hi: f32| {
         let (min, max) = (slack - lo, n - hi - slack);
-        if min < max { rng.random_range(min..=max) } else { (min + max) / 2.0 }
+        if min < max {
+            rng.random_range(min..=max)
+        } else {
+            (min + max) / 2.0
+        }
     };
     let cx = axis(x0, x1);
     let cy = axis(y0, y1);
-    Placement { centre: [cx, cy], scale, angle }
+    Placement {
+        centre: [cx, cy],
+        scale,
+        angle,
+    }
 }
 
 /// A small clutter item: a blob or a short line.
@@ -652,14 +744,30 @@ impl Distractor {
         let angle = rng.random_range(0.0..TAU);
         let (shape, scale) = if rng.random_bool(0.5) {
             let aspect = rng.random_range(0.5..=1.0);
-            let blob = Prim::Ellipse { cx: 0.0, cy: 0.0, rx: 0.5, ry: 0.5 * aspect };
+            let blob = Prim::Ellipse {
+                cx: 0.0,
+                cy: 0.0,
+                rx: 0.5,
+                ry: 0.5 * aspect,
+            };
             (Shape::single(blob), n * rng.random_range(0.08..0.2))
         } else {
             let len = n * rng.random_range(0.2..0.4);
             let half_width = rng.random_range(0.4..1.0) / len;
-            (Shape::single(Prim::rect(-0.5, -half_width, 0.5, half_width)), len)
+            (
+                Shape::single(Prim::rect(-0.5, -half_width, 0.5, half_width)),
+                len,
+            )
         };
-        Distractor { shape, place: Placement { centre, scale, angle }, colour: random_colour(rng) }
+        Distractor {
+            shape,
+            place: Placement {
+                centre,
+                scale,
+                angle,
+            },
+            colour: random_colour(rng),
+        }
     }
 
     fn draw(&self, canvas: &mut Canvas) {
@@ -689,11 +797,19 @@ fn hsv(h: f32, s: f32, v: f32) -> Rgb {
 }
 
 fn distance(a: Rgb, b: Rgb) -> f32 {
-    a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
 }
 
 fn lerp(a: Rgb, b: Rgb, t: f32) -> Rgb {
-    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
 }
 
 /// An object colour that differs from the local background, usually clearly but
@@ -790,7 +906,11 @@ fn fill_background(canvas: &mut Canvas, rng: &mut impl Rng) {
             let lattice: Vec<Rgb> = (0..side * side)
                 .map(|_| {
                     let t = rng.random::<f32>();
-                    if t < 0.5 { lerp(a, b, 2.0 * t) } else { lerp(b, c, 2.0 * t - 1.0) }
+                    if t < 0.5 {
+                        lerp(a, b, 2.0 * t)
+                    } else {
+                        lerp(b, c, 2.0 * t - 1.0)
+                    }
                 })
                 .collect();
             let smooth = |t: f32| t * t * (3.0 - 2.0 * t);
@@ -810,7 +930,12 @@ fn fill_background(canvas: &mut Canvas, rng: &mut impl Rng) {
                 canvas.set(x, y, a);
             }
             for _ in 0..rng.random_range(3..=8) {
-                let blob = Prim::Ellipse { cx: 0.0, cy: 0.0, rx: 0.5, ry: 0.5 * rng.random_range(0.4..=1.0) };
+                let blob = Prim::Ellipse {
+                    cx: 0.0,
+                    cy: 0.0,
+                    rx: 0.5,
+                    ry: 0.5 * rng.random_range(0.4..=1.0),
+                };
                 let place = Placement {
                     centre: [rng.random_range(0.0..n), rng.random_range(0.0..n)],
                     scale: n * rng.random_range(0.15..0.5),
@@ -841,7 +966,12 @@ mod tests {
     use super::*;
 
     fn small(seed: u64) -> SyntheticConfig {
-        SyntheticConfig { train: 200, test: 50, size: 32, seed }
+        SyntheticConfig {
+            train: 200,
+            test: 50,
+            size: 32,
+            seed,
+        }
     }
 
     #[test]
@@ -851,15 +981,24 @@ mod tests {
         let c = generate(&small(8));
         assert_eq!(a.train.pixels, b.train.pixels);
         assert_eq!(a.train.labels, b.train.labels);
-        assert_eq!(a.test.as_ref().unwrap().pixels, b.test.as_ref().unwrap().pixels);
+        assert_eq!(
+            a.test.as_ref().unwrap().pixels,
+            b.test.as_ref().unwrap().pixels
+        );
         assert_ne!(a.train.pixels, c.train.pixels);
     }
 
     #[test]
     fn independent_of_thread_count() {
         let cfg = small(3);
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let three = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
         let a = one.install(|| generate(&cfg));
         let b = three.install(|| generate(&cfg));
         assert_eq!(a.train.pixels, b.train.pixels);
@@ -867,7 +1006,12 @@ mod tests {
 
     #[test]
     fn splits_are_independent_draws() {
-        let d = generate(&SyntheticConfig { train: 50, test: 50, size: 16, seed: 1 });
+        let d = generate(&SyntheticConfig {
+            train: 50,
+            test: 50,
+            size: 16,
+            seed: 1,
+        });
         let test = d.test.unwrap();
         assert_ne!(d.train.image(0), test.image(0));
         assert_ne!(d.train.pixels, test.pixels);
@@ -875,7 +1019,12 @@ mod tests {
 
     #[test]
     fn shape_of_the_data_set() {
-        let d = generate(&SyntheticConfig { train: 103, test: 20, size: 24, seed: 0 });
+        let d = generate(&SyntheticConfig {
+            train: 103,
+            test: 20,
+            size: 24,
+            seed: 0,
+        });
         assert_eq!(d.format, Format::Synthetic);
         assert_eq!(d.source, "synthetic");
         let t = &d.train;
@@ -884,16 +1033,32 @@ mod tests {
         assert_eq!(t.class_names, class_names());
         assert_eq!(t.num_classes(), 10);
         assert_eq!(d.test.as_ref().unwrap().len, 20);
-        assert!(generate(&SyntheticConfig { test: 0, ..small(0) }).test.is_none());
+        assert!(
+            generate(&SyntheticConfig {
+                test: 0,
+                ..small(0)
+            })
+            .test
+            .is_none()
+        );
     }
 
     #[test]
     fn classes_are_balanced_and_shuffled() {
-        let d = generate(&SyntheticConfig { train: 1005, test: 0, size: 8, seed: 0 });
+        let d = generate(&SyntheticConfig {
+            train: 1005,
+            test: 0,
+            size: 8,
+            seed: 0,
+        });
         let counts = d.train.class_counts();
         assert!(counts.iter().all(|&c| c == 100 || c == 101), "{counts:?}");
         let labels = d.train.labels.unwrap();
-        let in_order = labels.iter().enumerate().filter(|(i, l)| **l as usize == i % 10).count();
+        let in_order = labels
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| **l as usize == i % 10)
+            .count();
         assert!(in_order < 300, "labels look unshuffled");
     }
 
@@ -917,7 +1082,10 @@ mod tests {
         let mean = z.iter().sum::<f32>() / z.len() as f32;
         let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / z.len() as f32;
         let beyond_2 = z.iter().filter(|v| v.abs() > 2.0).count() as f32 / z.len() as f32;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.03, "mean {mean}, variance {var}");
+        assert!(
+            mean.abs() < 0.02 && (var - 1.0).abs() < 0.03,
+            "mean {mean}, variance {var}"
+        );
         // A normal has 4.6 % beyond two sigma; a uniform would have none.
         assert!((0.035..0.055).contains(&beyond_2), "{beyond_2}");
     }
@@ -929,9 +1097,20 @@ mod tests {
         let n = size as f32;
         let scale = 0.8 * n;
         // Centre the bounding box rather than the object origin.
-        let centre = [n / 2.0 - scale * (x0 + x1) / 2.0, n / 2.0 + scale * (y0 + y1) / 2.0];
+        let centre = [
+            n / 2.0 - scale * (x0 + x1) / 2.0,
+            n / 2.0 + scale * (y0 + y1) / 2.0,
+        ];
         let mut canvas = Canvas::new(size);
-        canvas.paint(&shape, &Placement { centre, scale, angle: 0.0 }, |_| [1.0; 3]);
+        canvas.paint(
+            &shape,
+            &Placement {
+                centre,
+                scale,
+                angle: 0.0,
+            },
+            |_| [1.0; 3],
+        );
         canvas.px.truncate(size * size);
         canvas.px
     }
@@ -971,7 +1150,12 @@ mod tests {
                 // of the object (a trunk, a head, a crossbar) has moved. The tree,
                 // nearly a triangle, is the closest at about 0.4.
                 let moved = d / ink;
-                assert!(moved > 0.3, "{} rotated by {} degrees differs by only {moved:.2}", class.name(), 90 * (k + 1));
+                assert!(
+                    moved > 0.3,
+                    "{} rotated by {} degrees differs by only {moved:.2}",
+                    class.name(),
+                    90 * (k + 1)
+                );
             }
         }
     }
@@ -991,7 +1175,9 @@ mod tests {
             let (mut top, mut left) = (0.0f64, 0.0f64);
             for y in 0..size {
                 for x in 0..size {
-                    let v: f32 = (0..3).map(|c| canvas.px[c * size * size + y * size + x]).sum();
+                    let v: f32 = (0..3)
+                        .map(|c| canvas.px[c * size * size + y * size + x])
+                        .sum();
                     top += if y < half { v as f64 } else { -v as f64 };
                     left += if x < half { v as f64 } else { -v as f64 };
                 }
@@ -1000,7 +1186,10 @@ mod tests {
             horizontal += left / (3 * size * size) as f64;
         }
         let (v, h) = (vertical / trials as f64, horizontal / trials as f64);
-        assert!(v.abs() < 0.01 && h.abs() < 0.01, "top-bottom {v:.4}, left-right {h:.4}");
+        assert!(
+            v.abs() < 0.01 && h.abs() < 0.01,
+            "top-bottom {v:.4}, left-right {h:.4}"
+        );
     }
 
     #[test]
@@ -1008,12 +1197,23 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let ink: Vec<f32> = Class::ALL
             .iter()
-            .map(|&c| (0..30).map(|_| mask(c, 48, &mut rng).iter().sum::<f32>()).sum::<f32>() / 30.0)
+            .map(|&c| {
+                (0..30)
+                    .map(|_| mask(c, 48, &mut rng).iter().sum::<f32>())
+                    .sum::<f32>()
+                    / 30.0
+            })
             .collect();
-        let (lo, hi) = ink.iter().fold((f32::MAX, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        let (lo, hi) = ink
+            .iter()
+            .fold((f32::MAX, 0.0f32), |(l, h), &v| (l.min(v), h.max(v)));
         eprintln!(
             "ink per class: {:?}",
-            Class::ALL.iter().zip(&ink).map(|(c, v)| format!("{} {:.0}", c.name(), v)).collect::<Vec<_>>()
+            Class::ALL
+                .iter()
+                .zip(&ink)
+                .map(|(c, v)| format!("{} {:.0}", c.name(), v))
+                .collect::<Vec<_>>()
         );
         assert!(hi / lo < 1.35, "ink ranges from {lo} to {hi}");
     }
@@ -1024,16 +1224,26 @@ mod tests {
     #[test]
     #[ignore]
     fn write_contact_sheet() {
-        let env = |name: &str, default: u64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
+        let env =
+            |name: &str, default: u64| std::env::var(name).map_or(default, |v| v.parse().unwrap());
         let size = env("SYNTHETIC_GRID_SIZE", 32) as usize;
         let seed = env("SYNTHETIC_GRID_SEED", 0);
         // Every image is shown about 96 pixels wide whatever its size.
         let (cols, zoom, gap) = (12, (96 / size).max(1), 2);
-        let d = generate(&SyntheticConfig { train: 400, test: 0, size, seed });
+        let d = generate(&SyntheticConfig {
+            train: 400,
+            test: 0,
+            size,
+            seed,
+        });
         let t = &d.train;
         let labels = t.labels.as_ref().unwrap();
         let cell = t.width * zoom + gap;
-        let mut sheet = image::RgbImage::from_pixel((cols * cell) as u32, (10 * cell) as u32, image::Rgb([255; 3]));
+        let mut sheet = image::RgbImage::from_pixel(
+            (cols * cell) as u32,
+            (10 * cell) as u32,
+            image::Rgb([255; 3]),
+        );
         for class in 0..10u32 {
             let picks = (0..t.len).filter(|&i| labels[i] == class).take(cols);
             for (col, i) in picks.enumerate() {
@@ -1043,7 +1253,11 @@ mod tests {
                     for x in 0..t.width * zoom {
                         let p = (y / zoom) * t.width + x / zoom;
                         let rgb = image::Rgb([img[p], img[plane + p], img[2 * plane + p]]);
-                        sheet.put_pixel((col * cell + x) as u32, (class as usize * cell + y) as u32, rgb);
+                        sheet.put_pixel(
+                            (col * cell + x) as u32,
+                            (class as usize * cell + y) as u32,
+                            rgb,
+                        );
                     }
                 }
             }

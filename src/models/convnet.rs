@@ -47,7 +47,10 @@ impl ConvNet4 {
             blocks.push(ConvBnRelu::new(in_ch, out_ch, 1, device));
             in_ch = out_ch;
         }
-        Self { blocks, pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init() }
+        Self {
+            blocks,
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+        }
     }
 
     pub fn forward(&self, mut x: Tensor<4>) -> Tensor<2> {

@@ -14,7 +14,10 @@ pub struct ClassifierHead {
 
 impl ClassifierHead {
     pub fn linear(d_in: usize, classes: usize, device: &Device) -> Self {
-        Self { hidden: None, out: LinearConfig::new(d_in, classes).init(device) }
+        Self {
+            hidden: None,
+            out: LinearConfig::new(d_in, classes).init(device),
+        }
     }
     pub fn mlp(d_in: usize, d_hidden: usize, classes: usize, device: &Device) -> Self {
         Self {

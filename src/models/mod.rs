@@ -26,7 +26,9 @@ impl std::str::FromStr for Arch {
         match s {
             "convnet4" => Ok(Arch::Convnet4),
             "resnet18" => Ok(Arch::Resnet18),
-            other => Err(format!("unknown model `{other}` (expected convnet4 or resnet18)")),
+            other => Err(format!(
+                "unknown model `{other}` (expected convnet4 or resnet18)"
+            )),
         }
     }
 }
@@ -58,8 +60,12 @@ impl EncoderSpec {
     }
     pub fn init(&self, device: &Device) -> Encoder {
         match self.arch {
-            Arch::Convnet4 => Encoder::ConvNet4(ConvNet4::new(self.in_channels, self.width, device)),
-            Arch::Resnet18 => Encoder::ResNet18(ResNet18::new(self.in_channels, self.width, device)),
+            Arch::Convnet4 => {
+                Encoder::ConvNet4(ConvNet4::new(self.in_channels, self.width, device))
+            }
+            Arch::Resnet18 => {
+                Encoder::ResNet18(ResNet18::new(self.in_channels, self.width, device))
+            }
         }
     }
 }
@@ -109,7 +115,13 @@ mod tests {
     use burn::tensor::Distribution;
 
     fn spec(arch: Arch, width: usize, in_channels: usize) -> EncoderSpec {
-        EncoderSpec { arch, width, in_channels, mean: vec![0.0; in_channels], std: vec![1.0; in_channels] }
+        EncoderSpec {
+            arch,
+            width,
+            in_channels,
+            mean: vec![0.0; in_channels],
+            std: vec![1.0; in_channels],
+        }
     }
 
     #[test]
@@ -119,7 +131,11 @@ mod tests {
             for (channels, size) in [(1, 28), (3, 32), (3, 13)] {
                 let encoder = spec(arch, 4, channels).init(&dev);
                 let x = Tensor::<4>::random([2, channels, size, size], Distribution::Default, &dev);
-                assert_eq!(encoder.forward(x).dims(), [2, 32], "{arch} on {channels}x{size}x{size}");
+                assert_eq!(
+                    encoder.forward(x).dims(),
+                    [2, 32],
+                    "{arch} on {channels}x{size}x{size}"
+                );
             }
         }
     }
@@ -128,7 +144,10 @@ mod tests {
     fn classifier_concatenates_arity_views_per_example() {
         let dev = Device::flex();
         let s = spec(Arch::Convnet4, 2, 3);
-        let model = Classifier { encoder: s.init(&dev), head: ClassifierHead::linear(3 * s.feature_dim(), 5, &dev) };
+        let model = Classifier {
+            encoder: s.init(&dev),
+            head: ClassifierHead::linear(3 * s.feature_dim(), 5, &dev),
+        };
         let x = Tensor::<4>::random([6, 3, 8, 8], Distribution::Default, &dev);
         assert_eq!(model.forward(x, 3).dims(), [2, 5]);
     }

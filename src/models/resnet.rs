@@ -71,7 +71,10 @@ impl ResNet18 {
             blocks.push(BasicBlock::new(out_ch, out_ch, 1, device));
             in_ch = out_ch;
         }
-        Self { stem: ConvBnRelu::new(in_channels, width, 1, device), blocks }
+        Self {
+            stem: ConvBnRelu::new(in_channels, width, 1, device),
+            blocks,
+        }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {

@@ -24,7 +24,12 @@ pub struct Examples {
 
 impl Examples {
     pub fn new(view_shape: Shape, arity: usize) -> Self {
-        Self { views: Vec::new(), view_shape, labels: Vec::new(), arity }
+        Self {
+            views: Vec::new(),
+            view_shape,
+            labels: Vec::new(),
+            arity,
+        }
     }
     pub fn num_views(&self) -> usize {
         self.labels.len() * self.arity
@@ -54,7 +59,14 @@ pub trait Task: Send + Sync {
         ClassifierHead::linear(self.arity() * feature_dim, self.num_classes(), device)
     }
     /// Append the examples made from one (augmented, normalised) image.
-    fn examples(&self, image: &[f32], shape: Shape, label: Option<u32>, rng: &mut ChaCha8Rng, out: &mut Examples);
+    fn examples(
+        &self,
+        image: &[f32],
+        shape: Shape,
+        label: Option<u32>,
+        rng: &mut ChaCha8Rng,
+        out: &mut Examples,
+    );
 }
 
 /// Pretext tasks by name, as used in configs and `--task`.
@@ -94,7 +106,14 @@ impl Task for Supervised {
     fn num_classes(&self) -> usize {
         self.classes
     }
-    fn examples(&self, image: &[f32], _: Shape, label: Option<u32>, _: &mut ChaCha8Rng, out: &mut Examples) {
+    fn examples(
+        &self,
+        image: &[f32],
+        _: Shape,
+        label: Option<u32>,
+        _: &mut ChaCha8Rng,
+        out: &mut Examples,
+    ) {
         let label = label.expect("supervised examples need labelled images");
         out.views.extend_from_slice(image);
         out.labels.push(label as i64);

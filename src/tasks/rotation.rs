@@ -21,7 +21,14 @@ impl Task for Rotation {
     }
     /// All four rotations of each image, as the paper does: the batch then holds every image in
     /// every orientation, so the encoder cannot tell orientation from image statistics alone.
-    fn examples(&self, image: &[f32], shape: Shape, _: Option<u32>, _: &mut ChaCha8Rng, out: &mut Examples) {
+    fn examples(
+        &self,
+        image: &[f32],
+        shape: Shape,
+        _: Option<u32>,
+        _: &mut ChaCha8Rng,
+        out: &mut Examples,
+    ) {
         let (square, sq_shape) = center_square(image, shape);
         for k in 0..4 {
             out.views.extend(rotate90(&square, sq_shape, k));
@@ -40,7 +47,13 @@ mod tests {
         let shape = [1, 3, 3];
         let img: Vec<f32> = (0..9).map(|i| i as f32).collect();
         let mut out = Examples::new(shape, 1);
-        Rotation.examples(&img, shape, None, &mut ChaCha8Rng::seed_from_u64(0), &mut out);
+        Rotation.examples(
+            &img,
+            shape,
+            None,
+            &mut ChaCha8Rng::seed_from_u64(0),
+            &mut out,
+        );
         assert_eq!(out.labels, vec![0, 1, 2, 3]);
         assert_eq!(out.views.len(), 36);
         assert_eq!(&out.views[..9], &img[..]);

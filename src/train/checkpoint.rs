@@ -14,7 +14,10 @@ const PARTS: usize = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a pretext checkpoint or corrupt: {problem}")]
     Corrupt { path: PathBuf, problem: String },
 }
@@ -58,7 +61,10 @@ pub struct Checkpoint {
 
 /// Write `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -78,9 +84,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 impl Checkpoint {
     pub fn to_bytes(&self) -> Vec<u8> {
         let state = serde_json::to_vec(&self.state).expect("loop state serialises");
-        let mut out = Vec::with_capacity(8 + 8 * PARTS + state.len() + self.model.len() + self.encoder_optim.len() + self.head_optim.len());
+        let mut out = Vec::with_capacity(
+            8 + 8 * PARTS
+                + state.len()
+                + self.model.len()
+                + self.encoder_optim.len()
+                + self.head_optim.len(),
+        );
         out.extend_from_slice(MAGIC);
-        for part in [&state[..], &self.model, &self.encoder_optim, &self.head_optim] {
+        for part in [
+            &state[..],
+            &self.model,
+            &self.encoder_optim,
+            &self.head_optim,
+        ] {
             out.extend_from_slice(&(part.len() as u64).to_le_bytes());
             out.extend_from_slice(part);
         }
@@ -92,8 +109,14 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
-        Self::from_bytes(&bytes).map_err(|problem| CheckpointError::Corrupt { path: path.to_path_buf(), problem })
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes).map_err(|problem| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            problem,
+        })
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
@@ -109,7 +132,10 @@ impl Checkpoint {
             let len = u64::from_le_bytes(rest[..8].try_into().unwrap());
             rest = &rest[8..];
             if len > rest.len() as u64 {
-                return Err(format!("truncated: a part claims {len} bytes, {} remain", rest.len()));
+                return Err(format!(
+                    "truncated: a part claims {len} bytes, {} remain",
+                    rest.len()
+                ));
             }
             let (part, tail) = rest.split_at(len as usize);
             parts.push(part.to_vec());
@@ -118,11 +144,17 @@ impl Checkpoint {
         if !rest.is_empty() {
             return Err(format!("{} unexpected trailing bytes", rest.len()));
         }
-        let state: LoopState = serde_json::from_slice(&parts[0]).map_err(|e| format!("bad loop state: {e}"))?;
+        let state: LoopState =
+            serde_json::from_slice(&parts[0]).map_err(|e| format!("bad loop state: {e}"))?;
         let head_optim = parts.pop().unwrap();
         let encoder_optim = parts.pop().unwrap();
         let model = parts.pop().unwrap();
-        Ok(Self { state, model, encoder_optim, head_optim })
+        Ok(Self {
+            state,
+            model,
+            encoder_optim,
+            head_optim,
+        })
     }
 }
 
@@ -138,7 +170,12 @@ mod tests {
                 finished: false,
                 model_tag: "convnet4/rotation".into(),
                 batch: 5,
-                epoch_sums: EpochSums { loss: 0.1 + 0.2, correct: 7, seen: 9, batches: 5 },
+                epoch_sums: EpochSums {
+                    loss: 0.1 + 0.2,
+                    correct: 7,
+                    seen: 9,
+                    batches: 5,
+                },
             },
             model: vec![1, 2, 3],
             encoder_optim: vec![],
@@ -165,8 +202,17 @@ mod tests {
         let bytes = sample().to_bytes();
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
         let err = Checkpoint::load(&path).err().unwrap().to_string();
-        assert!(err.contains("latest.ckpt") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("latest.ckpt") && err.contains("truncated"),
+            "{err}"
+        );
         std::fs::write(&path, b"hello world, not a checkpoint").unwrap();
-        assert!(Checkpoint::load(&path).err().unwrap().to_string().contains("magic"));
+        assert!(
+            Checkpoint::load(&path)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("magic")
+        );
     }
 }

@@ -34,7 +34,16 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Self { bar, label: label.to_string(), quiet, total, done, started: now, last_line: now, start_step: done }
+        Self {
+            bar,
+            label: label.to_string(),
+            quiet,
+            total,
+            done,
+            started: now,
+            last_line: now,
+            start_step: done,
+        }
     }
 
     pub fn step(&mut self, loss: f32, views_per_s: f64) {
@@ -44,7 +53,8 @@ impl Progress {
             bar.inc(1);
         } else if !self.quiet && self.last_line.elapsed() >= LINE_EVERY {
             self.last_line = Instant::now();
-            let per_step = self.started.elapsed().as_secs_f64() / (self.done - self.start_step).max(1) as f64;
+            let per_step =
+                self.started.elapsed().as_secs_f64() / (self.done - self.start_step).max(1) as f64;
             let eta = per_step * self.total.saturating_sub(self.done) as f64;
             eprintln!(
                 "{} step {}/{} loss {loss:.4} {views_per_s:.0} views/s eta {}",
@@ -95,7 +105,9 @@ impl MetricsLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(Self { file: OpenOptions::new().create(true).append(true).open(path)? })
+        Ok(Self {
+            file: OpenOptions::new().create(true).append(true).open(path)?,
+        })
     }
     pub fn append(&mut self, record: &serde_json::Value) -> std::io::Result<()> {
         writeln!(self.file, "{record}")?;
@@ -105,7 +117,9 @@ impl MetricsLog {
 
 /// Drop the records of epochs after `last_epoch` from a metrics log, if it exists.
 pub fn truncate_after_epoch(path: &Path, last_epoch: usize) -> std::io::Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: Vec<&str> = text
         .lines()
         .filter(|line| {
@@ -120,7 +134,8 @@ pub fn truncate_after_epoch(path: &Path, last_epoch: usize) -> std::io::Result<(
         if !body.is_empty() {
             body.push('\n');
         }
-        crate::train::checkpoint::write_atomic(path, body.as_bytes()).map_err(|e| std::io::Error::other(e.to_string()))?;
+        crate::train::checkpoint::write_atomic(path, body.as_bytes())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
     }
     Ok(())
 }

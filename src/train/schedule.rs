@@ -22,7 +22,9 @@ mod tests {
         assert!((warmup_cosine(10, total, warmup, peak) - 0.1).abs() < 1e-12);
         assert!((warmup_cosine(60, total, warmup, peak) - 0.05).abs() < 1e-12);
         assert!(warmup_cosine(109, total, warmup, peak) < 1e-3);
-        let lrs: Vec<f64> = (10..110).map(|s| warmup_cosine(s, total, warmup, peak)).collect();
+        let lrs: Vec<f64> = (10..110)
+            .map(|s| warmup_cosine(s, total, warmup, peak))
+            .collect();
         assert!(lrs.windows(2).all(|w| w[1] <= w[0]));
     }
 

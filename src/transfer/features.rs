@@ -26,12 +26,21 @@ impl Features {
         for &i in indices {
             values.extend_from_slice(self.row(i));
         }
-        Features { rows: indices.len(), dim: self.dim, values }
+        Features {
+            rows: indices.len(),
+            dim: self.dim,
+            values,
+        }
     }
 }
 
 /// Encode every image of `set` in batches of `batch_size`.
-pub fn extract(encoder: &Encoder, set: &ImageSet, normalizer: &Normalizer, batch_size: usize) -> Features {
+pub fn extract(
+    encoder: &Encoder,
+    set: &ImageSet,
+    normalizer: &Normalizer,
+    batch_size: usize,
+) -> Features {
     let encoder = encoder.valid();
     let device = infer_device();
     let [c, h, w] = [set.channels, set.height, set.width];
@@ -39,11 +48,22 @@ pub fn extract(encoder: &Encoder, set: &ImageSet, normalizer: &Normalizer, batch
     let mut dim = 0;
     let indices: Vec<usize> = (0..set.len).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
-        let pixels: Vec<f32> = chunk.par_iter().flat_map_iter(|&i| normalizer.apply(set.image(i), c)).collect();
+        let pixels: Vec<f32> = chunk
+            .par_iter()
+            .flat_map_iter(|&i| normalizer.apply(set.image(i), c))
+            .collect();
         let x = Tensor::<4>::from_data(TensorData::new(pixels, [chunk.len(), c, h, w]), &device);
         let f = encoder.forward(x);
         dim = f.dims()[1];
-        values.extend(f.into_data().try_into_vec::<f32>().expect("encoder outputs f32"));
+        values.extend(
+            f.into_data()
+                .try_into_vec::<f32>()
+                .expect("encoder outputs f32"),
+        );
     }
-    Features { rows: set.len, dim, values }
+    Features {
+        rows: set.len,
+        dim,
+        values,
+    }
 }

@@ -16,7 +16,14 @@ fn l2_normalised(f: &Features) -> Vec<f32> {
 }
 
 /// Predicted class of every query row.
-pub fn predict(memory: &Features, memory_labels: &[u32], queries: &Features, classes: usize, k: usize, temperature: f64) -> Vec<u32> {
+pub fn predict(
+    memory: &Features,
+    memory_labels: &[u32],
+    queries: &Features,
+    classes: usize,
+    k: usize,
+    temperature: f64,
+) -> Vec<u32> {
     let mem = l2_normalised(memory);
     let qs = l2_normalised(queries);
     let d = memory.dim;
@@ -33,7 +40,12 @@ pub fn predict(memory: &Features, memory_labels: &[u32], queries: &Features, cla
             for &(s, l) in &sims[..k] {
                 votes[l as usize] += (s as f64 / temperature).exp();
             }
-            votes.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(c, _)| c as u32).unwrap_or(0)
+            votes
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(c, _)| c as u32)
+                .unwrap_or(0)
         })
         .collect()
 }
@@ -44,18 +56,34 @@ mod tests {
 
     #[test]
     fn nearest_direction_wins() {
-        let memory = Features { rows: 4, dim: 2, values: vec![1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9] };
+        let memory = Features {
+            rows: 4,
+            dim: 2,
+            values: vec![1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9],
+        };
         let labels = [0, 0, 1, 1];
-        let queries = Features { rows: 2, dim: 2, values: vec![5.0, 0.2, 0.3, 4.0] };
+        let queries = Features {
+            rows: 2,
+            dim: 2,
+            values: vec![5.0, 0.2, 0.3, 4.0],
+        };
         assert_eq!(predict(&memory, &labels, &queries, 2, 2, 0.07), vec![0, 1]);
     }
 
     #[test]
     fn close_neighbours_outweigh_many_far_ones() {
         // One very similar sample of class 1 against three weakly similar of class 0.
-        let memory = Features { rows: 4, dim: 2, values: vec![1.0, 0.0, 0.2, 1.0, 0.2, 1.0, 0.2, 1.0] };
+        let memory = Features {
+            rows: 4,
+            dim: 2,
+            values: vec![1.0, 0.0, 0.2, 1.0, 0.2, 1.0, 0.2, 1.0],
+        };
         let labels = [1, 0, 0, 0];
-        let queries = Features { rows: 1, dim: 2, values: vec![1.0, 0.0] };
+        let queries = Features {
+            rows: 1,
+            dim: 2,
+            values: vec![1.0, 0.0],
+        };
         assert_eq!(predict(&memory, &labels, &queries, 2, 4, 0.07), vec![1]);
     }
 }

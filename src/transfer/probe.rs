@@ -26,7 +26,10 @@ fn standardiser(f: &Features) -> (Vec<f32>, Vec<f32>) {
     }
     let mut var = vec![0f32; f.dim];
     for row in f.values.chunks_exact(f.dim) {
-        var.iter_mut().zip(row).zip(&mean).for_each(|((s, v), m)| *s += (v - m).powi(2) / n);
+        var.iter_mut()
+            .zip(row)
+            .zip(&mean)
+            .for_each(|((s, v), m)| *s += (v - m).powi(2) / n);
     }
     (mean, var.into_iter().map(|v| v.sqrt().max(1e-6)).collect())
 }
@@ -42,14 +45,32 @@ fn standardise(f: &Features, mean: &[f32], std: &[f32]) -> Vec<f32> {
 }
 
 /// Train on (`train`, `labels`) and predict the class of every row of `test`.
-pub fn fit_predict(train: &Features, labels: &[u32], test: &Features, classes: usize, recipe: &ProbeRecipe) -> Vec<u32> {
+pub fn fit_predict(
+    train: &Features,
+    labels: &[u32],
+    test: &Features,
+    classes: usize,
+    recipe: &ProbeRecipe,
+) -> Vec<u32> {
     let device = train_device();
     device.seed(recipe.seed);
     let (mean, std) = standardiser(train);
-    let x = Tensor::<2>::from_data(TensorData::new(standardise(train, &mean, &std), [train.rows, train.dim]), &device);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.iter().map(|&l| l as i64).collect::<Vec<_>>(), [labels.len()]), &device);
+    let x = Tensor::<2>::from_data(
+        TensorData::new(standardise(train, &mean, &std), [train.rows, train.dim]),
+        &device,
+    );
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            labels.iter().map(|&l| l as i64).collect::<Vec<_>>(),
+            [labels.len()],
+        ),
+        &device,
+    );
     let mut linear: Linear = LinearConfig::new(train.dim, classes).init(&device);
-    let mut optim = AdamWConfig::new().with_weight_decay(recipe.weight_decay as f32).with_epsilon(1e-8).init();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(recipe.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init();
     for _ in 0..recipe.epochs {
         let loss = cross_entropy(linear.forward(x.clone()), y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &linear);
@@ -57,9 +78,16 @@ pub fn fit_predict(train: &Features, labels: &[u32], test: &Features, classes: u
     }
     let linear = linear.valid();
     let device = infer_device();
-    let xt = Tensor::<2>::from_data(TensorData::new(standardise(test, &mean, &std), [test.rows, test.dim]), &device);
+    let xt = Tensor::<2>::from_data(
+        TensorData::new(standardise(test, &mean, &std), [test.rows, test.dim]),
+        &device,
+    );
     let predicted = linear.forward(xt).argmax(1).reshape([test.rows]);
-    predicted.into_data().iter::<i64>().map(|c| c as u32).collect()
+    predicted
+        .into_data()
+        .iter::<i64>()
+        .map(|c| c as u32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -74,11 +102,30 @@ mod tests {
         for i in 0..40 {
             let c = i % 2;
             let t = i as f32 * 0.37;
-            values.extend([if c == 0 { 2.0 } else { -2.0 } + t.sin() * 0.5, t.cos(), (t * 3.1).sin()]);
+            values.extend([
+                if c == 0 { 2.0 } else { -2.0 } + t.sin() * 0.5,
+                t.cos(),
+                (t * 3.1).sin(),
+            ]);
             labels.push(c as u32);
         }
-        let train = Features { rows: 40, dim: 3, values };
-        let pred = fit_predict(&train, &labels, &train, 2, &ProbeRecipe { epochs: 200, lr: 0.05, weight_decay: 0.0, seed: 0 });
+        let train = Features {
+            rows: 40,
+            dim: 3,
+            values,
+        };
+        let pred = fit_predict(
+            &train,
+            &labels,
+            &train,
+            2,
+            &ProbeRecipe {
+                epochs: 200,
+                lr: 0.05,
+                weight_decay: 0.0,
+                seed: 0,
+            },
+        );
         let acc = pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / 40.0;
         assert!(acc > 0.95, "probe accuracy {acc}");
     }
