@@ -1,6 +1,5 @@
 //! The library calls behind each command: pretrain → embed / transfer → report.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -334,9 +333,7 @@ pub fn demo(out: &Path, quiet: bool) -> Result<DemoOutcome, Error> {
     let (pre, tr) = demo_configs(out);
     let pretrain = pretrain(&pre, quiet)?;
     let transfer = transfer(Some(&pre.run.out), &pre.data, None, &tr, out, quiet)?;
-    let mut f = std::fs::File::create(out.join("summary.txt"))
-        .map_err(|e| Error::io(out.join("summary.txt"), e))?;
-    let _ = writeln!(f, "{}", transfer.table());
+    write_atomic(&out.join("summary.txt"), transfer.table().as_bytes())?;
     Ok(DemoOutcome {
         pretrain,
         transfer,
