@@ -37,19 +37,34 @@ pub enum Command {
     Transfer(TransferArgs),
     /// Write frozen features of every image as .npy (float32 N x D) with labels (int64).
     Embed(EmbedArgs),
-    /// Print a data set's format, counts, image size and class counts.
+    /// Print a data set's format, counts, image size and class counts. Also reads text: a corpus
+    /// (.txt, .txt.gz, or a folder of them) or a labelled table (.tsv, .csv, gzipped or not).
     Info {
         path: String,
         #[arg(long)]
         format: Option<FormatArg>,
         #[arg(long)]
         skip_corrupt: bool,
+        /// Text: replace invalid UTF-8 instead of failing.
+        #[arg(long)]
+        lossy_utf8: bool,
+        /// Labelled text with a header: the column holding the text.
+        #[arg(long, default_value = "text")]
+        text_column: String,
+        /// Labelled text with a header: the column holding the label.
+        #[arg(long, default_value = "label")]
+        label_column: String,
     },
     /// The whole pipeline on the built-in synthetic data, with a results table.
     Demo {
         #[arg(long, default_value = "runs/demo")]
         out: PathBuf,
     },
+    /// Train a student to predict the k-means clusters of a teacher's features (Noroozi et al.
+    /// 2018); the student transfers like any pretrained encoder.
+    ClusterTransfer(ClusterTransferArgs),
+    /// k-means on a float32 N x D .npy matrix; writes int64 labels and prints one JSON object.
+    Kmeans(KmeansArgs),
     /// Time the ConvNet-4 rotation training step (for bench/compare.sh).
     BenchStep(BenchArgs),
 }
@@ -188,4 +203,58 @@ impl CommonArgs {
         cfg.data.skip_corrupt |= self.skip_corrupt;
         Ok(cfg)
     }
+}
+
+#[derive(clap::Args)]
+pub struct KmeansArgs {
+    /// Features: float32 (or float64) N x D .npy, e.g. from `pretext embed`.
+    pub features: PathBuf,
+    #[arg(long)]
+    pub k: usize,
+    /// Where the int64 labels go.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 300)]
+    pub max_iter: usize,
+    /// Independent k-means++ seedings; the lowest inertia wins.
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// Convergence: summed squared centre shift relative to the mean feature variance.
+    #[arg(long, default_value_t = 1e-4)]
+    pub tol: f64,
+    /// True labels (.npy, integers) to score the clusters with NMI, ARI and purity.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ClusterTransferArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The teacher's run directory; its config supplies the defaults (data, recipe, width).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// The student's architecture (default: the teacher's).
+    #[arg(long)]
+    pub student: Option<Arch>,
+    /// The student's width (default: the teacher's).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Clusters, i.e. the student's classes.
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Teacher stage (1-4) whose pooled output is clustered.
+    #[arg(long)]
+    pub teacher_stage: Option<usize>,
+    /// Principal components kept before clustering (0: none).
+    #[arg(long)]
+    pub pca: Option<usize>,
+    /// Do not L2-normalise the features before clustering.
+    #[arg(long)]
+    pub no_l2: bool,
+    /// k-means restarts (lowest inertia kept).
+    #[arg(long)]
+    pub restarts: Option<usize>,
 }

@@ -176,13 +176,103 @@ pub struct PretrainConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TaskConfig {
     pub name: TaskKind,
+    /// Settings of the `cluster` task (ignored by the others).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for TaskConfig {
     fn default() -> Self {
         Self {
             name: TaskKind::Rotation,
+            cluster: ClusterConfig::default(),
         }
+    }
+}
+
+impl TaskConfig {
+    /// The task to train, with `classes` pseudo-labels for `cluster`.
+    pub fn build(&self) -> Box<dyn crate::tasks::Task> {
+        match self.name {
+            TaskKind::Rotation => Box::new(crate::tasks::rotation::Rotation),
+            TaskKind::Cluster => Box::new(crate::tasks::Supervised {
+                classes: self.cluster.k,
+            }),
+        }
+    }
+}
+
+/// Cluster transfer: a teacher's features on the training images, clustered into pseudo-labels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The teacher's run directory (its `encoder.safetensors` and `encoder.json`).
+    pub teacher: PathBuf,
+    /// Teacher stage whose globally pooled output is the feature (1 to 4; 4 is the last).
+    pub teacher_stage: usize,
+    /// Clusters, which become the student's classes.
+    pub k: usize,
+    /// Principal components kept before clustering (0: no PCA).
+    pub pca: usize,
+    /// Scale the principal components to unit variance.
+    pub whiten: bool,
+    /// Scale each feature vector to unit length before clustering (after PCA).
+    pub l2_normalize: bool,
+    pub max_iter: usize,
+    pub restarts: usize,
+    pub tol: f64,
+    pub seed: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            teacher: PathBuf::new(),
+            teacher_stage: 4,
+            k: 100,
+            pca: 0,
+            whiten: false,
+            l2_normalize: true,
+            max_iter: 100,
+            restarts: 1,
+            tol: 1e-4,
+            seed: 0,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn kmeans(&self) -> crate::cluster::KMeansConfig {
+        crate::cluster::KMeansConfig {
+            k: self.k,
+            max_iter: self.max_iter,
+            tol: self.tol,
+            restarts: self.restarts,
+            seed: self.seed,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.teacher.as_os_str().is_empty() {
+            return Err(invalid(
+                "task.cluster.teacher",
+                "must name the teacher's run directory",
+            ));
+        }
+        if !(1..=4).contains(&self.teacher_stage) {
+            return Err(invalid(
+                "task.cluster.teacher_stage",
+                "must be 1, 2, 3 or 4",
+            ));
+        }
+        if self.k < 2 {
+            return Err(invalid("task.cluster.k", "must be at least 2"));
+        }
+        if self.whiten && self.pca == 0 {
+            return Err(invalid("task.cluster.whiten", "needs task.cluster.pca > 0"));
+        }
+        self.kmeans()
+            .validate(usize::MAX)
+            .map_err(|e| invalid("task.cluster", e))
     }
 }
 
@@ -234,6 +324,15 @@ impl PretrainConfig {
             ));
         }
         self.train.validate("train")?;
+        if self.task.name == TaskKind::Cluster {
+            self.task.cluster.validate()?;
+            if self.run.out == self.task.cluster.teacher {
+                return Err(invalid(
+                    "run.out",
+                    "is the teacher's run directory; the student needs its own",
+                ));
+            }
+        }
         self.transfer.validate()
     }
 }

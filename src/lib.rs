@@ -2,12 +2,14 @@
 //! with a pretext task, transfer it with few labels, and compare it with training from scratch.
 
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod losses;
 pub mod models;
+pub mod npy;
 pub mod pipeline;
 pub mod tasks;
 pub mod train;

@@ -66,19 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(t) = args.task {
                 cfg.task.name = t;
             }
-            if let Some(m) = args.model {
-                cfg.model.arch = m;
-            }
-            if let Some(w) = args.width {
-                cfg.model.width = w;
-            }
-            if let Some(t) = threads {
-                cfg.run.threads = t;
-            }
-            cfg.validate()?;
-            set_threads(cfg.run.threads)?;
-            let summary = pipeline::pretrain(&cfg, quiet)?;
-            println!("{}", serde_json::to_string(&summary)?);
+            pretrain_with(cfg, args.model, args.width, threads, quiet)?;
         }
         Command::Resume { run_dir } => {
             set_threads(threads.unwrap_or(0))?;
@@ -152,8 +140,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             format,
             skip_corrupt,
+            lossy_utf8,
+            text_column,
+            label_column,
         } => {
             set_threads(threads.unwrap_or(0))?;
+            use pretext::data::text;
+            let p = std::path::Path::new(&path);
+            let opts = text::TextOptions { lossy_utf8 };
+            if format.is_none() && p.is_file() {
+                if text::is_table(p) {
+                    let columns = text::Columns {
+                        text: text_column,
+                        label: label_column,
+                        ..Default::default()
+                    };
+                    print!(
+                        "{}",
+                        text::describe_labelled(&text::read_labelled(p, &columns, &opts)?)
+                    );
+                } else {
+                    print!("{}", text::describe_corpus(&text::read_corpus(p, &opts)?));
+                }
+                return Ok(());
+            }
+            if format.is_none() && p.is_dir() && text::is_corpus_dir(p) {
+                print!("{}", text::describe_corpus(&text::read_corpus(p, &opts)?));
+                return Ok(());
+            }
             let data = pretext::config::DataConfig {
                 path,
                 format: format.map(Into::into),
@@ -177,6 +191,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.join(pipeline::RESULTS_FILE).display()
             );
         }
+        Command::ClusterTransfer(a) => {
+            // Without --config, the teacher's own config gives the data and the recipe.
+            let base = match (&a.common.config, &a.teacher) {
+                (None, Some(teacher)) => Some(read_toml::<PretrainConfig>(
+                    &teacher.join(pipeline::CONFIG_FILE),
+                )?),
+                _ => None,
+            };
+            let mut cfg = a.common.resolve(base)?;
+            if a.common.config.is_none() {
+                cfg.run.out = std::path::PathBuf::from("runs/cluster-transfer");
+            }
+            apply_train_flags(&mut cfg, &a.common);
+            cfg.task.name = pretext::tasks::TaskKind::Cluster;
+            let c = &mut cfg.task.cluster;
+            if let Some(t) = &a.teacher {
+                c.teacher = t.clone();
+            }
+            if let Some(k) = a.k {
+                c.k = k;
+            }
+            if let Some(s) = a.teacher_stage {
+                c.teacher_stage = s;
+            }
+            if let Some(p) = a.pca {
+                c.pca = p;
+            }
+            if a.no_l2 {
+                c.l2_normalize = false;
+            }
+            if let Some(r) = a.restarts {
+                c.restarts = r;
+            }
+            pretrain_with(cfg, a.student, a.width, threads, quiet)?;
+        }
+        Command::Kmeans(a) => {
+            set_threads(threads.unwrap_or(0))?;
+            let cfg = pretext::cluster::KMeansConfig {
+                k: a.k,
+                max_iter: a.max_iter,
+                tol: a.tol,
+                restarts: a.restarts,
+                seed: a.seed,
+            };
+            let report =
+                pretext::cluster::kmeans_npy(&a.features, &cfg, &a.out, a.labels.as_deref())?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
         Command::BenchStep(a) => {
             let t = threads.unwrap_or(0);
             set_threads(t)?;
@@ -198,6 +260,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
     }
+    Ok(())
+}
+
+/// Applies the model and thread flags, validates, pretrains and prints the summary.
+fn pretrain_with(
+    mut cfg: PretrainConfig,
+    arch: Option<pretext::models::Arch>,
+    width: Option<usize>,
+    threads: Option<usize>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    if let Some(m) = arch {
+        cfg.model.arch = m;
+    }
+    if let Some(w) = width {
+        cfg.model.width = w;
+    }
+    if let Some(t) = threads {
+        cfg.run.threads = t;
+    }
+    cfg.validate()?;
+    set_threads(cfg.run.threads)?;
+    let summary = pipeline::pretrain(&cfg, quiet)?;
+    println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::cluster::pseudo::{self, ClusteringSummary};
 use crate::config::{DataConfig, PretrainConfig, TransferConfig, read_toml};
 use crate::data::folder::FolderOptions;
 use crate::data::loader::Normalizer;
@@ -13,6 +14,7 @@ use crate::data::synthetic::{SyntheticConfig, generate};
 use crate::data::{Dataset, ImageSet, split};
 use crate::encoder::TrainedEncoder;
 use crate::models::{Classifier, EncoderSpec};
+use crate::tasks::TaskKind;
 use crate::train::checkpoint::write_atomic;
 use crate::train::{Fit, checkpoint_path, evaluate, fit, train_device};
 use crate::transfer::{self, TransferInputs, TransferResults};
@@ -71,6 +73,80 @@ pub struct PretrainSummary {
     /// Accuracy of the pretext task on the test split's images (self-labels, no human labels).
     pub pretext_test_acc: Option<f64>,
     pub run_dir: PathBuf,
+    /// For the `cluster` task: the teacher, the k-means run and the clusters' agreement with
+    /// the true labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clustering: Option<ClusteringSummary>,
+}
+
+const CLUSTERS_FILE: &str = "clusters.json";
+const TEST_LABELS_FILE: &str = "pseudo_labels_test.npy";
+
+/// Replaces the labels of `data` with the teacher's clusters (train) and nearest clusters (test),
+/// computing them or, when `reuse`, loading those this run saved before.
+fn label_with_clusters(
+    cfg: &PretrainConfig,
+    run_dir: &Path,
+    data: &mut Dataset,
+    reuse: bool,
+    quiet: bool,
+) -> Result<ClusteringSummary, Error> {
+    let summary_path = run_dir.join(CLUSTERS_FILE);
+    let saved = if reuse && summary_path.exists() {
+        let train = pseudo::load_saved(run_dir, data.train.len)?;
+        let test = match &data.test {
+            Some(t) => crate::npy::read_labels(&run_dir.join(TEST_LABELS_FILE))
+                .ok()
+                .filter(|l| l.len() == t.len),
+            None => None,
+        };
+        let summary: Option<ClusteringSummary> = std::fs::read(&summary_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match (train, summary) {
+            (Some(train), Some(summary)) if test.is_some() == data.test.is_some() => {
+                Some((train, test, summary))
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let (train, test, summary) = match saved {
+        Some(s) => s,
+        None => {
+            let (train, test, summary) =
+                pseudo::pseudo_labels(&cfg.task.cluster, &data.train, data.test.as_ref(), quiet)?;
+            let as_i64 = |l: &[u32]| l.iter().map(|&x| x as i64).collect::<Vec<_>>();
+            crate::npy::write(
+                &run_dir.join(pseudo::LABELS_FILE),
+                &as_i64(&train),
+                &[train.len() as u64],
+            )?;
+            if let Some(test) = &test {
+                crate::npy::write(
+                    &run_dir.join(TEST_LABELS_FILE),
+                    &as_i64(test),
+                    &[test.len() as u64],
+                )?;
+            }
+            write_atomic(
+                &summary_path,
+                &serde_json::to_vec_pretty(&summary).expect("summary serialises"),
+            )?;
+            (train, test, summary)
+        }
+    };
+    let names: Vec<String> = (0..cfg.task.cluster.k)
+        .map(|i| format!("cluster{i}"))
+        .collect();
+    data.train.labels = Some(train);
+    data.train.class_names = names.clone();
+    if let (Some(set), Some(labels)) = (data.test.as_mut(), test) {
+        set.labels = Some(labels);
+        set.class_names = names;
+    }
+    Ok(summary)
 }
 
 fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
@@ -99,11 +175,26 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
             )));
         }
     }
-    let data = load_data(&cfg.data)?;
+    let mut data = load_data(&cfg.data)?;
+    // Pseudo-labels of an earlier attempt at this same run are reused rather than recomputed.
+    let same_task_before = saved_config.exists()
+        && read_toml::<PretrainConfig>(&saved_config)
+            .is_ok_and(|saved| saved.data == cfg.data && saved.task == cfg.task);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     write_toml(&saved_config, cfg)?;
+    let clustering = if cfg.task.name == TaskKind::Cluster {
+        Some(label_with_clusters(
+            cfg,
+            &run_dir,
+            &mut data,
+            same_task_before,
+            quiet,
+        )?)
+    } else {
+        None
+    };
 
-    let task = cfg.task.name.build();
+    let task = cfg.task.build();
     let normalizer = Normalizer::fit(&data.train);
     let spec = EncoderSpec {
         arch: cfg.model.arch,
@@ -121,7 +212,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     if !quiet {
         eprintln!(
             "pretrain {} on {} ({} images {}x{}x{}), {} width {}, into {}",
-            task.name(),
+            cfg.task.name.name(),
             data.source,
             data.train.len,
             data.train.channels,
@@ -145,9 +236,9 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
                 spec.arch,
                 spec.width,
                 spec.in_channels,
-                task.name()
+                cfg.task.name.name()
             ),
-            label: format!("pretrain {}", task.name()),
+            label: format!("pretrain {}", cfg.task.name.name()),
             quiet,
             checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
                 .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
@@ -164,13 +255,14 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     }
     .save(&run_dir)?;
     let summary = PretrainSummary {
-        task: task.name().into(),
+        task: cfg.task.name.name().into(),
         arch: cfg.model.arch.to_string(),
         steps: outcome.steps,
         seconds: outcome.seconds,
         views_per_s: outcome.views_per_s,
         pretext_test_acc,
         run_dir: run_dir.clone(),
+        clustering,
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     write_atomic(&run_dir.join(RESULTS_FILE), &json)?;
@@ -268,36 +360,16 @@ pub fn embed(run_dir: &Path, data_cfg: &DataConfig, out: &Path) -> Result<Vec<Pa
     for (name, set) in splits {
         let f = transfer::features::extract(&trained.encoder, set, &normalizer, 256);
         let path = out.join(format!("{name}_features.npy"));
-        write_npy(&path, &f.values, &[f.rows as u64, f.dim as u64])?;
+        crate::npy::write(&path, &f.values, &[f.rows as u64, f.dim as u64])?;
         written.push(path);
         if let Some(labels) = &set.labels {
             let path = out.join(format!("{name}_labels.npy"));
             let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-            write_npy(&path, &labels, &[labels.len() as u64])?;
+            crate::npy::write(&path, &labels, &[labels.len() as u64])?;
             written.push(path);
         }
     }
     Ok(written)
-}
-
-fn write_npy<T: npyz::AutoSerialize + Clone>(
-    path: &Path,
-    values: &[T],
-    shape: &[u64],
-) -> Result<(), Error> {
-    use npyz::WriterBuilder;
-    let mut bytes = Vec::new();
-    let mut writer = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(&mut bytes)
-        .begin_nd()
-        .map_err(|e| Error::io(path, e))?;
-    writer
-        .extend(values.iter().cloned())
-        .map_err(|e| Error::io(path, e))?;
-    writer.finish().map_err(|e| Error::io(path, e))?;
-    Ok(write_atomic(path, &bytes)?)
 }
 
 /// `pretext demo`: the whole pipeline on the synthetic data, sized for a laptop CPU.

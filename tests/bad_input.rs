@@ -229,3 +229,15 @@ fn diverging_loss_stops_with_a_clear_error_and_keeps_the_checkpoint() {
         "a diverged run must not export an encoder"
     );
 }
+
+#[test]
+fn non_utf8_text_line_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, b"a fine line\nna\xefve\n").unwrap();
+    let o = pretext(&["info", corpus.to_str().unwrap()]);
+    assert_clean_failure(&o, "corpus.txt: line 2 is not valid UTF-8");
+    let o = pretext(&["info", corpus.to_str().unwrap(), "--lossy-utf8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("lines with invalid UTF-8 replaced: 1"));
+}

@@ -7,6 +7,7 @@ pub mod idx;
 pub mod loader;
 pub mod split;
 pub mod synthetic;
+pub mod text;
 
 use std::path::Path;
 use std::path::PathBuf;

@@ -53,11 +53,16 @@ impl ConvNet4 {
         }
     }
 
-    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<2> {
-        for (i, block) in self.blocks.iter().enumerate() {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_to_stage(x, 4)
+    }
+
+    /// The globally pooled output of block `stage` (1 to 4).
+    pub fn forward_to_stage(&self, mut x: Tensor<4>, stage: usize) -> Tensor<2> {
+        for (i, block) in self.blocks.iter().take(stage).enumerate() {
             x = block.forward(x);
             // Pool after the first three blocks, while the map is still big enough to halve.
-            if i < 3 && x.dims()[2] >= 2 && x.dims()[3] >= 2 {
+            if i < 3 && i + 1 < stage && x.dims()[2] >= 2 && x.dims()[3] >= 2 {
                 x = self.pool.forward(x);
             }
         }

@@ -85,6 +85,15 @@ impl Encoder {
             Encoder::ResNet18(net) => net.forward(images),
         }
     }
+
+    /// Globally pooled features after stage `stage` of 4 (4: the usual output); stage `s` has
+    /// `width · 2^(s-1)` channels.
+    pub fn forward_to_stage(&self, images: Tensor<4>, stage: usize) -> Tensor<2> {
+        match self {
+            Encoder::ConvNet4(net) => net.forward_to_stage(images, stage),
+            Encoder::ResNet18(net) => net.forward_to_stage(images, stage),
+        }
+    }
 }
 
 /// Mean over the spatial dimensions: `[b, c, h, w]` to `[b, c]`.

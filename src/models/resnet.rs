@@ -78,8 +78,13 @@ impl ResNet18 {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_to_stage(x, 4)
+    }
+
+    /// The globally pooled output of stage `stage` (1 to 4, two blocks each).
+    pub fn forward_to_stage(&self, x: Tensor<4>, stage: usize) -> Tensor<2> {
         let mut x = self.stem.forward(x);
-        for block in &self.blocks {
+        for block in self.blocks.iter().take(2 * stage) {
             x = block.forward(x);
         }
         global_avg_pool(x)

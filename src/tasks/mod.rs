@@ -74,12 +74,18 @@ pub trait Task: Send + Sync {
 #[serde(rename_all = "lowercase")]
 pub enum TaskKind {
     Rotation,
+    /// Predict the k-means cluster of a teacher encoder's features (Noroozi et al. 2018): the
+    /// pseudo-labels are computed first (`crate::cluster::transfer`), then this is
+    /// [`Supervised`] on them.
+    Cluster,
 }
 
 impl TaskKind {
-    pub fn build(self) -> Box<dyn Task> {
+    /// The name used in configs, `--task` and results.
+    pub fn name(self) -> &'static str {
         match self {
-            TaskKind::Rotation => Box::new(Rotation),
+            TaskKind::Rotation => "rotation",
+            TaskKind::Cluster => "cluster",
         }
     }
 }
@@ -89,7 +95,10 @@ impl std::str::FromStr for TaskKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "rotation" => Ok(TaskKind::Rotation),
-            other => Err(format!("unknown task `{other}` (available: rotation)")),
+            "cluster" => Ok(TaskKind::Cluster),
+            other => Err(format!(
+                "unknown task `{other}` (available: rotation, cluster)"
+            )),
         }
     }
 }

@@ -41,6 +41,17 @@ pub fn extract(
     normalizer: &Normalizer,
     batch_size: usize,
 ) -> Features {
+    extract_stage(encoder, set, normalizer, batch_size, 4)
+}
+
+/// As [`extract`], with the globally pooled output of stage `stage` (1 to 4) as the feature.
+pub fn extract_stage(
+    encoder: &Encoder,
+    set: &ImageSet,
+    normalizer: &Normalizer,
+    batch_size: usize,
+    stage: usize,
+) -> Features {
     let encoder = encoder.valid();
     let device = infer_device();
     let [c, h, w] = [set.channels, set.height, set.width];
@@ -53,7 +64,7 @@ pub fn extract(
             .flat_map_iter(|&i| normalizer.apply(set.image(i), c))
             .collect();
         let x = Tensor::<4>::from_data(TensorData::new(pixels, [chunk.len(), c, h, w]), &device);
-        let f = encoder.forward(x);
+        let f = encoder.forward_to_stage(x, stage);
         dim = f.dims()[1];
         values.extend(
             f.into_data()

@@ -1,0 +1,197 @@
+//! Pseudo-labels for cluster transfer (Noroozi et al. 2018): a teacher encoder's features of the
+//! training images, optionally PCA-reduced and L2-normalised, clustered with k-means. Each image's
+//! cluster becomes its label for training a student.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{self, ClusterQuality};
+use super::pca::{Pca, l2_normalise};
+use super::{KMeans, Points, kmeans};
+use crate::Error;
+use crate::config::ClusterConfig;
+use crate::data::ImageSet;
+use crate::data::loader::Normalizer;
+use crate::encoder::TrainedEncoder;
+use crate::transfer::features::extract_stage;
+
+pub const LABELS_FILE: &str = "pseudo_labels.npy";
+
+/// What the clustering did, saved in the student run's `results.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusteringSummary {
+    pub teacher: String,
+    pub teacher_arch: String,
+    pub teacher_stage: usize,
+    pub feature_dim: usize,
+    /// Dimensions clustered (after PCA, if any).
+    pub clustered_dim: usize,
+    pub k: usize,
+    pub inertia: f64,
+    pub iterations: usize,
+    pub converged: bool,
+    pub smallest_cluster: usize,
+    pub largest_cluster: usize,
+    pub feature_seconds: f64,
+    pub kmeans_seconds: f64,
+    /// Agreement of the training images' clusters with their true labels, where they exist.
+    pub train_quality: Option<ClusterQuality>,
+    /// The same for the test images, each assigned to its nearest centre.
+    pub test_quality: Option<ClusterQuality>,
+}
+
+/// The teacher's features of `set`, transformed as the clustering needs them.
+struct FeatureMap {
+    teacher: TrainedEncoder,
+    stage: usize,
+    pca: Option<Pca>,
+    l2: bool,
+}
+
+impl FeatureMap {
+    fn features(&self, set: &ImageSet) -> (Vec<f32>, usize) {
+        let normalizer = Normalizer {
+            mean: self.teacher.spec.mean.clone(),
+            std: self.teacher.spec.std.clone(),
+        };
+        let f = extract_stage(&self.teacher.encoder, set, &normalizer, 256, self.stage);
+        (f.values, f.dim)
+    }
+
+    fn transform(&self, mut values: Vec<f32>, dim: usize) -> (Vec<f32>, usize) {
+        let mut dim = dim;
+        if let Some(pca) = &self.pca {
+            values = pca.transform(&values);
+            dim = pca.components;
+        }
+        if self.l2 {
+            l2_normalise(&mut values, dim);
+        }
+        (values, dim)
+    }
+}
+
+/// Pseudo-labels of `train` (one cluster per image) and of `test` (nearest centre), with a summary.
+pub fn pseudo_labels(
+    cfg: &ClusterConfig,
+    train: &ImageSet,
+    test: Option<&ImageSet>,
+    quiet: bool,
+) -> Result<(Vec<u32>, Option<Vec<u32>>, ClusteringSummary), Error> {
+    let device = crate::train::infer_device();
+    let teacher = TrainedEncoder::load(&cfg.teacher, &device)?;
+    if teacher.spec.in_channels != train.channels {
+        return Err(Error::msg(format!(
+            "{}: the teacher takes {}-channel images but the data has {} channels",
+            cfg.teacher.display(),
+            teacher.spec.in_channels,
+            train.channels
+        )));
+    }
+    let t0 = Instant::now();
+    let mut map = FeatureMap {
+        teacher,
+        stage: cfg.teacher_stage,
+        pca: None,
+        l2: cfg.l2_normalize,
+    };
+    let (raw, feature_dim) = map.features(train);
+    if !quiet {
+        eprintln!(
+            "teacher features: {} x {feature_dim} in {:.0} s",
+            train.len,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    if cfg.pca > 0 {
+        if cfg.pca > feature_dim {
+            return Err(Error::msg(format!(
+                "task.cluster.pca = {} is more than the teacher's {feature_dim} feature dimensions",
+                cfg.pca
+            )));
+        }
+        map.pca =
+            Some(Pca::fit(&raw, train.len, feature_dim, cfg.pca, cfg.whiten).map_err(Error::msg)?);
+    }
+    let (values, dim) = map.transform(raw, feature_dim);
+    let feature_seconds = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let points = Points::new(&values, train.len, dim)
+        .map_err(|e| Error::msg(format!("teacher features: {e}")))?;
+    let km: KMeans =
+        kmeans::fit(points, &cfg.kmeans()).map_err(|e| Error::msg(format!("task.cluster: {e}")))?;
+    let kmeans_seconds = t1.elapsed().as_secs_f64();
+
+    let mut sizes = vec![0usize; km.k];
+    km.labels.iter().for_each(|&l| sizes[l as usize] += 1);
+    let test_labels = test.map(|set| {
+        let (raw, d) = map.features(set);
+        let (values, dim) = map.transform(raw, d);
+        let points = Points::new(&values, set.len, dim).expect("finite teacher features");
+        kmeans::nearest(points, &km.centroids)
+    });
+    let quality = |clusters: &[u32], set: &ImageSet| {
+        set.labels
+            .as_ref()
+            .map(|truth| metrics::quality(clusters, truth))
+    };
+    let summary = ClusteringSummary {
+        teacher: cfg.teacher.display().to_string(),
+        teacher_arch: map.teacher.spec.arch.to_string(),
+        teacher_stage: cfg.teacher_stage,
+        feature_dim,
+        clustered_dim: dim,
+        k: km.k,
+        inertia: km.inertia,
+        iterations: km.iterations,
+        converged: km.converged,
+        smallest_cluster: sizes.iter().copied().min().unwrap_or(0),
+        largest_cluster: sizes.iter().copied().max().unwrap_or(0),
+        feature_seconds,
+        kmeans_seconds,
+        train_quality: quality(&km.labels, train),
+        test_quality: test
+            .zip(test_labels.as_ref())
+            .and_then(|(set, l)| quality(l, set)),
+    };
+    if !quiet {
+        eprintln!(
+            "k-means: k = {}, inertia {:.4e}, {} iterations in {:.1} s; cluster sizes {}..{}{}",
+            km.k,
+            km.inertia,
+            km.iterations,
+            kmeans_seconds,
+            summary.smallest_cluster,
+            summary.largest_cluster,
+            summary
+                .train_quality
+                .as_ref()
+                .map(|q| format!(
+                    "; NMI {:.3}, ARI {:.3}, purity {:.3} against the true labels",
+                    q.nmi, q.ari, q.purity
+                ))
+                .unwrap_or_default()
+        );
+    }
+    Ok((km.labels, test_labels, summary))
+}
+
+/// Pseudo-labels saved by an earlier attempt of the same run, if their count fits.
+pub fn load_saved(run_dir: &Path, expected: usize) -> Result<Option<Vec<u32>>, Error> {
+    let path = run_dir.join(LABELS_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let labels = crate::npy::read_labels(&path)?;
+    if labels.len() != expected {
+        return Err(Error::msg(format!(
+            "{}: {} pseudo-labels for {expected} training images; delete it to recompute",
+            path.display(),
+            labels.len()
+        )));
+    }
+    Ok(Some(labels))
+}
