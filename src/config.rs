@@ -176,6 +176,10 @@ pub struct PretrainConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TaskConfig {
     pub name: TaskKind,
+    /// Settings of the `relpos` task.
+    pub relpos: crate::tasks::relpos::RelPosConfig,
+    /// Settings of the `jigsaw` and `jigsaw++` tasks (`replace_max` is Jigsaw++ only).
+    pub jigsaw: crate::tasks::jigsaw::JigsawConfig,
     /// Settings of the `cluster` task (ignored by the others).
     pub cluster: ClusterConfig,
 }
@@ -184,16 +188,26 @@ impl Default for TaskConfig {
     fn default() -> Self {
         Self {
             name: TaskKind::Rotation,
+            relpos: Default::default(),
+            jigsaw: Default::default(),
             cluster: ClusterConfig::default(),
         }
     }
 }
 
 impl TaskConfig {
-    /// The task to train, with `classes` pseudo-labels for `cluster`.
+    /// The task to train, with `k` classes (pseudo-labels) for `cluster`. The config must have
+    /// been validated.
     pub fn build(&self) -> Box<dyn crate::tasks::Task> {
+        use crate::tasks::{jigsaw::Jigsaw, relpos::RelPos};
+        let checked = "validated task settings";
         match self.name {
             TaskKind::Rotation => Box::new(crate::tasks::rotation::Rotation),
+            TaskKind::Relpos => Box::new(RelPos::new(self.relpos.clone()).expect(checked)),
+            TaskKind::Jigsaw => Box::new(Jigsaw::new(self.jigsaw.clone(), false).expect(checked)),
+            TaskKind::JigsawPlus => {
+                Box::new(Jigsaw::new(self.jigsaw.clone(), true).expect(checked))
+            }
             TaskKind::Cluster => Box::new(crate::tasks::Supervised {
                 classes: self.cluster.k,
             }),
@@ -324,6 +338,19 @@ impl PretrainConfig {
             ));
         }
         self.train.validate("train")?;
+        match self.task.name {
+            TaskKind::Relpos => self
+                .task
+                .relpos
+                .validate("task.relpos")
+                .map_err(|e| invalid("task.relpos", e))?,
+            TaskKind::Jigsaw | TaskKind::JigsawPlus => self
+                .task
+                .jigsaw
+                .validate("task.jigsaw")
+                .map_err(|e| invalid("task.jigsaw", e))?,
+            _ => {}
+        }
         if self.task.name == TaskKind::Cluster {
             self.task.cluster.validate()?;
             if self.run.out == self.task.cluster.teacher {

@@ -83,8 +83,101 @@ pub fn center_square(img: &[f32], [c, h, w]: Shape) -> (Vec<f32>, Shape) {
     (out, [c, s, s])
 }
 
+/// Bilinear resize to `out_h` x `out_w` (pixel centres aligned, as PyTorch's
+/// `align_corners=False`).
+pub fn resize_bilinear(img: &[f32], [c, h, w]: Shape, out_h: usize, out_w: usize) -> Vec<f32> {
+    if (h, w) == (out_h, out_w) {
+        return img.to_vec();
+    }
+    let axis = |out: usize, len: usize| -> Vec<(usize, usize, f32)> {
+        let scale = len as f32 / out as f32;
+        (0..out)
+            .map(|o| {
+                let src = ((o as f32 + 0.5) * scale - 0.5).clamp(0.0, (len - 1) as f32);
+                let lo = src.floor() as usize;
+                (lo, (lo + 1).min(len - 1), src - lo as f32)
+            })
+            .collect()
+    };
+    let (ys, xs) = (axis(out_h, h), axis(out_w, w));
+    let mut out = Vec::with_capacity(c * out_h * out_w);
+    for ch in 0..c {
+        let plane = &img[ch * h * w..(ch + 1) * h * w];
+        for &(y0, y1, fy) in &ys {
+            for &(x0, x1, fx) in &xs {
+                let top = plane[y0 * w + x0] * (1.0 - fx) + plane[y0 * w + x1] * fx;
+                let bottom = plane[y1 * w + x0] * (1.0 - fx) + plane[y1 * w + x1] * fx;
+                out.push(top * (1.0 - fy) + bottom * fy);
+            }
+        }
+    }
+    out
+}
+
+/// The `size` x `size` window whose top-left corner is (`y`, `x`).
+pub fn crop(img: &[f32], [c, h, w]: Shape, y: usize, x: usize, size: usize) -> Vec<f32> {
+    assert!(y + size <= h && x + size <= w, "crop outside the image");
+    let mut out = Vec::with_capacity(c * size * size);
+    for ch in 0..c {
+        for row in y..y + size {
+            let start = (ch * h + row) * w + x;
+            out.extend_from_slice(&img[start..start + size]);
+        }
+    }
+    out
+}
+
+/// Each channel shifted to mean 0 and scaled to standard deviation 1 (left flat if constant),
+/// so that a tile's brightness and contrast say nothing about where it came from.
+pub fn standardise_channels(img: &mut [f32], [c, h, w]: Shape) {
+    let n = h * w;
+    for plane in img.chunks_mut(n).take(c) {
+        let mean = plane.iter().sum::<f32>() / n as f32;
+        let var = plane.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n as f32;
+        let inv = if var > 1e-12 { 1.0 / var.sqrt() } else { 1.0 };
+        plane.iter_mut().for_each(|v| *v = (*v - mean) * inv);
+    }
+}
+
+/// Every channel replaced by the mean of the channels.
+pub fn grayscale(img: &mut [f32], [c, h, w]: Shape) {
+    let n = h * w;
+    for i in 0..n {
+        let mean = (0..c).map(|ch| img[ch * n + i]).sum::<f32>() / c as f32;
+        (0..c).for_each(|ch| img[ch * n + i] = mean);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resize_keeps_constant_images_and_crop_takes_the_window() {
+        let shape = [2, 4, 4];
+        let img: Vec<f32> = (0..32).map(|i| if i < 16 { 3.0 } else { -1.0 }).collect();
+        let big = resize_bilinear(&img, shape, 7, 9);
+        assert_eq!(big.len(), 2 * 7 * 9);
+        assert!(big[..63].iter().all(|&v| (v - 3.0).abs() < 1e-6));
+        assert!(big[63..].iter().all(|&v| (v + 1.0).abs() < 1e-6));
+        let ramp: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        assert_eq!(crop(&ramp, [1, 4, 4], 1, 2, 2), [6.0, 7.0, 10.0, 11.0]);
+        // Doubling a horizontal ramp keeps it monotone and inside its range.
+        let up = resize_bilinear(&ramp, [1, 4, 4], 8, 8);
+        assert!(up[..8].windows(2).all(|p| p[0] <= p[1]));
+        assert!(up.iter().all(|&v| (0.0..=15.0).contains(&v)));
+    }
+
+    #[test]
+    fn standardise_and_grayscale() {
+        let mut img = vec![1.0, 3.0, 5.0, 7.0, 2.0, 2.0, 2.0, 2.0];
+        standardise_channels(&mut img, [2, 2, 2]);
+        let mean: f32 = img[..4].iter().sum::<f32>() / 4.0;
+        let var: f32 = img[..4].iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5);
+        assert_eq!(&img[4..], &[0.0; 4]);
+        let mut rgb = vec![0.0, 3.0, 6.0, 0.0, 3.0, 0.0];
+        grayscale(&mut rgb, [3, 1, 2]);
+        assert_eq!(rgb, [3.0, 1.0, 3.0, 1.0, 3.0, 1.0]);
+    }
     use super::*;
     use rand::SeedableRng;
 

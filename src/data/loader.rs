@@ -114,26 +114,57 @@ impl BatchPlan<'_> {
         batches
     }
 
-    /// Examples of one batch, made in parallel.
+    /// Examples of one batch, made in parallel. A task that uses a donor gets the next image
+    /// of the batch (the last gets the first).
     pub fn make(&self, indices: &[usize]) -> Examples {
         let set = self.set;
         let shape = [set.channels, set.height, set.width];
-        let parts: Vec<Examples> = indices
-            .par_iter()
-            .map(|&i| {
-                let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, self.epoch, i as u64));
-                let mut img = self.normalizer.apply(set.image(i), set.channels);
-                img = random_crop_padded(&img, shape, self.augment.crop_padding, &mut rng);
-                if self.augment.hflip && rand::Rng::random_bool(&mut rng, 0.5) {
-                    hflip(&mut img, shape);
-                }
-                let mut out = Examples::new(self.task.view_shape(shape), self.task.arity());
-                let label = set.labels.as_ref().map(|l| l[i]);
-                self.task.examples(&img, shape, label, &mut rng, &mut out);
-                out
-            })
-            .collect();
-        let mut all = Examples::new(self.task.view_shape(shape), self.task.arity());
+        let augmented = |i: usize| {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, self.epoch, i as u64));
+            let mut img = self.normalizer.apply(set.image(i), set.channels);
+            img = random_crop_padded(&img, shape, self.augment.crop_padding, &mut rng);
+            if self.augment.hflip && rand::Rng::random_bool(&mut rng, 0.5) {
+                hflip(&mut img, shape);
+            }
+            (img, rng)
+        };
+        let new_examples = || Examples::new(self.task.view_shape(shape), self.task.arity());
+        let label = |i: usize| set.labels.as_ref().map(|l| l[i]);
+        let parts: Vec<Examples> = if self.task.uses_donor() {
+            let images: Vec<(Vec<f32>, ChaCha8Rng)> =
+                indices.par_iter().map(|&i| augmented(i)).collect();
+            images
+                .into_par_iter()
+                .enumerate()
+                .map(|(pos, (img, mut rng))| {
+                    let donor_pos = (pos + 1) % indices.len();
+                    // The donor's pixels are recomputed from its own seed, so nothing is shared.
+                    let donor = (indices.len() > 1).then(|| augmented(indices[donor_pos]).0);
+                    let mut out = new_examples();
+                    self.task.examples_with_donor(
+                        &img,
+                        donor.as_deref(),
+                        shape,
+                        label(indices[pos]),
+                        &mut rng,
+                        &mut out,
+                    );
+                    out
+                })
+                .collect()
+        } else {
+            indices
+                .par_iter()
+                .map(|&i| {
+                    let (img, mut rng) = augmented(i);
+                    let mut out = new_examples();
+                    self.task
+                        .examples(&img, shape, label(i), &mut rng, &mut out);
+                    out
+                })
+                .collect()
+        };
+        let mut all = new_examples();
         for p in parts {
             all.append(p);
         }

@@ -1,6 +1,9 @@
 //! Pretext tasks: views and self-labels made from data. A task never knows which backbone it
 //! trains; the trainer runs encoder → head → cross-entropy on what the task makes.
 
+pub mod jigsaw;
+pub mod permutations;
+pub mod relpos;
 pub mod rotation;
 
 use burn::tensor::Device;
@@ -67,6 +70,28 @@ pub trait Task: Send + Sync {
         rng: &mut ChaCha8Rng,
         out: &mut Examples,
     );
+    /// Files the task saves in the run directory so the run can be reproduced and read (the
+    /// jigsaw permutation set), as (file name, contents).
+    fn artifacts(&self) -> Vec<(&'static str, Vec<u8>)> {
+        Vec::new()
+    }
+    /// Whether the task takes content from a second image of the batch (Jigsaw++); the loader
+    /// then calls [`Task::examples_with_donor`].
+    fn uses_donor(&self) -> bool {
+        false
+    }
+    /// As [`Task::examples`], with `donor`: another (augmented, normalised) image of the batch.
+    fn examples_with_donor(
+        &self,
+        image: &[f32],
+        _donor: Option<&[f32]>,
+        shape: Shape,
+        label: Option<u32>,
+        rng: &mut ChaCha8Rng,
+        out: &mut Examples,
+    ) {
+        self.examples(image, shape, label, rng, out)
+    }
 }
 
 /// Pretext tasks by name, as used in configs and `--task`.
@@ -74,6 +99,13 @@ pub trait Task: Send + Sync {
 #[serde(rename_all = "lowercase")]
 pub enum TaskKind {
     Rotation,
+    /// Context prediction: which of the 8 neighbours a patch is.
+    Relpos,
+    /// Which permutation of the 9 tiles is shown.
+    Jigsaw,
+    /// Jigsaw with 0 to 2 tiles from another image.
+    #[serde(rename = "jigsaw++")]
+    JigsawPlus,
     /// Predict the k-means cluster of a teacher encoder's features (Noroozi et al. 2018): the
     /// pseudo-labels are computed first (`crate::cluster::transfer`), then this is
     /// [`Supervised`] on them.
@@ -85,6 +117,9 @@ impl TaskKind {
     pub fn name(self) -> &'static str {
         match self {
             TaskKind::Rotation => "rotation",
+            TaskKind::Relpos => "relpos",
+            TaskKind::Jigsaw => "jigsaw",
+            TaskKind::JigsawPlus => "jigsaw++",
             TaskKind::Cluster => "cluster",
         }
     }
@@ -95,9 +130,12 @@ impl std::str::FromStr for TaskKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "rotation" => Ok(TaskKind::Rotation),
+            "relpos" => Ok(TaskKind::Relpos),
+            "jigsaw" => Ok(TaskKind::Jigsaw),
+            "jigsaw++" => Ok(TaskKind::JigsawPlus),
             "cluster" => Ok(TaskKind::Cluster),
             other => Err(format!(
-                "unknown task `{other}` (available: rotation, cluster)"
+                "unknown task `{other}` (available: rotation, relpos, jigsaw, jigsaw++, cluster)"
             )),
         }
     }
