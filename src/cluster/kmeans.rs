@@ -380,31 +380,29 @@ fn lloyd(
 /// centre (farthest first, one point per empty cluster), which leaves its old cluster.
 fn update_centroids(p: Points, labels: &[u32], dists: &[f32], old: &[f32], k: usize) -> Vec<f32> {
     let dim = p.dim;
-    let (mut sums, mut counts) = p
-        .values
-        .par_chunks(BLOCK * dim)
-        .zip(labels.par_chunks(BLOCK))
-        .fold(
-            || (vec![0f64; k * dim], vec![0usize; k]),
-            |(mut sums, mut counts), (rows, labels)| {
-                for (row, &l) in rows.chunks(dim).zip(labels) {
-                    let l = l as usize;
-                    counts[l] += 1;
-                    for (s, &v) in sums[l * dim..(l + 1) * dim].iter_mut().zip(row) {
-                        *s += v as f64;
-                    }
-                }
-                (sums, counts)
-            },
-        )
-        .reduce(
-            || (vec![0f64; k * dim], vec![0usize; k]),
-            |(mut a, mut ca), (b, cb)| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                ca.iter_mut().zip(&cb).for_each(|(x, y)| *x += y);
-                (a, ca)
-            },
-        );
+    // Points grouped by cluster in index order (a counting sort), then each cluster summed on
+    // its own: parallel across clusters, and the same additions in the same order whatever the
+    // thread count or scheduling, so results are reproducible.
+    let mut counts = vec![0usize; k];
+    labels.iter().for_each(|&l| counts[l as usize] += 1);
+    let mut starts = vec![0usize; k + 1];
+    for j in 0..k {
+        starts[j + 1] = starts[j] + counts[j];
+    }
+    let mut members = vec![0usize; p.n];
+    let mut next = starts.clone();
+    for (i, &l) in labels.iter().enumerate() {
+        members[next[l as usize]] = i;
+        next[l as usize] += 1;
+    }
+    let mut sums = vec![0f64; k * dim];
+    sums.par_chunks_mut(dim).enumerate().for_each(|(j, sum)| {
+        for &i in &members[starts[j]..starts[j + 1]] {
+            for (s, &v) in sum.iter_mut().zip(p.row(i)) {
+                *s += v as f64;
+            }
+        }
+    });
 
     let empty: Vec<usize> = (0..k).filter(|&j| counts[j] == 0).collect();
     let mut relocated: Vec<Option<usize>> = vec![None; k];
@@ -455,17 +453,20 @@ pub fn nearest(p: Points, centroids: &[f32]) -> Vec<u32> {
 
 /// Σ |x − c(x)|², computed directly (not from the expanded form) so it is exact to f64 rounding.
 pub fn inertia(p: Points, centroids: &[f32], labels: &[u32]) -> f64 {
-    (0..p.n)
+    let point = |i: usize| -> f64 {
+        let c = &centroids[labels[i] as usize * p.dim..][..p.dim];
+        p.row(i)
+            .iter()
+            .zip(c)
+            .map(|(&x, &c)| ((x - c) as f64).powi(2))
+            .sum()
+    };
+    // Fixed blocks summed in order: the same total whatever the scheduling.
+    let blocks: Vec<f64> = (0..p.n.div_ceil(BLOCK))
         .into_par_iter()
-        .map(|i| {
-            let c = &centroids[labels[i] as usize * p.dim..][..p.dim];
-            p.row(i)
-                .iter()
-                .zip(c)
-                .map(|(&x, &c)| ((x - c) as f64).powi(2))
-                .sum::<f64>()
-        })
-        .sum()
+        .map(|b| (b * BLOCK..((b + 1) * BLOCK).min(p.n)).map(point).sum())
+        .collect();
+    blocks.iter().sum()
 }
 
 #[cfg(test)]
@@ -610,6 +611,33 @@ mod tests {
         let (a, b) = (fit(p, &cfg).unwrap(), fit(p, &cfg).unwrap());
         assert_eq!(a.labels, b.labels);
         assert_eq!(a.centroids, b.centroids);
+    }
+
+    #[test]
+    fn results_do_not_depend_on_scheduling_or_thread_count() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let (n, dim) = (3000, 16);
+        let values: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>()).collect();
+        let p = Points::new(&values, n, dim).unwrap();
+        let cfg = KMeansConfig {
+            k: 30,
+            max_iter: 20,
+            ..Default::default()
+        };
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| fit(p, &cfg).unwrap())
+        };
+        let one = run(1);
+        for threads in [2, 3, 2] {
+            let other = run(threads);
+            assert_eq!(other.labels, one.labels);
+            assert_eq!(other.inertia, one.inertia);
+            assert_eq!(other.centroids, one.centroids);
+        }
     }
 
     #[test]
