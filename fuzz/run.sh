@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes each parser for a fixed number of executions and prints the counts.
-#   fuzz/run.sh [RUNS_PER_TARGET]   (default 200000)
+#   fuzz/run.sh [RUNS_PER_TARGET]   (default 200000; SECONDS_PER_TARGET=N stops each target
+#                                    after N seconds instead, whichever comes first)
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). cargo-fuzz wants a nightly compiler for its
 # sanitizer flags; RUSTC_BOOTSTRAP=1 lets the stable one accept them. The targets are built in
 # the dev profile (`--dev`: overflow checks on, no optimisation): the parsers are cheap, while an
@@ -16,7 +17,7 @@ for target in idx cifar config folder; do
     log=$(mktemp)
     # -rss_limit_mb: an input that makes the reader allocate more than this is a crash.
     if cargo fuzz run --dev "$target" "corpus/$target" -- -runs="$runs" -rss_limit_mb=1024 \
-        -malloc_limit_mb=1024 -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
+        -malloc_limit_mb=1024 -max_len=65536 -print_final_stats=1 ${SECONDS_PER_TARGET:+-max_total_time=$SECONDS_PER_TARGET} >"$log" 2>&1; then
         status=ok
     else
         status="CRASH (see fuzz/artifacts/$target)"

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! A fresh directory per fuzz input, in /dev/shm where it exists so file I/O stays cheap.
 //! Included by each target with `#[path]`, as cargo-fuzz targets are separate binaries.
 
