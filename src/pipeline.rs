@@ -79,16 +79,6 @@ pub struct PretrainSummary {
     pub clustering: Option<ClusteringSummary>,
 }
 
-/// The permutation set a jigsaw task saved among its artifacts.
-fn jigsaw_permutations(
-    task: &dyn crate::tasks::Task,
-) -> Option<crate::tasks::permutations::PermutationSet> {
-    task.artifacts()
-        .into_iter()
-        .find(|(name, _)| *name == "permutations.json")
-        .and_then(|(_, bytes)| serde_json::from_slice(&bytes).ok())
-}
-
 const CLUSTERS_FILE: &str = "clusters.json";
 const TEST_LABELS_FILE: &str = "pseudo_labels_test.npy";
 
@@ -208,15 +198,10 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     for (name, bytes) in task.artifacts() {
         write_atomic(&run_dir.join(name), &bytes)?;
     }
-    if let Some(set) = jigsaw_permutations(task.as_ref())
+    if let Some(about) = task.describe()
         && !quiet
     {
-        eprintln!(
-            "{} permutations: minimum Hamming distance {}, mean {:.2} (saved in permutations.json)",
-            set.len(),
-            set.min_hamming,
-            set.mean_hamming
-        );
+        eprintln!("{about}");
     }
     let normalizer = Normalizer::fit(&data.train);
     let spec = EncoderSpec {

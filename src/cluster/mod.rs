@@ -53,10 +53,9 @@ pub fn kmeans_npy(
     }
     let points = Points::new(&m.values, m.rows, m.cols)
         .map_err(|e| Error::msg(format!("{}: {e}", features.display())))?;
-    cfg.validate(m.rows)
-        .map_err(|e| Error::msg(format!("kmeans: {e}")))?;
     let t0 = Instant::now();
-    let km = kmeans::fit(points, cfg).map_err(Error::msg)?;
+    // `fit` checks the config against the number of rows before any work.
+    let km = kmeans::fit(points, cfg).map_err(|e| Error::msg(format!("kmeans: {e}")))?;
     let seconds = t0.elapsed().as_secs_f64();
     let labels: Vec<i64> = km.labels.iter().map(|&l| l as i64).collect();
     crate::npy::write(out, &labels, &[labels.len() as u64])?;

@@ -134,16 +134,15 @@ impl BatchPlan<'_> {
             let images: Vec<(Vec<f32>, ChaCha8Rng)> =
                 indices.par_iter().map(|&i| augmented(i)).collect();
             images
-                .into_par_iter()
+                .par_iter()
                 .enumerate()
-                .map(|(pos, (img, mut rng))| {
-                    let donor_pos = (pos + 1) % indices.len();
-                    // The donor's pixels are recomputed from its own seed, so nothing is shared.
-                    let donor = (indices.len() > 1).then(|| augmented(indices[donor_pos]).0);
+                .map(|(pos, (img, rng))| {
+                    let donor = (indices.len() > 1).then(|| &images[(pos + 1) % indices.len()].0);
+                    let mut rng = rng.clone();
                     let mut out = new_examples();
                     self.task.examples_with_donor(
-                        &img,
-                        donor.as_deref(),
+                        img,
+                        donor.map(Vec::as_slice),
                         shape,
                         label(indices[pos]),
                         &mut rng,

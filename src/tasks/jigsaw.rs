@@ -212,6 +212,14 @@ impl Task for Jigsaw {
     fn uses_donor(&self) -> bool {
         self.plus
     }
+    fn describe(&self) -> Option<String> {
+        Some(format!(
+            "{} permutations: minimum Hamming distance {}, mean {:.2} (saved in permutations.json)",
+            self.set.len(),
+            self.set.min_hamming,
+            self.set.mean_hamming
+        ))
+    }
     fn artifacts(&self) -> Vec<(&'static str, Vec<u8>)> {
         let json = serde_json::to_vec(&self.set).expect("permutations serialise");
         vec![("permutations.json", json)]

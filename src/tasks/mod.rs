@@ -75,6 +75,11 @@ pub trait Task: Send + Sync {
     fn artifacts(&self) -> Vec<(&'static str, Vec<u8>)> {
         Vec::new()
     }
+    /// A line about the task's own settings for the start of a run (the jigsaw permutation set's
+    /// distances), if it has one.
+    fn describe(&self) -> Option<String> {
+        None
+    }
     /// Whether the task takes content from a second image of the batch (Jigsaw++); the loader
     /// then calls [`Task::examples_with_donor`].
     fn uses_donor(&self) -> bool {
