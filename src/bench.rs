@@ -98,3 +98,59 @@ pub fn training_step(
         samples_per_s: (steps * batch_size) as f64 / seconds,
     }
 }
+
+#[derive(Debug, Serialize)]
+pub struct PipelineBench {
+    #[serde(rename = "impl")]
+    pub implementation: &'static str,
+    pub task: &'static str,
+    pub images: usize,
+    pub views: usize,
+    pub batch_size: usize,
+    pub threads: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// Source images per second through `task`'s data pipeline (the loader's batch assembly:
+/// augmentation, views, normalisation), timed over `images` images after one warm-up batch.
+pub fn data_pipeline(
+    set: &crate::data::ImageSet,
+    task: &dyn crate::tasks::Task,
+    images: usize,
+    batch_size: usize,
+) -> PipelineBench {
+    use crate::data::loader::{Augment, BatchPlan, Normalizer};
+    let normalizer = Normalizer::fit(set);
+    let plan = BatchPlan {
+        set,
+        normalizer: &normalizer,
+        task,
+        augment: Augment {
+            crop_padding: 4,
+            hflip: true,
+        },
+        batch_size,
+        shuffle: false,
+        seed: 0,
+        epoch: 0,
+    };
+    let order: Vec<usize> = (0..images.max(1)).map(|i| i % set.len).collect();
+    let _ = plan.make(&order[..batch_size.min(order.len())]);
+    let started = Instant::now();
+    let mut views = 0;
+    for chunk in order.chunks(batch_size.max(1)) {
+        views += plan.make(chunk).num_views();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    PipelineBench {
+        implementation: "pretext",
+        task: task.name(),
+        images: order.len(),
+        views,
+        batch_size,
+        threads: rayon::current_num_threads(),
+        seconds,
+        images_per_s: order.len() as f64 / seconds.max(1e-9),
+    }
+}

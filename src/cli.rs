@@ -67,6 +67,9 @@ pub enum Command {
     Kmeans(KmeansArgs),
     /// Time the ConvNet-4 rotation training step (for bench/compare.sh).
     BenchStep(BenchArgs),
+    /// Time a task's data pipeline alone (augmentation, views, normalisation, batch assembly)
+    /// on real images; prints one JSON object (for bench/augment-compare.sh).
+    BenchAugment(BenchAugmentArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -108,6 +111,9 @@ pub struct CommonArgs {
     pub epochs: Option<usize>,
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Wall-clock budget of the training run, in minutes.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
     #[arg(long)]
     pub batch_size: Option<usize>,
     #[arg(long, allow_hyphen_values = true)]
@@ -184,6 +190,21 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+}
+
+#[derive(Args)]
+pub struct BenchAugmentArgs {
+    /// Data folder (decoded into memory before timing).
+    #[arg(long)]
+    pub data: String,
+    /// The task whose views are made (simclr: two views with colour jitter and crops).
+    #[arg(long, default_value = "simclr")]
+    pub task: TaskKind,
+    /// Source images to push through the pipeline (after one warm-up batch).
+    #[arg(long, default_value_t = 10000)]
+    pub images: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
 }
 
 impl CommonArgs {

@@ -90,6 +90,10 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Stop after this many optimiser steps in all (0: no limit).
     pub max_steps: usize,
+    /// Wall-clock budget in minutes (0: none). The cosine decay then follows whichever of
+    /// steps and time is further along, and training stops when either runs out, so runs of
+    /// different methods can be given the same time.
+    pub max_minutes: f64,
     /// Images per batch (a task may make several views of each).
     pub batch_size: usize,
     pub optimizer: OptimizerKind,
@@ -107,6 +111,7 @@ impl Default for TrainConfig {
         Self {
             epochs: 30,
             max_steps: 0,
+            max_minutes: 0.0,
             batch_size: 128,
             optimizer: OptimizerKind::Sgd,
             lr: 0.05,
@@ -149,6 +154,12 @@ impl TrainConfig {
                 format!("must be >= 0, got {}", self.weight_decay),
             ));
         }
+        if !(self.max_minutes.is_finite() && self.max_minutes >= 0.0) {
+            return Err(invalid(
+                k("max_minutes"),
+                format!("must be >= 0, got {}", self.max_minutes),
+            ));
+        }
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
             return Err(invalid(
                 k("warmup_epochs"),
@@ -182,6 +193,10 @@ pub struct TaskConfig {
     pub jigsaw: crate::tasks::jigsaw::JigsawConfig,
     /// Settings of the `cluster` task (ignored by the others).
     pub cluster: ClusterConfig,
+    /// The two views of `simclr`, `byol` and `simsiam`.
+    pub views: crate::tasks::views::ViewAugment,
+    /// Heads and loss of `simclr`, `byol` and `simsiam`.
+    pub siamese: crate::tasks::views::SiameseConfig,
 }
 
 impl Default for TaskConfig {
@@ -191,6 +206,8 @@ impl Default for TaskConfig {
             relpos: Default::default(),
             jigsaw: Default::default(),
             cluster: ClusterConfig::default(),
+            views: Default::default(),
+            siamese: Default::default(),
         }
     }
 }
@@ -211,6 +228,12 @@ impl TaskConfig {
             TaskKind::Cluster => Box::new(crate::tasks::Supervised {
                 classes: self.cluster.k,
             }),
+            TaskKind::Simclr | TaskKind::Byol | TaskKind::Simsiam => {
+                Box::new(crate::tasks::views::TwoViews {
+                    kind: self.name,
+                    augment: self.views.clone(),
+                })
+            }
         }
     }
 }
@@ -300,6 +323,11 @@ pub struct RunConfig {
     pub threads: usize,
     /// Checkpoint inside long epochs this often, in minutes (0: only at the end of each epoch).
     pub checkpoint_minutes: f64,
+    /// Labelled training images kept as the memory of the k-NN accuracy measured after every
+    /// epoch of pretraining (0: no monitoring).
+    pub monitor_memory: usize,
+    /// Test images classified by that k-NN.
+    pub monitor_queries: usize,
 }
 
 impl Default for RunConfig {
@@ -308,6 +336,8 @@ impl Default for RunConfig {
             out: PathBuf::from("runs/pretrain"),
             threads: 0,
             checkpoint_minutes: 5.0,
+            monitor_memory: 5000,
+            monitor_queries: 2000,
         }
     }
 }
@@ -344,11 +374,26 @@ impl PretrainConfig {
                 .relpos
                 .validate("task.relpos")
                 .map_err(|e| invalid("task.relpos", e))?,
-            TaskKind::Jigsaw | TaskKind::JigsawPlus => self
+            TaskKind::Jigsaw => self
                 .task
                 .jigsaw
                 .validate("task.jigsaw")
                 .map_err(|e| invalid("task.jigsaw", e))?,
+            // Building the task also checks its permutation set against Jigsaw++'s rule.
+            TaskKind::JigsawPlus => {
+                crate::tasks::jigsaw::Jigsaw::new(self.task.jigsaw.clone(), true)
+                    .map_err(|e| invalid("task.jigsaw", e))?;
+            }
+            kind if kind.is_siamese() => {
+                self.task
+                    .views
+                    .validate("task.views")
+                    .map_err(|e| invalid("task.views", e))?;
+                self.task
+                    .siamese
+                    .validate("task.siamese")
+                    .map_err(|e| invalid("task.siamese", e))?;
+            }
             _ => {}
         }
         if self.task.name == TaskKind::Cluster {

@@ -259,6 +259,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&r)?);
         }
+        Command::BenchAugment(a) => {
+            set_threads(threads.unwrap_or(0))?;
+            let data = pretext::pipeline::load_data(&pretext::config::DataConfig {
+                path: a.data.clone(),
+                ..Default::default()
+            })?;
+            let task = pretext::config::TaskConfig {
+                name: a.task,
+                ..Default::default()
+            };
+            let r = pretext::bench::data_pipeline(
+                &data.train,
+                task.build().as_ref(),
+                a.images,
+                a.batch_size,
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
     }
     Ok(())
 }
@@ -298,6 +316,9 @@ fn apply_train_flags(cfg: &mut PretrainConfig, c: &cli::CommonArgs) {
 fn apply_recipe_flags(recipe: &mut TrainConfig, c: &cli::CommonArgs) {
     if let Some(e) = c.epochs {
         recipe.epochs = e;
+    }
+    if let Some(m) = c.max_minutes {
+        recipe.max_minutes = m;
     }
     if let Some(s) = c.max_steps {
         recipe.max_steps = s;

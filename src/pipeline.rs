@@ -13,10 +13,14 @@ use crate::data::loader::Normalizer;
 use crate::data::synthetic::{SyntheticConfig, generate};
 use crate::data::{Dataset, ImageSet, split};
 use crate::encoder::TrainedEncoder;
-use crate::models::{Classifier, EncoderSpec};
+use crate::models::{Classifier, Encoder, EncoderSpec};
 use crate::tasks::TaskKind;
 use crate::train::checkpoint::write_atomic;
-use crate::train::{Fit, checkpoint_path, evaluate, fit, train_device};
+use crate::train::monitor::EpochMonitor;
+use crate::train::siamese::{SiameseLearner, evaluate_pairs};
+use crate::train::{
+    ClassifierLearner, Fit, Monitor, checkpoint_path, evaluate, fit_learner, train_device,
+};
 use crate::transfer::{self, TransferInputs, TransferResults};
 
 pub const CONFIG_FILE: &str = "config.toml";
@@ -213,10 +217,6 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     };
     let device = train_device();
     device.seed(cfg.train.seed);
-    let model = Classifier {
-        encoder: spec.init(&device),
-        head: task.head(spec.feature_dim(), &device),
-    };
     if !quiet {
         eprintln!(
             "pretrain {} on {} ({} images {}x{}x{}), {} width {}, into {}",
@@ -231,37 +231,64 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
             run_dir.display()
         );
     }
-    let outcome = fit(
-        &Fit {
-            set: &data.train,
-            normalizer: &normalizer,
-            task: task.as_ref(),
-            recipe: &cfg.train,
-            encoder_lr_scale: 1.0,
-            run_dir: Some(&run_dir),
-            model_tag: format!(
-                "{}/w{}/c{}/{}",
-                spec.arch,
-                spec.width,
-                spec.in_channels,
-                cfg.task.name.name()
-            ),
-            label: format!("pretrain {}", cfg.task.name.name()),
-            quiet,
-            checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
-                .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
-        },
-        model,
-    )?;
-    let pretext_test_acc = data
-        .test
+    let monitor = EpochMonitor::new(
+        &data.train,
+        data.test.as_ref(),
+        &normalizer,
+        cfg.run.monitor_memory,
+        cfg.run.monitor_queries,
+    );
+    let measure = monitor
         .as_ref()
-        .map(|test| evaluate(&outcome.model, test, &normalizer, task.as_ref(), 256));
-    TrainedEncoder {
-        spec,
-        encoder: outcome.model.encoder.clone(),
-    }
-    .save(&run_dir)?;
+        .map(|m| move |encoder: &Encoder| m.measure(encoder));
+    let fit_spec = Fit {
+        set: &data.train,
+        normalizer: &normalizer,
+        task: task.as_ref(),
+        recipe: &cfg.train,
+        encoder_lr_scale: 1.0,
+        run_dir: Some(&run_dir),
+        model_tag: format!(
+            "{}/w{}/c{}/{}",
+            spec.arch,
+            spec.width,
+            spec.in_channels,
+            cfg.task.name.name()
+        ),
+        label: format!("pretrain {}", cfg.task.name.name()),
+        quiet,
+        checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
+        monitor: measure.as_ref().map(|f| f as &Monitor),
+    };
+    let (encoder, outcome, pretext_test_acc) = if cfg.task.name.is_siamese() {
+        let mut learner =
+            SiameseLearner::new(cfg.task.name, &spec, &cfg.task.siamese, &cfg.train, &device);
+        let outcome = fit_learner(&fit_spec, &mut learner)?;
+        let acc = data.test.as_ref().map(|test| {
+            evaluate_pairs(
+                &learner.online.encoder,
+                test,
+                &normalizer,
+                task.as_ref(),
+                256,
+            )
+        });
+        (learner.online.encoder, outcome, acc)
+    } else {
+        let model = Classifier {
+            encoder: spec.init(&device),
+            head: task.head(spec.feature_dim(), &device),
+        };
+        let mut learner = ClassifierLearner::new(model, &cfg.train, 1.0);
+        let outcome = fit_learner(&fit_spec, &mut learner)?;
+        let acc = data
+            .test
+            .as_ref()
+            .map(|test| evaluate(&learner.model, test, &normalizer, task.as_ref(), 256));
+        (learner.model.encoder, outcome, acc)
+    };
+    TrainedEncoder { spec, encoder }.save(&run_dir)?;
     let summary = PretrainSummary {
         task: cfg.task.name.name().into(),
         arch: cfg.model.arch.to_string(),

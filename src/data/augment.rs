@@ -115,16 +115,76 @@ pub fn resize_bilinear(img: &[f32], [c, h, w]: Shape, out_h: usize, out_w: usize
 }
 
 /// The `size` x `size` window whose top-left corner is (`y`, `x`).
-pub fn crop(img: &[f32], [c, h, w]: Shape, y: usize, x: usize, size: usize) -> Vec<f32> {
-    assert!(y + size <= h && x + size <= w, "crop outside the image");
-    let mut out = Vec::with_capacity(c * size * size);
+pub fn crop(img: &[f32], shape: Shape, y: usize, x: usize, size: usize) -> Vec<f32> {
+    crop_rect(img, shape, y, x, size, size)
+}
+
+/// The `height` x `width` window whose top-left corner is (`y`, `x`).
+pub fn crop_rect(
+    img: &[f32],
+    [c, h, w]: Shape,
+    y: usize,
+    x: usize,
+    height: usize,
+    width: usize,
+) -> Vec<f32> {
+    assert!(y + height <= h && x + width <= w, "crop outside the image");
+    let mut out = Vec::with_capacity(c * height * width);
     for ch in 0..c {
-        for row in y..y + size {
+        for row in y..y + height {
             let start = (ch * h + row) * w + x;
-            out.extend_from_slice(&img[start..start + size]);
+            out.extend_from_slice(&img[start..start + width]);
         }
     }
     out
+}
+
+/// A window drawn as torchvision's `RandomResizedCrop`: an area share from `scale` and a
+/// log-uniform aspect ratio from `ratio`, ten tries, then the centred crop with the ratio
+/// clamped. Returns (top, left, height, width).
+pub fn resized_crop_window(
+    [_, h, w]: Shape,
+    scale: (f32, f32),
+    ratio: (f32, f32),
+    rng: &mut impl Rng,
+) -> (usize, usize, usize, usize) {
+    let area = (h * w) as f32;
+    let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(scale.0..=scale.1);
+        let aspect = rng.random_range(log_lo..=log_hi).exp();
+        let cw = (target * aspect).sqrt().round() as usize;
+        let ch = (target / aspect).sqrt().round() as usize;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            let top = rng.random_range(0..=h - ch);
+            let left = rng.random_range(0..=w - cw);
+            return (top, left, ch, cw);
+        }
+    }
+    let in_ratio = w as f32 / h as f32;
+    let (ch, cw) = if in_ratio < ratio.0 {
+        (((w as f32 / ratio.0).round() as usize).clamp(1, h), w)
+    } else if in_ratio > ratio.1 {
+        (h, ((h as f32 * ratio.1).round() as usize).clamp(1, w))
+    } else {
+        (h, w)
+    };
+    ((h - ch) / 2, (w - cw) / 2, ch, cw)
+}
+
+/// Random resized crop: a window from [`resized_crop_window`] resized (bilinear) to
+/// `out_h` x `out_w`.
+pub fn random_resized_crop(
+    img: &[f32],
+    shape: Shape,
+    scale: (f32, f32),
+    ratio: (f32, f32),
+    (out_h, out_w): (usize, usize),
+    rng: &mut impl Rng,
+) -> Vec<f32> {
+    let (top, left, ch, cw) = resized_crop_window(shape, scale, ratio, rng);
+    let window = crop_rect(img, shape, top, left, ch, cw);
+    resize_bilinear(&window, [shape[0], ch, cw], out_h, out_w)
 }
 
 /// Each channel shifted to mean 0 and scaled to standard deviation 1 (left flat if constant),
@@ -180,6 +240,7 @@ mod tests {
     }
     use super::*;
     use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
     fn ramp(shape: Shape) -> Vec<f32> {
         (0..shape.iter().product::<usize>())
@@ -233,6 +294,40 @@ mod tests {
             saw_zero |= out.contains(&0.0);
         }
         assert!(saw_zero, "some crops must reach into the padding");
+    }
+
+    #[test]
+    fn resized_crop_windows_respect_scale_and_ratio() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let shape = [3, 32, 32];
+        let mut areas = Vec::new();
+        for _ in 0..500 {
+            let (top, left, h, w) =
+                resized_crop_window(shape, (0.2, 1.0), (0.75, 4.0 / 3.0), &mut rng);
+            assert!(top + h <= 32 && left + w <= 32 && h > 0 && w > 0);
+            let share = (h * w) as f32 / 1024.0;
+            // Rounding to whole pixels moves the area and ratio a little.
+            assert!((0.17..=1.0).contains(&share), "{share}");
+            let r = w as f32 / h as f32;
+            assert!((0.7..=1.43).contains(&r), "ratio {r}");
+            areas.push(share);
+        }
+        let mean = areas.iter().sum::<f32>() / areas.len() as f32;
+        assert!((mean - 0.6).abs() < 0.05, "mean area share {mean}");
+        // Impossible ratios fall back to the centred crop with the ratio clamped.
+        assert_eq!(
+            resized_crop_window([1, 10, 40], (1.0, 1.0), (1.0, 1.0), &mut rng),
+            (0, 15, 10, 10)
+        );
+        let out = random_resized_crop(
+            &ramp(shape),
+            shape,
+            (0.2, 1.0),
+            (0.75, 1.33),
+            (16, 16),
+            &mut rng,
+        );
+        assert_eq!(out.len(), 3 * 16 * 16);
     }
 
     #[test]

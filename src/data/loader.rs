@@ -50,6 +50,16 @@ impl Normalizer {
         Self { mean, std }
     }
 
+    /// Normalise images of pixel values in [0, 1] (views made by a task that augments itself),
+    /// in place; `views` holds whole images of `channels` x `plane` values.
+    pub fn apply_to_unit(&self, views: &mut [f32], channels: usize, plane: usize) {
+        for (k, values) in views.chunks_exact_mut(plane).enumerate() {
+            let ch = k % channels;
+            let (m, s) = (self.mean[ch], self.std[ch]);
+            values.iter_mut().for_each(|v| *v = (*v - m) / s);
+        }
+    }
+
     pub fn apply(&self, pixels: &[u8], channels: usize) -> Vec<f32> {
         let hw = pixels.len() / channels;
         let mut out = Vec::with_capacity(pixels.len());
@@ -94,7 +104,26 @@ pub struct BatchPlan<'a> {
     pub epoch: u64,
 }
 
-impl BatchPlan<'_> {
+impl<'a> BatchPlan<'a> {
+    /// Batches for evaluation: in order, without the loader's augmentation, seed 0.
+    pub fn for_evaluation(
+        set: &'a ImageSet,
+        normalizer: &'a Normalizer,
+        task: &'a dyn Task,
+        batch_size: usize,
+    ) -> Self {
+        BatchPlan {
+            set,
+            normalizer,
+            task,
+            augment: Augment::NONE,
+            batch_size,
+            shuffle: false,
+            seed: 0,
+            epoch: 0,
+        }
+    }
+
     /// Image indices of each batch, in order. The last short batch is kept only when it is the
     /// only one; otherwise it is dropped so BatchNorm never sees a tiny batch.
     pub fn batches(&self) -> Vec<Vec<usize>> {
@@ -119,8 +148,13 @@ impl BatchPlan<'_> {
     pub fn make(&self, indices: &[usize]) -> Examples {
         let set = self.set;
         let shape = [set.channels, set.height, set.width];
+        let raw = self.task.augments_itself();
         let augmented = |i: usize| {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, self.epoch, i as u64));
+            if raw {
+                let img = set.image(i).iter().map(|&p| p as f32 / 255.0).collect();
+                return (img, rng);
+            }
             let mut img = self.normalizer.apply(set.image(i), set.channels);
             img = random_crop_padded(&img, shape, self.augment.crop_padding, &mut rng);
             if self.augment.hflip && rand::Rng::random_bool(&mut rng, 0.5) {
@@ -166,6 +200,10 @@ impl BatchPlan<'_> {
         let mut all = new_examples();
         for p in parts {
             all.append(p);
+        }
+        if raw {
+            let [c, h, w] = all.view_shape;
+            self.normalizer.apply_to_unit(&mut all.views, c, h * w);
         }
         all
     }

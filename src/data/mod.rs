@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod cifar;
+pub mod colour;
 pub mod folder;
 pub mod idx;
 pub mod loader;

@@ -1,7 +1,7 @@
 //! Heads: what a task (or a transfer) puts on top of the encoder's features.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
@@ -30,5 +30,27 @@ impl ClassifierHead {
             Some(h) => self.out.forward(relu(h.forward(x))),
             None => self.out.forward(x),
         }
+    }
+}
+
+/// The projector and predictor MLP of SimCLR, BYOL and SimSiam: linear, BatchNorm, ReLU, linear.
+#[derive(Module, Debug)]
+pub struct ProjectionMlp {
+    pub hidden: Linear,
+    pub norm: BatchNorm,
+    pub out: Linear,
+}
+
+impl ProjectionMlp {
+    pub fn new(d_in: usize, d_hidden: usize, d_out: usize, device: &Device) -> Self {
+        Self {
+            hidden: LinearConfig::new(d_in, d_hidden).init(device),
+            norm: BatchNormConfig::new(d_hidden).init(device),
+            out: LinearConfig::new(d_hidden, d_out).init(device),
+        }
+    }
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.out
+            .forward(relu(self.norm.forward(self.hidden.forward(x))))
     }
 }

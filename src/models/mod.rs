@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use convnet::ConvNet4;
-pub use heads::ClassifierHead;
+pub use heads::{ClassifierHead, ProjectionMlp};
 pub use resnet::ResNet18;
 
 /// Which backbone architecture.
@@ -115,6 +115,35 @@ impl Classifier {
         let features = self.encoder.forward(views);
         let [n, d] = features.dims();
         self.head.forward(features.reshape([n / arity, arity * d]))
+    }
+}
+
+/// The heads of a siamese method: a projector, and (BYOL, SimSiam) a predictor on top of it.
+#[derive(Module, Debug)]
+pub struct SiameseHeads {
+    pub projector: ProjectionMlp,
+    pub predictor: Option<ProjectionMlp>,
+}
+
+/// An encoder with the heads of SimCLR, BYOL or SimSiam. BYOL's target network is one of these
+/// without a predictor.
+#[derive(Module, Debug)]
+pub struct Siamese {
+    pub encoder: Encoder,
+    pub heads: SiameseHeads,
+}
+
+impl Siamese {
+    /// Projections `[n, d]` of `views`.
+    pub fn project(&self, views: Tensor<4>) -> Tensor<2> {
+        self.heads.projector.forward(self.encoder.forward(views))
+    }
+    /// Predictions of the projections (the projections themselves without a predictor).
+    pub fn predict(&self, projections: Tensor<2>) -> Tensor<2> {
+        match &self.heads.predictor {
+            Some(p) => p.forward(projections),
+            None => projections,
+        }
     }
 }
 

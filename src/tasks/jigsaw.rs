@@ -87,6 +87,24 @@ impl JigsawConfig {
     }
 }
 
+/// Jigsaw++'s rule for its permutation set (Noroozi et al. 2018, section 4): any two
+/// permutations must differ in more tiles than can be replaced, so that the tiles left visible
+/// always decide the permutation (the paper: minimum Hamming distance 3 for up to 2 replaced
+/// tiles, 701 permutations).
+pub fn visible_tiles_decide(set: &PermutationSet, replace_max: usize) -> Result<(), String> {
+    if set.min_hamming > replace_max {
+        return Ok(());
+    }
+    Err(format!(
+        "task.jigsaw: with up to {replace_max} replaced tiles, jigsaw++ needs permutations that \
+         differ in at least {} tiles, but this set of {} has two that differ in only {}; use \
+         fewer permutations or a lower replace_max",
+        replace_max + 1,
+        set.len(),
+        set.min_hamming
+    ))
+}
+
 /// Where the tiles of one example come from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TilePlan {
@@ -109,6 +127,9 @@ impl Jigsaw {
     pub fn new(cfg: JigsawConfig, plus: bool) -> Result<Jigsaw, String> {
         cfg.validate("task.jigsaw")?;
         let set = PermutationSet::generate(cfg.permutations, cfg.permutation_seed)?;
+        if plus {
+            visible_tiles_decide(&set, cfg.replace_max)?;
+        }
         Ok(Jigsaw { cfg, set, plus })
     }
 
@@ -270,6 +291,18 @@ mod tests {
             plus,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn jigsaw_plus_plus_set_keeps_permutations_apart_by_more_than_the_replaced_tiles() {
+        let set = PermutationSet::generate(30, 0).unwrap();
+        let m = set.min_hamming;
+        assert!(visible_tiles_decide(&set, m - 1).is_ok());
+        let err = visible_tiles_decide(&set, m).unwrap_err();
+        assert!(err.contains(&format!("differ in only {m}")), "{err}");
+        // The rule holds for the defaults, as Jigsaw::new checks.
+        let defaults = JigsawConfig::default();
+        assert!(Jigsaw::new(defaults, true).is_ok());
     }
 
     /// A 12x12 image whose cell r has every pixel equal to r, so tiles name their cell.

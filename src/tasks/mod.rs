@@ -5,6 +5,7 @@ pub mod jigsaw;
 pub mod permutations;
 pub mod relpos;
 pub mod rotation;
+pub mod views;
 
 use burn::tensor::Device;
 use rand_chacha::ChaCha8Rng;
@@ -80,6 +81,12 @@ pub trait Task: Send + Sync {
     fn describe(&self) -> Option<String> {
         None
     }
+    /// Whether the task makes its views from pixel values in [0, 1] with its own augmentation
+    /// (the siamese methods); the loader then skips its crop and flip and normalises the views
+    /// afterwards.
+    fn augments_itself(&self) -> bool {
+        false
+    }
     /// Whether the task takes content from a second image of the batch (Jigsaw++); the loader
     /// then calls [`Task::examples_with_donor`].
     fn uses_donor(&self) -> bool {
@@ -115,6 +122,12 @@ pub enum TaskKind {
     /// pseudo-labels are computed first (`crate::cluster::transfer`), then this is
     /// [`Supervised`] on them.
     Cluster,
+    /// SimCLR: contrast two views of each image against the rest of the batch.
+    Simclr,
+    /// BYOL: predict a momentum (EMA) target network's projection of the other view.
+    Byol,
+    /// SimSiam: BYOL without the momentum network.
+    Simsiam,
 }
 
 impl TaskKind {
@@ -126,7 +139,15 @@ impl TaskKind {
             TaskKind::Jigsaw => "jigsaw",
             TaskKind::JigsawPlus => "jigsaw++",
             TaskKind::Cluster => "cluster",
+            TaskKind::Simclr => "simclr",
+            TaskKind::Byol => "byol",
+            TaskKind::Simsiam => "simsiam",
         }
+    }
+
+    /// SimCLR, BYOL and SimSiam: two views, a projector, and a loss between the views.
+    pub fn is_siamese(self) -> bool {
+        matches!(self, TaskKind::Simclr | TaskKind::Byol | TaskKind::Simsiam)
     }
 }
 
@@ -139,8 +160,11 @@ impl std::str::FromStr for TaskKind {
             "jigsaw" => Ok(TaskKind::Jigsaw),
             "jigsaw++" => Ok(TaskKind::JigsawPlus),
             "cluster" => Ok(TaskKind::Cluster),
+            "simclr" => Ok(TaskKind::Simclr),
+            "byol" => Ok(TaskKind::Byol),
+            "simsiam" => Ok(TaskKind::Simsiam),
             other => Err(format!(
-                "unknown task `{other}` (available: rotation, relpos, jigsaw, jigsaw++, cluster)"
+                "unknown task `{other}` (available: rotation, relpos, jigsaw, jigsaw++, cluster, simclr, byol, simsiam)"
             )),
         }
     }

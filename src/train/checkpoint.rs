@@ -38,6 +38,9 @@ pub struct LoopState {
     /// That epoch's running metric sums, so its log record still covers the whole epoch.
     #[serde(default)]
     pub epoch_sums: EpochSums,
+    /// Training time spent so far, in seconds, counted against `train.max_minutes`.
+    #[serde(default)]
+    pub elapsed_seconds: f64,
 }
 
 /// Running sums of one epoch's training metrics.
@@ -176,6 +179,7 @@ mod tests {
                     seen: 9,
                     batches: 5,
                 },
+                elapsed_seconds: 61.5,
             },
             model: vec![1, 2, 3],
             encoder_optim: vec![],

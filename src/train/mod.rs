@@ -2,8 +2,10 @@
 //! head) is trained on them with cross-entropy. Used for pretraining, fine-tuning and scratch.
 
 pub mod checkpoint;
+pub mod monitor;
 pub mod progress;
 pub mod schedule;
+pub mod siamese;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -19,9 +21,9 @@ use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::data::ImageSet;
-use crate::data::loader::{Augment, BatchPlan, Normalizer};
+use crate::data::loader::{BatchPlan, Normalizer};
 use crate::losses::cross_entropy;
-use crate::models::Classifier;
+use crate::models::{Classifier, Encoder};
 use crate::tasks::{Examples, Task};
 use checkpoint::{Checkpoint, CheckpointError, LoopState};
 use progress::{MetricsLog, Progress};
@@ -98,6 +100,163 @@ pub struct Fit<'a> {
     pub quiet: bool,
     /// Also checkpoint inside an epoch when this much time has passed since the last save.
     pub checkpoint_every: Option<std::time::Duration>,
+    /// Measures the encoder after every epoch (k-NN accuracy, collapse); its fields join the
+    /// epoch's record in `metrics.jsonl` and the progress line.
+    pub monitor: Option<&'a Monitor<'a>>,
+}
+
+/// A function of the encoder giving named numbers, run after every epoch.
+pub type Monitor<'a> = dyn Fn(&Encoder) -> serde_json::Map<String, serde_json::Value> + Sync + 'a;
+
+/// One optimiser step's numbers: the loss, and how many of `counted` predictions were right
+/// (classes for a classifier, partners for a siamese method).
+pub struct StepStats {
+    pub loss: f32,
+    pub hits: usize,
+    pub counted: usize,
+}
+
+/// What the training loop trains: a model with its two optimisers (encoder, heads), one step at
+/// a time. The loop owns the schedule, checkpoints, resumption and logging.
+pub trait Learner {
+    /// One optimiser step on `ex` at learning rate `lr`, `progress` (0 to 1) of the way through
+    /// training. A non-finite loss is returned before anything is updated.
+    fn step(&mut self, ex: &Examples, lr: f64, progress: f64) -> StepStats;
+    /// The model record (BatchNorm statistics folded in) and the two optimiser states.
+    fn save_parts(&self) -> Result<[Vec<u8>; 3], String>;
+    /// Restore what [`Learner::save_parts`] wrote; the error names the part.
+    fn load_parts(&mut self, parts: [Vec<u8>; 3]) -> Result<(), (&'static str, String)>;
+    /// The encoder as it stands.
+    fn encoder(&self) -> Encoder;
+}
+
+impl StepStats {
+    /// A non-finite loss: nothing was updated.
+    pub fn diverged(loss: f32) -> Self {
+        Self {
+            loss,
+            hits: 0,
+            counted: 0,
+        }
+    }
+}
+
+/// Backpropagate `loss` and step the encoder's and the heads' optimisers at their learning
+/// rates; returns the updated (encoder, heads).
+pub fn backward_step<E: Module, H: Module>(
+    loss: Tensor<1>,
+    (encoder, heads): (E, H),
+    (encoder_optim, head_optim): (&mut ModuleOptimizer, &mut ModuleOptimizer),
+    (encoder_lr, head_lr): (f64, f64),
+) -> (E, H) {
+    let mut grads = loss.backward();
+    let encoder_grads = GradientsParams::from_module(&mut grads, &encoder);
+    let head_grads = GradientsParams::from_module(&mut grads, &heads);
+    (
+        encoder_optim.step(encoder_lr, encoder, encoder_grads),
+        head_optim.step(head_lr, heads, head_grads),
+    )
+}
+
+/// Encoder + classification head, trained with cross-entropy on the task's labels.
+pub struct ClassifierLearner {
+    pub model: Classifier,
+    encoder_optim: ModuleOptimizer,
+    head_optim: ModuleOptimizer,
+    encoder_lr_scale: f64,
+    device: Device,
+}
+
+impl ClassifierLearner {
+    pub fn new(model: Classifier, recipe: &TrainConfig, encoder_lr_scale: f64) -> Self {
+        Self {
+            model,
+            encoder_optim: build_optimizer(recipe),
+            head_optim: build_optimizer(recipe),
+            encoder_lr_scale,
+            device: train_device(),
+        }
+    }
+}
+
+impl Learner for ClassifierLearner {
+    fn step(&mut self, ex: &Examples, lr: f64, _progress: f64) -> StepStats {
+        let (views, labels) = to_tensors(ex, &self.device);
+        let logits = self.model.forward(views, ex.arity);
+        let loss = cross_entropy(logits.clone(), labels.clone());
+        let loss_value: f32 = loss.clone().into_scalar();
+        if !loss_value.is_finite() {
+            return StepStats::diverged(loss_value);
+        }
+        let Classifier { encoder, head } = self.model.clone();
+        let (encoder, head) = backward_step(
+            loss,
+            (encoder, head),
+            (&mut self.encoder_optim, &mut self.head_optim),
+            (lr * self.encoder_lr_scale, lr),
+        );
+        self.model = Classifier { encoder, head };
+        let predicted = logits.argmax(1).reshape([ex.labels.len()]);
+        let hits: i64 = predicted.equal(labels).int().sum().into_scalar();
+        StepStats {
+            loss: loss_value,
+            hits: hits as usize,
+            counted: ex.labels.len(),
+        }
+    }
+
+    fn save_parts(&self) -> Result<[Vec<u8>; 3], String> {
+        module_parts(&self.model, &self.encoder_optim, &self.head_optim)
+    }
+
+    fn load_parts(
+        &mut self,
+        [model, enc, head]: [Vec<u8>; 3],
+    ) -> Result<(), (&'static str, String)> {
+        self.model = load_module(self.model.clone(), model)?;
+        self.encoder_optim = load_optimizer(&self.encoder_optim, enc)?;
+        self.head_optim = load_optimizer(&self.head_optim, head)?;
+        Ok(())
+    }
+
+    fn encoder(&self) -> Encoder {
+        self.model.encoder.clone()
+    }
+}
+
+/// A module's record and two optimiser states as bytes. `valid()` folds BatchNorm's pending
+/// running-statistics update into the record; it keeps the parameter ids the optimiser state
+/// refers to.
+pub fn module_parts<M: Module>(
+    model: &M,
+    encoder_optim: &ModuleOptimizer,
+    head_optim: &ModuleOptimizer,
+) -> Result<[Vec<u8>; 3], String> {
+    let bytes = |r: Result<Bytes, burn::store::RecordError>| {
+        r.map(|b| b.to_vec()).map_err(|e| e.to_string())
+    };
+    Ok([
+        bytes(model.valid().into_record().into_bytes())?,
+        bytes(encoder_optim.into_bytes())?,
+        bytes(head_optim.into_bytes())?,
+    ])
+}
+
+pub fn load_module<M: Module>(model: M, bytes: Vec<u8>) -> Result<M, (&'static str, String)> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| ("model", e.to_string()))?;
+    model
+        .try_load_record(record)
+        .map_err(|e| ("model", e.to_string()))
+}
+
+pub fn load_optimizer(
+    like: &ModuleOptimizer,
+    bytes: Vec<u8>,
+) -> Result<ModuleOptimizer, (&'static str, String)> {
+    like.clone()
+        .from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| ("optimiser state", e.to_string()))
 }
 
 pub struct FitOutcome {
@@ -113,7 +272,7 @@ pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoint").join("latest.ckpt")
 }
 
-fn build_optimizer(recipe: &TrainConfig) -> ModuleOptimizer {
+pub fn build_optimizer(recipe: &TrainConfig) -> ModuleOptimizer {
     match recipe.optimizer {
         OptimizerKind::Sgd => SgdConfig::new()
             .with_momentum((recipe.momentum > 0.0).then(|| {
@@ -148,11 +307,34 @@ pub fn to_tensors(ex: &Examples, device: &Device) -> (Tensor<4>, Tensor<1, Int>)
     (views, labels)
 }
 
-/// Train `model` (on the training device) and return it. With a run directory, a checkpoint
-/// is written after every epoch and an existing one is resumed.
-pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> {
+/// Train `model` (on the training device) with cross-entropy on the task's labels and return
+/// it. With a run directory, a checkpoint is written after every epoch and an existing one is
+/// resumed.
+pub fn fit(spec: &Fit, model: Classifier) -> Result<FitOutcome, TrainError> {
+    let mut learner = ClassifierLearner::new(model, spec.recipe, spec.encoder_lr_scale);
+    let run = fit_learner(spec, &mut learner)?;
+    Ok(FitOutcome {
+        model: learner.model,
+        steps: run.steps,
+        final_loss: run.final_loss,
+        seconds: run.seconds,
+        views_per_s: run.views_per_s,
+    })
+}
+
+/// How a training run went.
+pub struct RunStats {
+    pub steps: usize,
+    pub final_loss: f32,
+    pub seconds: f64,
+    pub views_per_s: f64,
+}
+
+/// The training loop: warm-up and cosine schedule, batches made ahead of the model,
+/// checkpoints after every epoch (and every `checkpoint_every`), resumption, divergence and
+/// interruption handling, `metrics.jsonl`.
+pub fn fit_learner<L: Learner>(spec: &Fit, learner: &mut L) -> Result<RunStats, TrainError> {
     let recipe = spec.recipe;
-    let device = train_device();
     let plan = |epoch: usize| BatchPlan {
         set: spec.set,
         normalizer: spec.normalizer,
@@ -171,8 +353,6 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
     let warmup_steps =
         ((recipe.warmup_epochs * steps_per_epoch as f64).round() as usize).min(total_steps / 2);
 
-    let mut encoder_optim = build_optimizer(recipe);
-    let mut head_optim = build_optimizer(recipe);
     let mut state = LoopState {
         model_tag: spec.model_tag.clone(),
         ..LoopState::default()
@@ -190,21 +370,12 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
                 ),
             });
         }
-        let incompatible = |what: &str, e: String| TrainError::Incompatible {
-            path: path.clone(),
-            problem: format!("cannot load {what}: {e}"),
-        };
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model))
-            .map_err(|e| incompatible("model", e.to_string()))?;
-        model = model
-            .try_load_record(record)
-            .map_err(|e| incompatible("model", e.to_string()))?;
-        encoder_optim = encoder_optim
-            .from_bytes(Bytes::from_bytes_vec(ckpt.encoder_optim))
-            .map_err(|e| incompatible("optimiser state", e.to_string()))?;
-        head_optim = head_optim
-            .from_bytes(Bytes::from_bytes_vec(ckpt.head_optim))
-            .map_err(|e| incompatible("optimiser state", e.to_string()))?;
+        learner
+            .load_parts([ckpt.model, ckpt.encoder_optim, ckpt.head_optim])
+            .map_err(|(what, e)| TrainError::Incompatible {
+                path: path.clone(),
+                problem: format!("cannot load {what}: {e}"),
+            })?;
         state = ckpt.state;
         if !spec.quiet {
             eprintln!(
@@ -241,28 +412,33 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
     let started = Instant::now();
     let mut views_seen = 0usize;
     let mut final_loss = f32::NAN;
+    let spent_before = state.elapsed_seconds;
+    let budget = (recipe.max_minutes > 0.0).then_some(recipe.max_minutes * 60.0);
+    // Fraction of the run done: by steps, or by time when that is further along.
+    let progress_at = |step: usize| {
+        let by_steps = step as f64 / total_steps.max(1) as f64;
+        match budget {
+            Some(b) => by_steps.max((spent_before + started.elapsed().as_secs_f64()) / b),
+            None => by_steps,
+        }
+    };
 
-    let save = |model: &Classifier,
-                enc: &ModuleOptimizer,
-                head: &ModuleOptimizer,
-                state: &LoopState|
-     -> Result<(), TrainError> {
+    let save = |learner: &L, state: &LoopState| -> Result<(), TrainError> {
         let Some(path) = &ckpt_path else {
             return Ok(());
         };
-        let bytes = |r: Result<Bytes, burn::store::RecordError>| {
-            r.map(|b| b.to_vec()).map_err(|e| TrainError::Incompatible {
-                path: path.clone(),
-                problem: e.to_string(),
-            })
-        };
+        let [model, encoder_optim, head_optim] =
+            learner
+                .save_parts()
+                .map_err(|problem| TrainError::Incompatible {
+                    path: path.clone(),
+                    problem,
+                })?;
         Checkpoint {
             state: state.clone(),
-            // `valid()` folds BatchNorm's pending running-statistics update into the record; it
-            // keeps the parameter ids the optimiser state refers to.
-            model: bytes(model.valid().into_record().into_bytes())?,
-            encoder_optim: bytes(enc.into_bytes())?,
-            head_optim: bytes(head.into_bytes())?,
+            model,
+            encoder_optim,
+            head_optim,
         }
         .save(path)?;
         Ok(())
@@ -276,37 +452,32 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
         let skip = std::mem::take(&mut state.batch);
         let mut diverged = None;
         plan(epoch).for_each(skip, |b, ex| -> Result<bool, TrainError> {
-            if state.step >= total_steps {
+            let done = progress_at(state.step);
+            if state.step >= total_steps || done >= 1.0 {
+                state.finished = true;
                 return Ok(false);
             }
-            let lr = schedule::warmup_cosine(state.step, total_steps, warmup_steps, recipe.lr);
-            let (views, labels) = to_tensors(&ex, &device);
-            let logits = model.forward(views, ex.arity);
-            let loss = cross_entropy(logits.clone(), labels.clone());
-            let loss_value: f32 = loss.clone().into_scalar();
-            if !loss_value.is_finite() {
-                diverged = Some(loss_value);
+            let lr = schedule::warmup_cosine_progress(
+                state.step,
+                total_steps,
+                warmup_steps,
+                done,
+                recipe.lr,
+            );
+            let stats = learner.step(&ex, lr, done);
+            if !stats.loss.is_finite() {
+                diverged = Some(stats.loss);
                 return Ok(false);
             }
-            let mut grads = loss.backward();
-            let encoder_grads = GradientsParams::from_module(&mut grads, &model.encoder);
-            let head_grads = GradientsParams::from_module(&mut grads, &model.head);
-            let Classifier { encoder, head } = model.clone();
-            let encoder = encoder_optim.step(lr * spec.encoder_lr_scale, encoder, encoder_grads);
-            let head = head_optim.step(lr, head, head_grads);
-            model = Classifier { encoder, head };
-
-            let predicted = logits.argmax(1).reshape([ex.labels.len()]);
-            let hits: i64 = predicted.equal(labels).int().sum().into_scalar();
-            sums.correct += hits as usize;
-            sums.seen += ex.labels.len();
-            sums.loss += loss_value as f64;
+            sums.correct += stats.hits;
+            sums.seen += stats.counted;
+            sums.loss += stats.loss as f64;
             sums.batches += 1;
             views_seen += ex.num_views();
-            final_loss = loss_value;
+            final_loss = stats.loss;
             state.step += 1;
             progress.step(
-                loss_value,
+                stats.loss,
                 views_seen as f64 / started.elapsed().as_secs_f64(),
             );
 
@@ -323,9 +494,10 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
                     next_epoch: epoch,
                     batch: b + 1,
                     epoch_sums: sums.clone(),
+                    elapsed_seconds: spent_before + started.elapsed().as_secs_f64(),
                     ..state.clone()
                 };
-                save(&model, &encoder_optim, &head_optim, &inside)?;
+                save(learner, &inside)?;
                 last_save = Instant::now();
                 if stop {
                     progress.finish();
@@ -335,7 +507,7 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
                     });
                 }
             }
-            Ok(state.step < total_steps)
+            Ok(state.step < total_steps && progress_at(state.step) < 1.0)
         })?;
         if let Some(value) = diverged {
             let where_ = ckpt_path
@@ -351,16 +523,26 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
             });
         }
         state.next_epoch = epoch + 1;
-        state.finished = state.step >= total_steps;
-        let record = serde_json::json!({
+        state.finished = state.step >= total_steps || progress_at(state.step) >= 1.0;
+        state.elapsed_seconds = spent_before + started.elapsed().as_secs_f64();
+        let mut record = serde_json::json!({
             "epoch": epoch + 1,
             "step": state.step,
             "loss": sums.loss / sums.batches.max(1) as f64,
             "train_acc": sums.correct as f64 / sums.seen.max(1) as f64,
-            "lr": schedule::warmup_cosine(state.step.saturating_sub(1), total_steps, warmup_steps, recipe.lr),
+            "lr": schedule::warmup_cosine_progress(
+                state.step.saturating_sub(1),
+                total_steps,
+                warmup_steps,
+                progress_at(state.step.saturating_sub(1)),
+                recipe.lr,
+            ),
             "epoch_seconds": epoch_start.elapsed().as_secs_f64(),
             "views_per_s": views_seen as f64 / started.elapsed().as_secs_f64(),
         });
+        if let (Some(monitor), Some(fields)) = (spec.monitor, record.as_object_mut()) {
+            fields.extend(monitor(&learner.encoder()));
+        }
         progress.epoch(&record);
         if let Some(m) = metrics.as_mut() {
             m.append(&record).map_err(|source| TrainError::Io {
@@ -368,15 +550,14 @@ pub fn fit(spec: &Fit, mut model: Classifier) -> Result<FitOutcome, TrainError> 
                 source,
             })?;
         }
-        save(&model, &encoder_optim, &head_optim, &state)?;
+        save(learner, &state)?;
         last_save = Instant::now();
         abort_if_asked(epoch + 1);
         epoch += 1;
     }
     progress.finish();
     let seconds = started.elapsed().as_secs_f64();
-    Ok(FitOutcome {
-        model,
+    Ok(RunStats {
         steps: state.step,
         final_loss,
         seconds,
@@ -404,16 +585,7 @@ pub fn evaluate(
 ) -> f64 {
     let model = model.valid();
     let device = infer_device();
-    let plan = BatchPlan {
-        set,
-        normalizer,
-        task,
-        augment: Augment::NONE,
-        batch_size,
-        shuffle: false,
-        seed: 0,
-        epoch: 0,
-    };
+    let plan = BatchPlan::for_evaluation(set, normalizer, task, batch_size);
     let (mut correct, mut seen) = (0usize, 0usize);
     let mut indices: Vec<usize> = (0..set.len).collect();
     for chunk in indices.chunks_mut(batch_size.max(1)) {

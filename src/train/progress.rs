@@ -71,7 +71,7 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let line = format!(
+        let mut line = format!(
             "{} epoch {} step {}/{} loss {:.4} acc {:.3} lr {:.4} {:.0} views/s",
             self.label,
             record["epoch"],
@@ -82,6 +82,16 @@ impl Progress {
             record["lr"].as_f64().unwrap_or(f64::NAN),
             record["views_per_s"].as_f64().unwrap_or(f64::NAN),
         );
+        // Monitoring fields, when there are any.
+        for (key, name) in [
+            ("knn_acc", "knn"),
+            ("feature_std", "std"),
+            ("effective_rank", "rank"),
+        ] {
+            if let Some(v) = record[key].as_f64() {
+                line.push_str(&format!(" {name} {v:.3}"));
+            }
+        }
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),

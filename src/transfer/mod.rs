@@ -246,6 +246,7 @@ pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResu
                             label: format!("{} seed {seed}", mode.name()),
                             quiet: true,
                             checkpoint_every: None,
+                            monitor: None,
                         },
                         model,
                     )?;
