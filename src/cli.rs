@@ -65,6 +65,16 @@ pub enum Command {
     ClusterTransfer(ClusterTransferArgs),
     /// k-means on a float32 N x D .npy matrix; writes int64 labels and prints one JSON object.
     Kmeans(KmeansArgs),
+    /// The few-label study: every method x transfer mode x labels per class x seed against
+    /// scratch, resumable, with `results.csv` and `report.md` (tables and plots).
+    Study {
+        /// The study config (`[data]`, `[study]`, `[transfer]`).
+        #[arg(long)]
+        config: PathBuf,
+        /// The study directory (overrides `study.out`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Time the ConvNet-4 rotation training step (for bench/compare.sh).
     BenchStep(BenchArgs),
     /// Time a task's data pipeline alone (augmentation, views, normalisation, batch assembly)

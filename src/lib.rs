@@ -11,6 +11,7 @@ pub mod losses;
 pub mod models;
 pub mod npy;
 pub mod pipeline;
+pub mod study;
 pub mod tasks;
 pub mod train;
 pub mod transfer;

@@ -186,9 +186,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             print!("{}", outcome.transfer.table());
             println!(
-                "demo finished in {:.0} s; results in {}",
+                "demo finished in {:.0} s; results in {}, the study's report in {}",
                 outcome.seconds,
-                out.join(pipeline::RESULTS_FILE).display()
+                out.join(pipeline::RESULTS_FILE).display(),
+                outcome.report.display()
             );
         }
         Command::ClusterTransfer(a) => {
@@ -258,6 +259,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 t,
             );
             println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Study { config, out } => {
+            set_threads(threads.unwrap_or(0))?;
+            let mut file = pretext::study::read_study(&config)?;
+            if let Some(out) = out {
+                file.study.out = out;
+            }
+            let outcome = pretext::study::run_study(&file, quiet)?;
+            println!(
+                "study: {} cells ({} new, {} kept from before) in {:.0} s; report in {}",
+                outcome.cells.len(),
+                outcome.computed,
+                outcome.reused,
+                outcome.seconds,
+                outcome.report.display()
+            );
         }
         Command::BenchAugment(a) => {
             set_threads(threads.unwrap_or(0))?;

@@ -411,6 +411,8 @@ pub fn embed(run_dir: &Path, data_cfg: &DataConfig, out: &Path) -> Result<Vec<Pa
 pub struct DemoOutcome {
     pub pretrain: PretrainSummary,
     pub transfer: TransferResults,
+    /// The few-label study's `report.md`.
+    pub report: PathBuf,
     pub seconds: f64,
 }
 
@@ -435,15 +437,44 @@ pub fn demo_configs(out: &Path) -> (PretrainConfig, TransferConfig) {
     (pre, tr)
 }
 
+/// The demo's closing study: the rotation encoder against scratch at 2, 10 and 50 labels per
+/// class, 2 seeds.
+pub fn demo_study(
+    out: &Path,
+    pre: &PretrainConfig,
+    tr: &TransferConfig,
+) -> crate::study::StudyFile {
+    use crate::study::{MethodConfig, StudyConfig, StudyFile};
+    StudyFile {
+        data: pre.data.clone(),
+        study: StudyConfig {
+            out: out.join("study"),
+            budgets: vec![2, 10, 50],
+            seeds: 2,
+            finetune_steps: 150,
+            embedding_points: 1000,
+            methods: vec![MethodConfig {
+                name: "rotation".into(),
+                run: Some(pre.run.out.clone()),
+                pretrain: None,
+            }],
+            ..StudyConfig::default()
+        },
+        transfer: tr.clone(),
+    }
+}
+
 pub fn demo(out: &Path, quiet: bool) -> Result<DemoOutcome, Error> {
     let started = Instant::now();
     let (pre, tr) = demo_configs(out);
     let pretrain = pretrain(&pre, quiet)?;
     let transfer = transfer(Some(&pre.run.out), &pre.data, None, &tr, out, quiet)?;
     write_atomic(&out.join("summary.txt"), transfer.table().as_bytes())?;
+    let study = crate::study::run_study(&demo_study(out, &pre, &tr), quiet)?;
     Ok(DemoOutcome {
         pretrain,
         transfer,
+        report: study.report,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

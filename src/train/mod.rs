@@ -64,6 +64,11 @@ pub fn request_stop() -> bool {
     STOP.swap(true, Ordering::SeqCst)
 }
 
+/// Whether Ctrl-C asked the process to stop (for loops outside training, such as a study's).
+pub fn stop_was_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
 /// A stop was asked for, or the test hook `PRETEXT_INTERRUPT_AT_STEP=N` fires at step N.
 fn stop_requested(step: usize) -> bool {
     static HOOK: OnceLock<Option<usize>> = OnceLock::new();
@@ -584,20 +589,75 @@ pub fn evaluate(
     batch_size: usize,
 ) -> f64 {
     let model = model.valid();
-    let device = infer_device();
     let plan = BatchPlan::for_evaluation(set, normalizer, task, batch_size);
-    let (mut correct, mut seen) = (0usize, 0usize);
-    let mut indices: Vec<usize> = (0..set.len).collect();
-    for chunk in indices.chunks_mut(batch_size.max(1)) {
+    let indices: Vec<usize> = (0..set.len).collect();
+    let (mut labels, mut predicted) = (Vec::new(), Vec::new());
+    for chunk in indices.chunks(batch_size.max(1)) {
         let ex = plan.make(chunk);
-        let (views, labels) = to_tensors(&ex, &device);
-        let predicted = model
-            .forward(views, ex.arity)
-            .argmax(1)
-            .reshape([ex.labels.len()]);
-        let hits: i64 = predicted.equal(labels).int().sum().into_scalar();
-        correct += hits as usize;
-        seen += ex.labels.len();
+        predicted.extend(predict_examples(&model, &ex));
+        labels.extend(ex.labels);
     }
-    correct as f64 / seen.max(1) as f64
+    let correct = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| **p as i64 == **l)
+        .count();
+    correct as f64 / labels.len().max(1) as f64
+}
+
+/// The class `model` predicts for every image of `set` (no augmentation; for classifiers of
+/// whole images).
+pub fn predict(
+    model: &Classifier,
+    set: &ImageSet,
+    normalizer: &Normalizer,
+    batch_size: usize,
+) -> Vec<u32> {
+    let model = model.valid();
+    let plan = BatchPlan::for_evaluation(set, normalizer, &WholeImages, batch_size);
+    let indices: Vec<usize> = (0..set.len).collect();
+    indices
+        .chunks(batch_size.max(1))
+        .flat_map(|chunk| predict_examples(&model, &plan.make(chunk)))
+        .collect()
+}
+
+/// Each image as it is, labelled or not: the input of [`predict`].
+struct WholeImages;
+
+impl Task for WholeImages {
+    fn name(&self) -> &'static str {
+        "whole images"
+    }
+    fn num_classes(&self) -> usize {
+        0
+    }
+    fn examples(
+        &self,
+        image: &[f32],
+        _: crate::data::augment::Shape,
+        _: Option<u32>,
+        _: &mut rand_chacha::ChaCha8Rng,
+        out: &mut Examples,
+    ) {
+        out.views.extend_from_slice(image);
+        out.labels.push(0);
+    }
+}
+
+/// `model` must already be on the inference device (`valid()`).
+fn predict_examples(model: &Classifier, ex: &Examples) -> Vec<u32> {
+    let (views, _) = to_tensors(ex, &infer_device());
+    let predicted = model
+        .forward(views, ex.arity)
+        .argmax(1)
+        .reshape([ex.labels.len()]);
+    predicted
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("class indices")
+        .into_iter()
+        .map(|c| c as u32)
+        .collect()
 }

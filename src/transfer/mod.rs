@@ -19,7 +19,7 @@ use crate::data::split::few_labels;
 use crate::encoder::TrainedEncoder;
 use crate::models::{Classifier, ClassifierHead, EncoderSpec};
 use crate::tasks::Supervised;
-use crate::train::{Fit, evaluate, fit, train_device};
+use crate::train::{Fit, fit, predict, train_device};
 use features::{Features, extract};
 
 /// Accuracies of one mode over the seeds, as fractions.
@@ -102,28 +102,181 @@ pub struct TransferInputs<'a> {
     pub quiet: bool,
 }
 
-fn accuracy(predicted: &[u32], truth: &[u32]) -> f64 {
+pub fn accuracy(predicted: &[u32], truth: &[u32]) -> f64 {
     predicted.iter().zip(truth).filter(|(p, t)| p == t).count() as f64 / truth.len().max(1) as f64
+}
+
+/// Runs single transfer cells (one mode on one labelled subset). Frozen features are computed
+/// once per encoder, on first use, and shared by probe and k-NN across subsets and seeds.
+pub struct Transferer<'a> {
+    pub inputs: &'a TransferInputs<'a>,
+    pub spec: EncoderSpec,
+    normalizer: Normalizer,
+    classes: usize,
+    pretrained_features: std::sync::OnceLock<(Features, Features)>,
+    /// Test features of the random encoder of each seed.
+    random_test_features: std::sync::Mutex<std::collections::BTreeMap<u64, Features>>,
+}
+
+impl<'a> Transferer<'a> {
+    pub fn new(inputs: &'a TransferInputs<'a>) -> Result<Self, Error> {
+        if inputs.test.labels.is_none() {
+            return Err(Error::msg("the test split has no labels"));
+        }
+        let spec = inputs
+            .pretrained
+            .map(|p| p.spec.clone())
+            .unwrap_or_else(|| inputs.spec.clone());
+        let normalizer = Normalizer {
+            mean: spec.mean.clone(),
+            std: spec.std.clone(),
+        };
+        Ok(Self {
+            inputs,
+            classes: inputs.train.num_classes(),
+            spec,
+            normalizer,
+            pretrained_features: std::sync::OnceLock::new(),
+            random_test_features: Default::default(),
+        })
+    }
+
+    pub fn test_labels(&self) -> &[u32] {
+        self.inputs.test.labels.as_ref().expect("checked in new")
+    }
+
+    /// The pretrained encoder's (train, test) features.
+    pub fn features(&self) -> Option<&(Features, Features)> {
+        let p = self.inputs.pretrained?;
+        Some(self.pretrained_features.get_or_init(|| {
+            (
+                extract(&p.encoder, self.inputs.train, &self.normalizer, 256),
+                extract(&p.encoder, self.inputs.test, &self.normalizer, 256),
+            )
+        }))
+    }
+
+    /// Test-set predictions of `mode` trained on the images `subset` of the training split;
+    /// `seed` picks the random initialisations and the training order.
+    pub fn predict(
+        &self,
+        mode: TransferMode,
+        subset: &[usize],
+        seed: u64,
+        cfg: &TransferConfig,
+    ) -> Result<Vec<u32>, Error> {
+        let inputs = self.inputs;
+        let train_labels = inputs.train.labels.as_ref().ok_or_else(|| {
+            Error::msg("transfer needs labelled training images; this data set has no labels")
+        })?;
+        let subset_labels: Vec<u32> = subset.iter().map(|&i| train_labels[i]).collect();
+        let classes = self.classes;
+        Ok(match mode {
+            TransferMode::Probe | TransferMode::Knn => {
+                let (train_f, test_f) = self.features().ok_or_else(|| {
+                    Error::msg(
+                        "modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)",
+                    )
+                })?;
+                let memory = train_f.select(subset);
+                if mode == TransferMode::Probe {
+                    probe::fit_predict(
+                        &memory,
+                        &subset_labels,
+                        test_f,
+                        classes,
+                        &probe_recipe(cfg, seed),
+                    )
+                } else {
+                    knn::predict(
+                        &memory,
+                        &subset_labels,
+                        test_f,
+                        classes,
+                        cfg.knn_k,
+                        cfg.knn_temperature,
+                    )
+                }
+            }
+            TransferMode::Random => {
+                let device = train_device();
+                device.seed(seed.wrapping_add(1_000));
+                let encoder = self.spec.init(&device);
+                let train_f = extract(
+                    &encoder,
+                    &inputs.train.subset(subset),
+                    &self.normalizer,
+                    256,
+                );
+                let mut cache = self.random_test_features.lock().expect("not poisoned");
+                let test_f = cache
+                    .entry(seed)
+                    .or_insert_with(|| extract(&encoder, inputs.test, &self.normalizer, 256));
+                probe::fit_predict(
+                    &train_f,
+                    &subset_labels,
+                    test_f,
+                    classes,
+                    &probe_recipe(cfg, seed),
+                )
+            }
+            TransferMode::Finetune | TransferMode::Scratch => {
+                let device = train_device();
+                device.seed(seed.wrapping_add(2_000));
+                let (encoder, lr_scale) = match mode {
+                    TransferMode::Finetune => (
+                        inputs
+                            .pretrained
+                            .ok_or_else(|| {
+                                Error::msg("modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)")
+                            })?
+                            .encoder
+                            .clone()
+                            .fork(&device),
+                        cfg.encoder_lr_scale,
+                    ),
+                    _ => (self.spec.init(&device), 1.0),
+                };
+                let model = Classifier {
+                    encoder,
+                    head: ClassifierHead::linear(self.spec.feature_dim(), classes, &device),
+                };
+                let labelled = inputs.train.subset(subset);
+                let task = Supervised { classes };
+                let recipe = crate::config::TrainConfig {
+                    seed: cfg.finetune.seed.wrapping_add(seed),
+                    ..cfg.finetune.clone()
+                };
+                let outcome = fit(
+                    &Fit {
+                        set: &labelled,
+                        normalizer: &self.normalizer,
+                        task: &task,
+                        recipe: &recipe,
+                        encoder_lr_scale: lr_scale,
+                        run_dir: None,
+                        model_tag: String::new(),
+                        label: format!("{} seed {seed}", mode.name()),
+                        quiet: true,
+                        checkpoint_every: None,
+                        monitor: None,
+                    },
+                    model,
+                )?;
+                predict(&outcome.model, inputs.test, &self.normalizer, 256)
+            }
+        })
+    }
 }
 
 /// Run every configured mode over `cfg.seeds` labelled subsets.
 pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResults, Error> {
     let started = Instant::now();
-    let test_labels = inputs
-        .test
-        .labels
-        .as_ref()
-        .ok_or_else(|| Error::msg("the test split has no labels"))?;
-    let classes = inputs.train.num_classes();
+    let cells = Transferer::new(inputs)?;
     let per_class = (cfg.labels_per_class > 0).then_some(cfg.labels_per_class);
     let subsets: Vec<Vec<usize>> = (0..cfg.seeds as u64)
         .map(|s| few_labels(inputs.train, per_class, s))
         .collect::<Result<_, _>>()?;
-    let train_labels = inputs
-        .train
-        .labels
-        .as_ref()
-        .expect("few_labels checked labels");
     let needs_pretrained = |m: &TransferMode| {
         matches!(
             m,
@@ -135,124 +288,15 @@ pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResu
             "modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)",
         ));
     }
-    let spec = inputs
-        .pretrained
-        .map(|p| p.spec.clone())
-        .unwrap_or_else(|| inputs.spec.clone());
-    let normalizer = Normalizer {
-        mean: spec.mean.clone(),
-        std: spec.std.clone(),
-    };
-
-    // Frozen features are computed once per encoder and shared by probe and k-NN across seeds.
-    let pretrained_features: Option<(Features, Features)> = match inputs.pretrained {
-        Some(p)
-            if cfg
-                .modes
-                .iter()
-                .any(|m| matches!(m, TransferMode::Probe | TransferMode::Knn)) =>
-        {
-            Some((
-                extract(&p.encoder, inputs.train, &normalizer, 256),
-                extract(&p.encoder, inputs.test, &normalizer, 256),
-            ))
-        }
-        _ => None,
-    };
-
     let mut results = Vec::new();
     for &mode in &cfg.modes {
         let mut per_seed = Vec::with_capacity(cfg.seeds);
         for (seed, subset) in subsets.iter().enumerate() {
             let seed = seed as u64;
-            let subset_labels: Vec<u32> = subset.iter().map(|&i| train_labels[i]).collect();
-            let acc = match mode {
-                TransferMode::Probe | TransferMode::Knn => {
-                    let (train_f, test_f) = pretrained_features
-                        .as_ref()
-                        .expect("features computed for probe and k-NN");
-                    let memory = train_f.select(subset);
-                    let predicted = if mode == TransferMode::Probe {
-                        probe::fit_predict(
-                            &memory,
-                            &subset_labels,
-                            test_f,
-                            classes,
-                            &probe_recipe(cfg, seed),
-                        )
-                    } else {
-                        knn::predict(
-                            &memory,
-                            &subset_labels,
-                            test_f,
-                            classes,
-                            cfg.knn_k,
-                            cfg.knn_temperature,
-                        )
-                    };
-                    accuracy(&predicted, test_labels)
-                }
-                TransferMode::Random => {
-                    let device = train_device();
-                    device.seed(seed.wrapping_add(1_000));
-                    let encoder = spec.init(&device);
-                    let train_f = extract(&encoder, &inputs.train.subset(subset), &normalizer, 256);
-                    let test_f = extract(&encoder, inputs.test, &normalizer, 256);
-                    accuracy(
-                        &probe::fit_predict(
-                            &train_f,
-                            &subset_labels,
-                            &test_f,
-                            classes,
-                            &probe_recipe(cfg, seed),
-                        ),
-                        test_labels,
-                    )
-                }
-                TransferMode::Finetune | TransferMode::Scratch => {
-                    let device = train_device();
-                    device.seed(seed.wrapping_add(2_000));
-                    let (encoder, lr_scale) = match mode {
-                        TransferMode::Finetune => (
-                            inputs
-                                .pretrained
-                                .expect("checked above")
-                                .encoder
-                                .clone()
-                                .fork(&device),
-                            cfg.encoder_lr_scale,
-                        ),
-                        _ => (spec.init(&device), 1.0),
-                    };
-                    let model = Classifier {
-                        encoder,
-                        head: ClassifierHead::linear(spec.feature_dim(), classes, &device),
-                    };
-                    let labelled = inputs.train.subset(subset);
-                    let task = Supervised { classes };
-                    let recipe = crate::config::TrainConfig {
-                        seed: cfg.finetune.seed.wrapping_add(seed),
-                        ..cfg.finetune.clone()
-                    };
-                    let outcome = fit(
-                        &Fit {
-                            set: &labelled,
-                            normalizer: &normalizer,
-                            task: &task,
-                            recipe: &recipe,
-                            encoder_lr_scale: lr_scale,
-                            run_dir: None,
-                            model_tag: String::new(),
-                            label: format!("{} seed {seed}", mode.name()),
-                            quiet: true,
-                            checkpoint_every: None,
-                            monitor: None,
-                        },
-                        model,
-                    )?;
-                    evaluate(&outcome.model, inputs.test, &normalizer, &task, 256)
-                }
-            };
+            let acc = accuracy(
+                &cells.predict(mode, subset, seed, cfg)?,
+                cells.test_labels(),
+            );
             if !inputs.quiet {
                 eprintln!(
                     "transfer {:<8} seed {seed}: test accuracy {acc:.4}",
