@@ -92,6 +92,78 @@ impl Augment {
     };
 }
 
+/// Where a training loop's batches come from: the order of the items of each epoch, cut into
+/// batches, and the batch made from some of them. Every batch depends only on (epoch, indices),
+/// so a resumed run sees the same batches.
+pub trait BatchSource: Sync {
+    type Batch: Send;
+    fn batches(&self, epoch: u64) -> Vec<Vec<usize>>;
+    fn make(&self, epoch: u64, indices: &[usize]) -> Self::Batch;
+}
+
+/// Run `consume` on every batch of `epoch`, starting at batch `skip`, while the next batches
+/// are made on another thread. Stops early when `consume` returns `Ok(false)`.
+pub fn prefetch<S: BatchSource, E>(
+    source: &S,
+    epoch: u64,
+    skip: usize,
+    mut consume: impl FnMut(usize, S::Batch) -> Result<bool, E>,
+) -> Result<(), E> {
+    let batches = source.batches(epoch);
+    std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<(usize, S::Batch)>(2);
+        let batches = &batches;
+        scope.spawn(move || {
+            for (b, idx) in batches.iter().enumerate().skip(skip) {
+                if tx.send((b, source.make(epoch, idx))).is_err() {
+                    break;
+                }
+            }
+        });
+        for (b, batch) in rx {
+            if !consume(b, batch)? {
+                break;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The image batches of a training run: a [`BatchPlan`] per epoch.
+pub struct ImageBatches<'a> {
+    pub set: &'a ImageSet,
+    pub normalizer: &'a Normalizer,
+    pub task: &'a dyn Task,
+    pub augment: Augment,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+impl ImageBatches<'_> {
+    fn plan(&self, epoch: u64) -> BatchPlan<'_> {
+        BatchPlan {
+            set: self.set,
+            normalizer: self.normalizer,
+            task: self.task,
+            augment: self.augment,
+            batch_size: self.batch_size,
+            shuffle: true,
+            seed: self.seed,
+            epoch,
+        }
+    }
+}
+
+impl BatchSource for ImageBatches<'_> {
+    type Batch = Examples;
+    fn batches(&self, epoch: u64) -> Vec<Vec<usize>> {
+        self.plan(epoch).batches()
+    }
+    fn make(&self, epoch: u64, indices: &[usize]) -> Examples {
+        self.plan(epoch).make(indices)
+    }
+}
+
 /// How one epoch's batches are made.
 pub struct BatchPlan<'a> {
     pub set: &'a ImageSet,
@@ -206,33 +278,6 @@ impl<'a> BatchPlan<'a> {
             self.normalizer.apply_to_unit(&mut all.views, c, h * w);
         }
         all
-    }
-
-    /// Run `consume` on every batch of the epoch, starting at batch `skip`, while the next
-    /// batches are prepared on another thread. Stops early when `consume` returns `Ok(false)`.
-    pub fn for_each<E>(
-        &self,
-        skip: usize,
-        mut consume: impl FnMut(usize, Examples) -> Result<bool, E>,
-    ) -> Result<(), E> {
-        let batches = self.batches();
-        std::thread::scope(|scope| {
-            let (tx, rx) = sync_channel::<(usize, Examples)>(2);
-            let batches = &batches;
-            scope.spawn(move || {
-                for (b, idx) in batches.iter().enumerate().skip(skip) {
-                    if tx.send((b, self.make(idx))).is_err() {
-                        break;
-                    }
-                }
-            });
-            for (b, ex) in rx {
-                if !consume(b, ex)? {
-                    break;
-                }
-            }
-            Ok(())
-        })
     }
 }
 

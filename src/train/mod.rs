@@ -21,7 +21,7 @@ use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::data::ImageSet;
-use crate::data::loader::{BatchPlan, Normalizer};
+use crate::data::loader::{BatchPlan, BatchSource, ImageBatches, Normalizer, prefetch};
 use crate::losses::cross_entropy;
 use crate::models::{Classifier, Encoder};
 use crate::tasks::{Examples, Task};
@@ -124,13 +124,21 @@ pub struct StepStats {
 /// What the training loop trains: a model with its two optimisers (encoder, heads), one step at
 /// a time. The loop owns the schedule, checkpoints, resumption and logging.
 pub trait Learner {
-    /// One optimiser step on `ex` at learning rate `lr`, `progress` (0 to 1) of the way through
-    /// training. A non-finite loss is returned before anything is updated.
-    fn step(&mut self, ex: &Examples, lr: f64, progress: f64) -> StepStats;
+    /// What one step trains on.
+    type Batch;
+    /// One optimiser step on `batch` at learning rate `lr`, `progress` (0 to 1) of the way
+    /// through training. A non-finite loss is returned before anything is updated.
+    fn step(&mut self, batch: &Self::Batch, lr: f64, progress: f64) -> StepStats;
+    /// How many inputs (views, sequences) the batch puts through the model, for throughput.
+    fn inputs(batch: &Self::Batch) -> usize;
     /// The model record (BatchNorm statistics folded in) and the two optimiser states.
     fn save_parts(&self) -> Result<[Vec<u8>; 3], String>;
     /// Restore what [`Learner::save_parts`] wrote; the error names the part.
     fn load_parts(&mut self, parts: [Vec<u8>; 3]) -> Result<(), (&'static str, String)>;
+}
+
+/// A learner of an image encoder.
+pub trait ImageLearner: Learner<Batch = Examples> {
     /// The encoder as it stands.
     fn encoder(&self) -> Encoder;
 }
@@ -185,6 +193,10 @@ impl ClassifierLearner {
 }
 
 impl Learner for ClassifierLearner {
+    type Batch = Examples;
+    fn inputs(ex: &Examples) -> usize {
+        ex.num_views()
+    }
     fn step(&mut self, ex: &Examples, lr: f64, _progress: f64) -> StepStats {
         let (views, labels) = to_tensors(ex, &self.device);
         let logits = self.model.forward(views, ex.arity);
@@ -223,7 +235,9 @@ impl Learner for ClassifierLearner {
         self.head_optim = load_optimizer(&self.head_optim, head)?;
         Ok(())
     }
+}
 
+impl ImageLearner for ClassifierLearner {
     fn encoder(&self) -> Encoder {
         self.model.encoder.clone()
     }
@@ -335,22 +349,58 @@ pub struct RunStats {
     pub views_per_s: f64,
 }
 
-/// The training loop: warm-up and cosine schedule, batches made ahead of the model,
-/// checkpoints after every epoch (and every `checkpoint_every`), resumption, divergence and
-/// interruption handling, `metrics.jsonl`.
-pub fn fit_learner<L: Learner>(spec: &Fit, learner: &mut L) -> Result<RunStats, TrainError> {
-    let recipe = spec.recipe;
-    let plan = |epoch: usize| BatchPlan {
+/// Train an image learner on `spec`'s images and task: [`run_loop`] over [`ImageBatches`], with
+/// the monitor (if any) measuring its encoder.
+pub fn fit_learner<L: ImageLearner>(spec: &Fit, learner: &mut L) -> Result<RunStats, TrainError> {
+    let source = ImageBatches {
         set: spec.set,
         normalizer: spec.normalizer,
         task: spec.task,
-        augment: recipe.augment,
-        batch_size: recipe.batch_size,
-        shuffle: true,
-        seed: recipe.seed,
-        epoch: epoch as u64,
+        augment: spec.recipe.augment,
+        batch_size: spec.recipe.batch_size,
+        seed: spec.recipe.seed,
     };
-    let steps_per_epoch = plan(0).batches().len();
+    let monitor = spec.monitor.map(|m| move |l: &L| m(&l.encoder()));
+    let settings = LoopSettings {
+        recipe: spec.recipe,
+        run_dir: spec.run_dir,
+        model_tag: spec.model_tag.clone(),
+        label: spec.label.clone(),
+        quiet: spec.quiet,
+        checkpoint_every: spec.checkpoint_every,
+    };
+    run_loop(
+        &settings,
+        &source,
+        learner,
+        monitor
+            .as_ref()
+            .map(|m| m as &dyn Fn(&L) -> serde_json::Map<String, serde_json::Value>),
+    )
+}
+
+/// What the loop needs besides the data and the learner.
+pub struct LoopSettings<'a> {
+    pub recipe: &'a TrainConfig,
+    pub run_dir: Option<&'a Path>,
+    pub model_tag: String,
+    pub label: String,
+    pub quiet: bool,
+    pub checkpoint_every: Option<std::time::Duration>,
+}
+
+/// The training loop: warm-up and cosine schedule (by steps, or by time under
+/// `train.max_minutes`), batches made ahead of the model, checkpoints after every epoch (and
+/// every `checkpoint_every`), resumption, divergence and interruption handling,
+/// `metrics.jsonl`. `monitor` adds its numbers to every epoch's record.
+pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch>>(
+    spec: &LoopSettings,
+    source: &S,
+    learner: &mut L,
+    monitor: Option<&dyn Fn(&L) -> serde_json::Map<String, serde_json::Value>>,
+) -> Result<RunStats, TrainError> {
+    let recipe = spec.recipe;
+    let steps_per_epoch = source.batches(0).len();
     let mut total_steps = recipe.epochs * steps_per_epoch;
     if recipe.max_steps > 0 {
         total_steps = total_steps.min(recipe.max_steps);
@@ -456,64 +506,69 @@ pub fn fit_learner<L: Learner>(spec: &Fit, learner: &mut L) -> Result<RunStats, 
         let mut sums = std::mem::take(&mut state.epoch_sums);
         let skip = std::mem::take(&mut state.batch);
         let mut diverged = None;
-        plan(epoch).for_each(skip, |b, ex| -> Result<bool, TrainError> {
-            let done = progress_at(state.step);
-            if state.step >= total_steps || done >= 1.0 {
-                state.finished = true;
-                return Ok(false);
-            }
-            let lr = schedule::warmup_cosine_progress(
-                state.step,
-                total_steps,
-                warmup_steps,
-                done,
-                recipe.lr,
-            );
-            let stats = learner.step(&ex, lr, done);
-            if !stats.loss.is_finite() {
-                diverged = Some(stats.loss);
-                return Ok(false);
-            }
-            sums.correct += stats.hits;
-            sums.seen += stats.counted;
-            sums.loss += stats.loss as f64;
-            sums.batches += 1;
-            views_seen += ex.num_views();
-            final_loss = stats.loss;
-            state.step += 1;
-            progress.step(
-                stats.loss,
-                views_seen as f64 / started.elapsed().as_secs_f64(),
-            );
-
-            let stop = stop_requested(state.step);
-            if stop && ckpt_path.is_none() {
-                progress.finish();
-                return Err(TrainError::Stopped { step: state.step });
-            }
-            let due = spec
-                .checkpoint_every
-                .is_some_and(|every| last_save.elapsed() >= every);
-            if ckpt_path.is_some() && (stop || due) {
-                let inside = LoopState {
-                    next_epoch: epoch,
-                    batch: b + 1,
-                    epoch_sums: sums.clone(),
-                    elapsed_seconds: spent_before + started.elapsed().as_secs_f64(),
-                    ..state.clone()
-                };
-                save(learner, &inside)?;
-                last_save = Instant::now();
-                if stop {
-                    progress.finish();
-                    return Err(TrainError::Interrupted {
-                        step: state.step,
-                        path: ckpt_path.clone().expect("checked"),
-                    });
+        prefetch(
+            source,
+            epoch as u64,
+            skip,
+            |b, ex| -> Result<bool, TrainError> {
+                let done = progress_at(state.step);
+                if state.step >= total_steps || done >= 1.0 {
+                    state.finished = true;
+                    return Ok(false);
                 }
-            }
-            Ok(state.step < total_steps && progress_at(state.step) < 1.0)
-        })?;
+                let lr = schedule::warmup_cosine_progress(
+                    state.step,
+                    total_steps,
+                    warmup_steps,
+                    done,
+                    recipe.lr,
+                );
+                let stats = learner.step(&ex, lr, done);
+                if !stats.loss.is_finite() {
+                    diverged = Some(stats.loss);
+                    return Ok(false);
+                }
+                sums.correct += stats.hits;
+                sums.seen += stats.counted;
+                sums.loss += stats.loss as f64;
+                sums.batches += 1;
+                views_seen += L::inputs(&ex);
+                final_loss = stats.loss;
+                state.step += 1;
+                progress.step(
+                    stats.loss,
+                    views_seen as f64 / started.elapsed().as_secs_f64(),
+                );
+
+                let stop = stop_requested(state.step);
+                if stop && ckpt_path.is_none() {
+                    progress.finish();
+                    return Err(TrainError::Stopped { step: state.step });
+                }
+                let due = spec
+                    .checkpoint_every
+                    .is_some_and(|every| last_save.elapsed() >= every);
+                if ckpt_path.is_some() && (stop || due) {
+                    let inside = LoopState {
+                        next_epoch: epoch,
+                        batch: b + 1,
+                        epoch_sums: sums.clone(),
+                        elapsed_seconds: spent_before + started.elapsed().as_secs_f64(),
+                        ..state.clone()
+                    };
+                    save(learner, &inside)?;
+                    last_save = Instant::now();
+                    if stop {
+                        progress.finish();
+                        return Err(TrainError::Interrupted {
+                            step: state.step,
+                            path: ckpt_path.clone().expect("checked"),
+                        });
+                    }
+                }
+                Ok(state.step < total_steps && progress_at(state.step) < 1.0)
+            },
+        )?;
         if let Some(value) = diverged {
             let where_ = ckpt_path
                 .as_ref()
@@ -545,8 +600,8 @@ pub fn fit_learner<L: Learner>(spec: &Fit, learner: &mut L) -> Result<RunStats, 
             "epoch_seconds": epoch_start.elapsed().as_secs_f64(),
             "views_per_s": views_seen as f64 / started.elapsed().as_secs_f64(),
         });
-        if let (Some(monitor), Some(fields)) = (spec.monitor, record.as_object_mut()) {
-            fields.extend(monitor(&learner.encoder()));
+        if let (Some(monitor), Some(fields)) = (monitor, record.as_object_mut()) {
+            fields.extend(monitor(learner));
         }
         progress.epoch(&record);
         if let Some(m) = metrics.as_mut() {

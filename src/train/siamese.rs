@@ -7,8 +7,8 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::{
-    Learner, StepStats, backward_step, build_optimizer, load_module, load_optimizer, module_parts,
-    to_tensors,
+    ImageLearner, Learner, StepStats, backward_step, build_optimizer, load_module, load_optimizer,
+    module_parts, to_tensors,
 };
 use crate::config::TrainConfig;
 use crate::data::ImageSet;
@@ -126,6 +126,10 @@ fn partner_hits(a: Tensor<2>, b: Tensor<2>) -> usize {
 }
 
 impl Learner for SiameseLearner {
+    type Batch = Examples;
+    fn inputs(ex: &Examples) -> usize {
+        ex.num_views()
+    }
     fn step(&mut self, ex: &Examples, lr: f64, progress: f64) -> StepStats {
         let n = ex.labels.len();
         let (views, _) = to_tensors(ex, &self.device);
@@ -207,7 +211,9 @@ impl Learner for SiameseLearner {
         self.head_optim = load_optimizer(&self.head_optim, head)?;
         Ok(())
     }
+}
 
+impl ImageLearner for SiameseLearner {
     fn encoder(&self) -> Encoder {
         self.online.encoder.clone()
     }
