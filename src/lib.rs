@@ -13,6 +13,7 @@ pub mod npy;
 pub mod pipeline;
 pub mod study;
 pub mod tasks;
+pub mod text;
 pub mod train;
 pub mod transfer;
 

@@ -1,5 +1,6 @@
 //! Backbones (encoders mapping a batch of images to features) and the heads put on them.
 
+pub mod bert;
 pub mod convnet;
 pub mod heads;
 pub mod resnet;

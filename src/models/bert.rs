@@ -1,0 +1,232 @@
+//! A BERT-style text encoder: token and learned position embeddings, a pre-LN transformer
+//! encoder (burn's), a final LayerNorm; and the masked-language-model head.
+
+use burn::module::Module;
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::{Bool, Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// The shape of a text encoder (`[text.model]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BertSpec {
+    pub vocab_size: usize,
+    /// Longest sequence, in tokens with [CLS] and [SEP].
+    pub max_len: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub feed_forward: usize,
+    pub dropout: f64,
+}
+
+impl Default for BertSpec {
+    fn default() -> Self {
+        Self {
+            vocab_size: 8000,
+            max_len: 128,
+            hidden: 256,
+            layers: 4,
+            heads: 4,
+            feed_forward: 1024,
+            dropout: 0.1,
+        }
+    }
+}
+
+impl BertSpec {
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        if self.hidden == 0 || self.heads == 0 || self.hidden % self.heads != 0 {
+            return Err(format!(
+                "{key}.hidden must be a positive multiple of {key}.heads"
+            ));
+        }
+        if self.layers == 0 || self.feed_forward == 0 {
+            return Err(format!(
+                "{key}.layers and {key}.feed_forward must be at least 1"
+            ));
+        }
+        if !(4..=4096).contains(&self.max_len) {
+            return Err(format!("{key}.max_len must be between 4 and 4096"));
+        }
+        if !(16..=1_000_000).contains(&self.vocab_size) {
+            return Err(format!("{key}.vocab_size must be between 16 and 1000000"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("{key}.dropout must be in [0, 1)"));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> BertEncoder {
+        BertEncoder {
+            tokens: EmbeddingConfig::new(self.vocab_size, self.hidden).init(device),
+            positions: EmbeddingConfig::new(self.max_len, self.hidden).init(device),
+            encoder: TransformerEncoderConfig::new(
+                self.hidden,
+                self.feed_forward,
+                self.heads,
+                self.layers,
+            )
+            .with_norm_first(true)
+            .with_dropout(self.dropout)
+            .init(device),
+            norm: LayerNormConfig::new(self.hidden).init(device),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    pub tokens: Embedding,
+    pub positions: Embedding,
+    pub encoder: TransformerEncoder,
+    pub norm: LayerNorm,
+}
+
+impl BertEncoder {
+    /// Hidden states `[batch, len, hidden]` of token ids `[batch, len]`; `padding` is true at
+    /// [PAD] positions, which no token attends to.
+    pub fn forward(&self, ids: Tensor<2, Int>, padding: Tensor<2, Bool>) -> Tensor<3> {
+        let [batch, len] = ids.dims();
+        let device = ids.device();
+        let positions = Tensor::<1, Int>::arange(0..len as i64, &device)
+            .reshape([1, len])
+            .repeat_dim(0, batch);
+        let x = self.tokens.forward(ids) + self.positions.forward(positions);
+        let h = self
+            .encoder
+            .forward(TransformerEncoderInput::new(x).mask_pad(padding));
+        self.norm.forward(h)
+    }
+
+    /// One feature per sequence: the mean of the hidden states of its non-padding tokens.
+    pub fn pooled(&self, ids: Tensor<2, Int>, padding: Tensor<2, Bool>) -> Tensor<2> {
+        let [batch, len] = ids.dims();
+        let hidden = self.forward(ids, padding.clone());
+        let keep = padding.bool_not().float().reshape([batch, len, 1]);
+        let summed = (hidden * keep.clone()).sum_dim(1);
+        let counts = keep.sum_dim(1).clamp_min(1.0);
+        let [_, _, d] = summed.dims();
+        (summed / counts).reshape([batch, d])
+    }
+}
+
+/// BERT's MLM head: dense, GELU, LayerNorm, then the vocabulary logits.
+#[derive(Module, Debug)]
+pub struct MlmHead {
+    pub dense: Linear,
+    pub norm: LayerNorm,
+    pub out: Linear,
+}
+
+impl MlmHead {
+    pub fn new(hidden: usize, vocab: usize, device: &Device) -> Self {
+        Self {
+            dense: LinearConfig::new(hidden, hidden).init(device),
+            norm: LayerNormConfig::new(hidden).init(device),
+            out: LinearConfig::new(hidden, vocab).init(device),
+        }
+    }
+
+    /// Vocabulary logits `[n, vocab]` of hidden states `[n, hidden]`.
+    pub fn forward(&self, hidden: Tensor<2>) -> Tensor<2> {
+        self.out
+            .forward(self.norm.forward(gelu(self.dense.forward(hidden))))
+    }
+}
+
+/// The hidden states of the selected positions only: `hidden` `[batch, len, d]` and flat
+/// positions (`b * len + i`) give `[n, d]`, so the vocabulary head runs on the masked tokens
+/// alone.
+pub fn gather_positions(hidden: Tensor<3>, flat_positions: Tensor<1, Int>) -> Tensor<2> {
+    let [batch, len, d] = hidden.dims();
+    hidden.reshape([batch * len, d]).select(0, flat_positions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn tiny() -> BertSpec {
+        BertSpec {
+            vocab_size: 50,
+            max_len: 8,
+            hidden: 16,
+            layers: 2,
+            heads: 2,
+            feed_forward: 32,
+            dropout: 0.0,
+        }
+    }
+
+    #[test]
+    fn shapes_and_padding_do_not_leak() {
+        let dev = Device::flex();
+        let enc = tiny().init(&dev);
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![2i64, 7, 8, 3, 2, 9, 3, 0], [2, 4]),
+            &dev,
+        );
+        let pad = Tensor::<2, Bool>::from_data(
+            TensorData::new(
+                vec![false, false, false, false, false, false, false, true],
+                [2, 4],
+            ),
+            &dev,
+        );
+        assert_eq!(enc.forward(ids.clone(), pad.clone()).dims(), [2, 4, 16]);
+        let pooled = enc
+            .pooled(ids, pad)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        // Changing the token under the padding leaves the second sequence's feature unchanged.
+        let ids2 = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![2i64, 7, 8, 3, 2, 9, 3, 41], [2, 4]),
+            &dev,
+        );
+        let pad2 = Tensor::<2, Bool>::from_data(
+            TensorData::new(
+                vec![false, false, false, false, false, false, false, true],
+                [2, 4],
+            ),
+            &dev,
+        );
+        let pooled2 = enc
+            .pooled(ids2, pad2)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (a, b) in pooled.iter().zip(&pooled2) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let hidden = Tensor::<3>::from_data(
+            TensorData::new((0..24).map(|v| v as f32).collect::<Vec<_>>(), [2, 3, 4]),
+            &dev,
+        );
+        let picked = gather_positions(
+            hidden,
+            Tensor::<1, Int>::from_data(TensorData::new(vec![4i64, 0], [2]), &dev),
+        );
+        let picked = picked
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(picked, vec![16.0, 17.0, 18.0, 19.0, 0.0, 1.0, 2.0, 3.0]);
+        assert!(
+            BertSpec { heads: 3, ..tiny() }
+                .validate("text.model")
+                .unwrap_err()
+                .contains("multiple")
+        );
+    }
+}
