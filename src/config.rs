@@ -181,6 +181,8 @@ pub struct PretrainConfig {
     pub run: RunConfig,
     /// How `pretext transfer` and `pretext demo` use the encoder afterwards.
     pub transfer: TransferConfig,
+    /// The text encoder and MLM settings (`mlm` only).
+    pub text: crate::text::TextConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -228,6 +230,7 @@ impl TaskConfig {
             TaskKind::Cluster => Box::new(crate::tasks::Supervised {
                 classes: self.cluster.k,
             }),
+            TaskKind::Mlm => unreachable!("mlm trains on text, not through an image task"),
             TaskKind::Simclr | TaskKind::Byol | TaskKind::Simsiam => {
                 Box::new(crate::tasks::views::TwoViews {
                     kind: self.name,
@@ -384,6 +387,7 @@ impl PretrainConfig {
                 crate::tasks::jigsaw::Jigsaw::new(self.task.jigsaw.clone(), true)
                     .map_err(|e| invalid("task.jigsaw", e))?;
             }
+            TaskKind::Mlm => self.text.validate().map_err(|e| invalid("text", e))?,
             kind if kind.is_siamese() => {
                 self.task
                     .views

@@ -19,21 +19,53 @@ pub struct TrainedEncoder {
     pub encoder: Encoder,
 }
 
+/// Write `module`'s weights to `path` as safetensors (tensor names follow the module tree), with
+/// `arch` in the metadata.
+pub fn save_weights<M: Module>(module: &M, path: &Path, arch: &str) -> Result<(), Error> {
+    let mut store = SafetensorsStore::from_bytes(None).metadata("pretext.arch", arch.to_string());
+    // `valid()` folds BatchNorm's pending running-statistics update into the saved values.
+    module.valid().save_into(&mut store).map_err(|e| {
+        Error::msg(format!(
+            "{}: cannot serialise the weights: {e}",
+            path.display()
+        ))
+    })?;
+    let bytes = store
+        .get_bytes()
+        .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Load the weights at `path` into `module`, which must have every tensor they hold; `what`
+/// describes the expected network in errors.
+pub fn load_weights<M: Module>(mut module: M, path: &Path, what: &str) -> Result<M, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let applied = module.load_from(&mut store).map_err(|e| {
+        Error::msg(format!(
+            "{}: not the weights of {what}: {e}",
+            path.display()
+        ))
+    })?;
+    if !applied.missing.is_empty() || !applied.errors.is_empty() {
+        return Err(Error::msg(format!(
+            "{}: does not match {what} ({} tensors missing, {} errors)",
+            path.display(),
+            applied.missing.len(),
+            applied.errors.len()
+        )));
+    }
+    Ok(module)
+}
+
 impl TrainedEncoder {
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
-        let mut store =
-            SafetensorsStore::from_bytes(None).metadata("pretext.arch", self.spec.arch.to_string());
-        // `valid()` folds BatchNorm's pending running-statistics update into the saved values.
-        self.encoder.valid().save_into(&mut store).map_err(|e| {
-            Error::msg(format!(
-                "{}: cannot serialise encoder: {e}",
-                dir.join(WEIGHTS_FILE).display()
-            ))
-        })?;
-        let bytes = store
-            .get_bytes()
-            .map_err(|e| Error::msg(format!("{}: {e}", dir.join(WEIGHTS_FILE).display())))?;
-        write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
+        save_weights(
+            &self.encoder,
+            &dir.join(WEIGHTS_FILE),
+            &self.spec.arch.to_string(),
+        )?;
         let spec = serde_json::to_vec_pretty(&self.spec).expect("spec serialises");
         write_atomic(&dir.join(SPEC_FILE), &spec)?;
         Ok(())
@@ -45,28 +77,8 @@ impl TrainedEncoder {
         let text = std::fs::read(&spec_path).map_err(|e| Error::io(&spec_path, e))?;
         let spec: EncoderSpec = serde_json::from_slice(&text)
             .map_err(|e| Error::msg(format!("{}: {e}", spec_path.display())))?;
-        let weights = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&weights).map_err(|e| Error::io(&weights, e))?;
-        let mut encoder = spec.init(device);
-        let mut store = SafetensorsStore::from_bytes(Some(bytes));
-        let applied = encoder.load_from(&mut store).map_err(|e| {
-            Error::msg(format!(
-                "{}: not the weights of a {} (width {}): {e}",
-                weights.display(),
-                spec.arch,
-                spec.width
-            ))
-        })?;
-        if !applied.missing.is_empty() || !applied.errors.is_empty() {
-            return Err(Error::msg(format!(
-                "{}: does not match a {} of width {} ({} tensors missing, {} errors)",
-                weights.display(),
-                spec.arch,
-                spec.width,
-                applied.missing.len(),
-                applied.errors.len()
-            )));
-        }
+        let what = format!("a {} of width {}", spec.arch, spec.width);
+        let encoder = load_weights(spec.init(device), &dir.join(WEIGHTS_FILE), &what)?;
         Ok(Self { spec, encoder })
     }
 }

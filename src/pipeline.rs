@@ -74,8 +74,12 @@ pub struct PretrainSummary {
     pub steps: usize,
     pub seconds: f64,
     pub views_per_s: f64,
-    /// Accuracy of the pretext task on the test split's images (self-labels, no human labels).
+    /// Accuracy of the pretext task on the test split's images (self-labels, no human labels);
+    /// for `mlm`, the masked-token accuracy on held-out documents.
     pub pretext_test_acc: Option<f64>,
+    /// `mlm`: the perplexity of the masked tokens of held-out documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout_perplexity: Option<f64>,
     pub run_dir: PathBuf,
     /// For the `cluster` task: the teacher, the k-means run and the clusters' agreement with
     /// the true labels.
@@ -171,6 +175,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
             || saved.model != cfg.model
             || saved.task != cfg.task
             || saved.train != cfg.train
+            || saved.text != cfg.text
         {
             return Err(Error::msg(format!(
                 "{}: holds a run with another config; resume it with `pretext resume {}` or choose another --out",
@@ -178,6 +183,11 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
                 run_dir.display()
             )));
         }
+    }
+    if cfg.task.name == TaskKind::Mlm {
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        write_toml(&saved_config, cfg)?;
+        return crate::text::pretrain::pretrain_mlm(cfg, &run_dir, quiet);
     }
     let mut data = load_data(&cfg.data)?;
     // Pseudo-labels of an earlier attempt at this same run are reused rather than recomputed.
@@ -296,6 +306,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         seconds: outcome.seconds,
         views_per_s: outcome.views_per_s,
         pretext_test_acc,
+        heldout_perplexity: None,
         run_dir: run_dir.clone(),
         clustering,
     };

@@ -128,6 +128,8 @@ pub enum TaskKind {
     Byol,
     /// SimSiam: BYOL without the momentum network.
     Simsiam,
+    /// Masked language modelling on a text corpus (BERT).
+    Mlm,
 }
 
 impl TaskKind {
@@ -142,6 +144,7 @@ impl TaskKind {
             TaskKind::Simclr => "simclr",
             TaskKind::Byol => "byol",
             TaskKind::Simsiam => "simsiam",
+            TaskKind::Mlm => "mlm",
         }
     }
 
@@ -163,8 +166,9 @@ impl std::str::FromStr for TaskKind {
             "simclr" => Ok(TaskKind::Simclr),
             "byol" => Ok(TaskKind::Byol),
             "simsiam" => Ok(TaskKind::Simsiam),
+            "mlm" => Ok(TaskKind::Mlm),
             other => Err(format!(
-                "unknown task `{other}` (available: rotation, relpos, jigsaw, jigsaw++, cluster, simclr, byol, simsiam)"
+                "unknown task `{other}` (available: rotation, relpos, jigsaw, jigsaw++, cluster, simclr, byol, simsiam, mlm)"
             )),
         }
     }

@@ -2,6 +2,7 @@
 //! head) is trained on them with cross-entropy. Used for pretraining, fine-tuning and scratch.
 
 pub mod checkpoint;
+pub mod mlm;
 pub mod monitor;
 pub mod progress;
 pub mod schedule;

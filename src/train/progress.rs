@@ -87,6 +87,8 @@ impl Progress {
             ("knn_acc", "knn"),
             ("feature_std", "std"),
             ("effective_rank", "rank"),
+            ("heldout_acc", "held-out acc"),
+            ("heldout_perplexity", "perplexity"),
         ] {
             if let Some(v) = record[key].as_f64() {
                 line.push_str(&format!(" {name} {v:.3}"));

@@ -1,0 +1,162 @@
+//! `pretext pretrain --task mlm`: read the corpus, hold out a share of its documents, train the
+//! tokenizer, pack the token streams into sequences, and train the BERT encoder with masked
+//! language modelling, measuring held-out masked-token accuracy and perplexity every epoch.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::sequences::{Specials, pack};
+use super::tokenizer::{SPECIAL, TextTokenizer};
+use crate::Error;
+use crate::config::PretrainConfig;
+use crate::data::text::{TextOptions, read_corpus};
+use crate::encoder::save_weights;
+use crate::pipeline::{PretrainSummary, RESULTS_FILE};
+use crate::train::checkpoint::write_atomic;
+use crate::train::mlm::{MlmLearner, MlmModel, TextBatches, heldout_metrics};
+use crate::train::{LoopSettings, checkpoint_path, run_loop, train_device};
+
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const TEXT_WEIGHTS_FILE: &str = "text_encoder.safetensors";
+pub const TEXT_SPEC_FILE: &str = "text_encoder.json";
+
+pub fn pretrain_mlm(
+    cfg: &PretrainConfig,
+    run_dir: &Path,
+    quiet: bool,
+) -> Result<PretrainSummary, Error> {
+    let text = &cfg.text;
+    let corpus = read_corpus(
+        Path::new(&cfg.data.path),
+        &TextOptions {
+            lossy_utf8: text.lossy_utf8,
+        },
+    )?;
+    let mut documents = corpus.documents;
+    if text.max_documents > 0 {
+        documents.truncate(text.max_documents);
+    }
+    // Every k-th document is held out, so the held-out text spreads over the whole corpus.
+    let every = (1.0 / text.heldout).round().max(2.0) as usize;
+    let (mut train_docs, mut heldout_docs) = (Vec::new(), Vec::new());
+    for (i, d) in documents.iter().enumerate() {
+        if i % every == every - 1 {
+            heldout_docs.push(d.as_str());
+        } else {
+            train_docs.push(d.as_str());
+        }
+    }
+    if train_docs.is_empty() || heldout_docs.is_empty() {
+        return Err(Error::msg(format!(
+            "{}: {} documents are too few to hold out {:.0} % of them",
+            cfg.data.path,
+            documents.len(),
+            100.0 * text.heldout
+        )));
+    }
+
+    // A resumed run keeps its tokenizer; a new one trains it on the training documents.
+    let tokenizer_path = run_dir.join(TOKENIZER_FILE);
+    let tokenizer = if tokenizer_path.exists() && checkpoint_path(run_dir).exists() {
+        TextTokenizer::load(&tokenizer_path)?
+    } else {
+        let t = TextTokenizer::train(
+            train_docs.iter().copied(),
+            text.model.vocab_size,
+            text.min_frequency,
+        )?;
+        t.save(&tokenizer_path)?;
+        t
+    };
+    let specials = Specials {
+        pad: tokenizer.pad,
+        cls: tokenizer.cls,
+        sep: tokenizer.sep,
+        mask: tokenizer.mask,
+        first_word: SPECIAL.len() as u32,
+    };
+    let vocab = tokenizer.vocab_size() as u32;
+    let len = text.model.max_len;
+    let train_seqs = pack(&tokenizer.encode(&train_docs)?, len, specials);
+    let mut heldout_seqs = pack(&tokenizer.encode(&heldout_docs)?, len, specials);
+    heldout_seqs.truncate(text.monitor_sequences);
+    if !quiet {
+        eprintln!(
+            "pretrain mlm on {} ({} documents, {} held out): vocabulary {vocab}, {} training sequences of {len} tokens; encoder {} layers x {} hidden, into {}",
+            corpus.source,
+            documents.len(),
+            heldout_docs.len(),
+            train_seqs.len(),
+            text.model.layers,
+            text.model.hidden,
+            run_dir.display()
+        );
+    }
+
+    let device = train_device();
+    device.seed(cfg.train.seed);
+    let mut learner = MlmLearner::new(MlmModel::new(&text.model, &device), &cfg.train, &device);
+    let source = TextBatches {
+        sequences: &train_seqs,
+        batch_size: cfg.train.batch_size,
+        shuffle: true,
+        seed: cfg.train.seed,
+        mask_rate: text.mask_rate,
+        vocab,
+        specials,
+    };
+    let heldout = TextBatches {
+        sequences: &heldout_seqs,
+        shuffle: false,
+        seed: cfg.train.seed ^ 0x4e1d_0u64,
+        ..source
+    };
+    let monitor = |l: &MlmLearner| {
+        let (acc, perplexity) = heldout_metrics(&l.model, &heldout);
+        let mut m = serde_json::Map::new();
+        m.insert("heldout_acc".into(), json!(acc));
+        m.insert("heldout_perplexity".into(), json!(perplexity));
+        m
+    };
+    let settings = LoopSettings {
+        recipe: &cfg.train,
+        run_dir: Some(run_dir),
+        model_tag: format!(
+            "bert/l{}/h{}/v{}/mlm",
+            text.model.layers, text.model.hidden, text.model.vocab_size
+        ),
+        label: "pretrain mlm".into(),
+        quiet,
+        checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
+    };
+    let outcome = run_loop(&settings, &source, &mut learner, Some(&monitor))?;
+    let (acc, perplexity) = heldout_metrics(&learner.model, &heldout);
+
+    save_weights(
+        &learner.model.encoder,
+        &run_dir.join(TEXT_WEIGHTS_FILE),
+        "bert",
+    )?;
+    write_atomic(
+        &run_dir.join(TEXT_SPEC_FILE),
+        &serde_json::to_vec_pretty(&text.model).expect("spec serialises"),
+    )?;
+    let summary = PretrainSummary {
+        task: "mlm".into(),
+        arch: "bert".into(),
+        steps: outcome.steps,
+        seconds: outcome.seconds,
+        views_per_s: outcome.views_per_s,
+        pretext_test_acc: Some(acc),
+        heldout_perplexity: Some(perplexity),
+        run_dir: run_dir.to_path_buf(),
+        clustering: None,
+    };
+    write_atomic(
+        &run_dir.join(RESULTS_FILE),
+        &serde_json::to_vec_pretty(&summary).expect("summary serialises"),
+    )?;
+    Ok(summary)
+}
