@@ -72,7 +72,10 @@ fn random_encoder_retrieval(task: TaskKind) -> f64 {
         ..Default::default()
     }
     .build();
-    let encoder = spec.init(&infer_device());
+    // A fixed initialisation, so the baseline does not depend on what ran before.
+    let device = infer_device();
+    device.seed(0);
+    let encoder = spec.init(&device);
     evaluate_pairs(
         &encoder,
         data.test.as_ref().unwrap(),

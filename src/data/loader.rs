@@ -129,27 +129,16 @@ pub fn prefetch<S: BatchSource, E>(
     })
 }
 
-/// The image batches of a training run: a [`BatchPlan`] per epoch.
+/// The image batches of a training run: `plan` with each epoch's number put in.
 pub struct ImageBatches<'a> {
-    pub set: &'a ImageSet,
-    pub normalizer: &'a Normalizer,
-    pub task: &'a dyn Task,
-    pub augment: Augment,
-    pub batch_size: usize,
-    pub seed: u64,
+    pub plan: BatchPlan<'a>,
 }
 
 impl ImageBatches<'_> {
     fn plan(&self, epoch: u64) -> BatchPlan<'_> {
         BatchPlan {
-            set: self.set,
-            normalizer: self.normalizer,
-            task: self.task,
-            augment: self.augment,
-            batch_size: self.batch_size,
-            shuffle: true,
-            seed: self.seed,
             epoch,
+            ..self.plan.clone()
         }
     }
 }
@@ -165,6 +154,7 @@ impl BatchSource for ImageBatches<'_> {
 }
 
 /// How one epoch's batches are made.
+#[derive(Clone)]
 pub struct BatchPlan<'a> {
     pub set: &'a ImageSet,
     pub normalizer: &'a Normalizer,

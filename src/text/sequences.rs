@@ -49,6 +49,16 @@ pub fn truncate(tokens: &[u32], len: usize, s: Specials) -> Vec<u32> {
     out
 }
 
+/// Special ids for tests: [PAD] 0, [CLS] 2, [SEP] 3, [MASK] 4, words from 5.
+#[cfg(test)]
+pub const TEST_SPECIALS: Specials = Specials {
+    pad: 0,
+    cls: 2,
+    sep: 3,
+    mask: 4,
+    first_word: 5,
+};
+
 /// One sequence after masking: the model's input, and the positions it must recover with
 /// their original tokens.
 #[derive(Clone, Debug, PartialEq)]
@@ -94,13 +104,7 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
-    const S: Specials = Specials {
-        pad: 0,
-        cls: 2,
-        sep: 3,
-        mask: 4,
-        first_word: 5,
-    };
+    const S: Specials = TEST_SPECIALS;
 
     #[test]
     fn packing_keeps_every_token_in_order_with_cls_heads() {

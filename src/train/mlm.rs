@@ -10,9 +10,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{
-    Learner, StepStats, backward_step, build_optimizer, load_module, load_optimizer, module_parts,
-};
+use super::{Learner, StepStats, backward_step, build_optimizer, load_parts_into, module_parts};
 use crate::config::TrainConfig;
 use crate::data::loader::{BatchSource, mix};
 use crate::losses::cross_entropy;
@@ -197,14 +195,13 @@ impl Learner for MlmLearner {
     fn save_parts(&self) -> Result<[Vec<u8>; 3], String> {
         module_parts(&self.model, &self.encoder_optim, &self.head_optim)
     }
-    fn load_parts(
-        &mut self,
-        [model, enc, head]: [Vec<u8>; 3],
-    ) -> Result<(), (&'static str, String)> {
-        self.model = load_module(self.model.clone(), model)?;
-        self.encoder_optim = load_optimizer(&self.encoder_optim, enc)?;
-        self.head_optim = load_optimizer(&self.head_optim, head)?;
-        Ok(())
+    fn load_parts(&mut self, parts: [Vec<u8>; 3]) -> Result<(), (&'static str, String)> {
+        load_parts_into(
+            &mut self.model,
+            &mut self.encoder_optim,
+            &mut self.head_optim,
+            parts,
+        )
     }
 }
 
@@ -234,15 +231,8 @@ pub fn heldout_metrics(model: &MlmModel, source: &TextBatches) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::sequences::TEST_SPECIALS as S;
     use crate::train::train_device;
-
-    const S: Specials = Specials {
-        pad: 0,
-        cls: 2,
-        sep: 3,
-        mask: 4,
-        first_word: 5,
-    };
 
     #[test]
     fn batches_hold_flat_positions_of_their_own_rows_and_change_masks_each_epoch() {

@@ -227,14 +227,13 @@ impl Learner for ClassifierLearner {
         module_parts(&self.model, &self.encoder_optim, &self.head_optim)
     }
 
-    fn load_parts(
-        &mut self,
-        [model, enc, head]: [Vec<u8>; 3],
-    ) -> Result<(), (&'static str, String)> {
-        self.model = load_module(self.model.clone(), model)?;
-        self.encoder_optim = load_optimizer(&self.encoder_optim, enc)?;
-        self.head_optim = load_optimizer(&self.head_optim, head)?;
-        Ok(())
+    fn load_parts(&mut self, parts: [Vec<u8>; 3]) -> Result<(), (&'static str, String)> {
+        load_parts_into(
+            &mut self.model,
+            &mut self.encoder_optim,
+            &mut self.head_optim,
+            parts,
+        )
     }
 }
 
@@ -268,6 +267,19 @@ pub fn load_module<M: Module>(model: M, bytes: Vec<u8>) -> Result<M, (&'static s
     model
         .try_load_record(record)
         .map_err(|e| ("model", e.to_string()))
+}
+
+/// Restore a model and its two optimisers from the parts [`module_parts`] wrote.
+pub fn load_parts_into<M: Module>(
+    model: &mut M,
+    encoder_optim: &mut ModuleOptimizer,
+    head_optim: &mut ModuleOptimizer,
+    [m, enc, head]: [Vec<u8>; 3],
+) -> Result<(), (&'static str, String)> {
+    *model = load_module(model.clone(), m)?;
+    *encoder_optim = load_optimizer(encoder_optim, enc)?;
+    *head_optim = load_optimizer(head_optim, head)?;
+    Ok(())
 }
 
 pub fn load_optimizer(
@@ -354,12 +366,16 @@ pub struct RunStats {
 /// the monitor (if any) measuring its encoder.
 pub fn fit_learner<L: ImageLearner>(spec: &Fit, learner: &mut L) -> Result<RunStats, TrainError> {
     let source = ImageBatches {
-        set: spec.set,
-        normalizer: spec.normalizer,
-        task: spec.task,
-        augment: spec.recipe.augment,
-        batch_size: spec.recipe.batch_size,
-        seed: spec.recipe.seed,
+        plan: BatchPlan {
+            set: spec.set,
+            normalizer: spec.normalizer,
+            task: spec.task,
+            augment: spec.recipe.augment,
+            batch_size: spec.recipe.batch_size,
+            shuffle: true,
+            seed: spec.recipe.seed,
+            epoch: 0,
+        },
     };
     let monitor = spec.monitor.map(|m| move |l: &L| m(&l.encoder()));
     let settings = LoopSettings {

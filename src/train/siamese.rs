@@ -7,7 +7,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::{
-    ImageLearner, Learner, StepStats, backward_step, build_optimizer, load_module, load_optimizer,
+    ImageLearner, Learner, StepStats, backward_step, build_optimizer, load_parts_into,
     module_parts, to_tensors,
 };
 use crate::config::TrainConfig;
@@ -196,19 +196,19 @@ impl Learner for SiameseLearner {
         module_parts(&state, &self.encoder_optim, &self.head_optim)
     }
 
-    fn load_parts(
-        &mut self,
-        [model, enc, head]: [Vec<u8>; 3],
-    ) -> Result<(), (&'static str, String)> {
-        let like = SiameseState {
+    fn load_parts(&mut self, parts: [Vec<u8>; 3]) -> Result<(), (&'static str, String)> {
+        let mut state = SiameseState {
             online: self.online.clone(),
             target: self.target.clone(),
         };
-        let state = load_module(like, model)?;
+        load_parts_into(
+            &mut state,
+            &mut self.encoder_optim,
+            &mut self.head_optim,
+            parts,
+        )?;
         self.online = state.online;
         self.target = state.target.map(|t| t.no_grad());
-        self.encoder_optim = load_optimizer(&self.encoder_optim, enc)?;
-        self.head_optim = load_optimizer(&self.head_optim, head)?;
         Ok(())
     }
 }
