@@ -1,42 +1,23 @@
 #!/usr/bin/env bash
-# Issue-4 study: pretrain relpos, jigsaw and jigsaw++ on one data set (ConvNet-4 of width 16, the
-# data config's recipe), then transfer each at 10 and 100 labels per class (probe, k-NN,
-# fine-tune, 3 seeds). The first task's transfer also runs scratch and random, and a rotation
-# run (ROTATION_RUN, e.g. runs/fashion-mnist from bench/transfer-study.sh) is transferred in the
-# same session so that every row of the table comes from the same code. Run from the repo root:
-#   bash bench/patch-tasks-study.sh configs/fashion-mnist.toml OUT_DIR
-# Env: PRETEXT (target/release/pretext), THREADS (2), RELPOS_STEPS (5000, batch 128),
-# JIGSAW_STEPS (1400, batch 64), ROTATION_RUN (unset: no rotation row), TASKS.
+# Issue-4 study: pretrain relpos, jigsaw and jigsaw++ with their configs
+# (configs/DATA-TASK.toml: ConvNet-4 of width 16, 10 to 13 minutes each on 2 cores), then
+# transfer each at 10 and 100 labels per class (probe, k-NN, fine-tune; the first task's
+# transfer also runs scratch and random). Run from the repository root:
+#   bash bench/patch-tasks-study.sh fashion-mnist OUT_DIR      (or cifar10)
+# then: python3 bench/compare_table.py OUT_DIR/relpos OUT_DIR/jigsaw OUT_DIR/jigsaw++ runs/DATA
+# (runs/DATA: the rotation run of bench/transfer-study.sh configs/DATA.toml).
+# Env: PRETEXT (target/release/pretext), THREADS (2), TASKS ("relpos jigsaw jigsaw++").
 set -euo pipefail
-CONFIG="${1:?usage: bench/patch-tasks-study.sh CONFIG.toml OUT_DIR}"
-OUT="${2:?usage: bench/patch-tasks-study.sh CONFIG.toml OUT_DIR}"
+DATA="${1:?usage: bench/patch-tasks-study.sh DATA OUT_DIR}"
+OUT="${2:?usage: bench/patch-tasks-study.sh DATA OUT_DIR}"
 PRETEXT="${PRETEXT:-target/release/pretext}"
-THREADS="${THREADS:-2}"
-TASKS="${TASKS:-relpos jigsaw jigsaw++}"
+export PRETEXT
 mkdir -p "$OUT"
-
-transfer() { # RUN MODES
-  for n in 10 100; do
-    epochs=40; [ "$n" = 100 ] && epochs=15
-    t=$(date +%s)
-    "$PRETEXT" --quiet --threads "$THREADS" transfer --run "$1" --mode "$2" \
-      --labels-per-class "$n" --seeds 3 --epochs "$epochs" --out "$1/transfer-$n"
-    echo "transfer of $1 at $n labels per class took $(( $(date +%s) - t )) s"
-  done
-}
-
-first=1
-for task in $TASKS; do
-  run="$OUT/$task"
-  if [ "$task" = relpos ]; then steps="${RELPOS_STEPS:-5000}"; batch=128; epochs=12
-  else steps="${JIGSAW_STEPS:-1400}"; batch=64; epochs=3; fi
+modes=scratch,random,probe,knn,finetune
+for task in ${TASKS:-relpos jigsaw jigsaw++}; do
   t=$(date +%s)
-  "$PRETEXT" --quiet --threads "$THREADS" pretrain --config "$CONFIG" --task "$task" \
-    --max-steps "$steps" --batch-size "$batch" --epochs "$epochs" --out "$run"
+  "$PRETEXT" --quiet --threads "${THREADS:-2}" pretrain --config "configs/$DATA-$task.toml" --out "$OUT/$task"
   echo "pretraining $task took $(( $(date +%s) - t )) s"
+  bash bench/transfer-10-100.sh "$OUT/$task" "$modes"
   modes=probe,knn,finetune
-  [ "$first" = 1 ] && modes=scratch,random,probe,knn,finetune
-  first=0
-  transfer "$run" "$modes"
 done
-if [ -n "${ROTATION_RUN:-}" ]; then transfer "$ROTATION_RUN" probe,knn,finetune; fi

@@ -132,20 +132,51 @@ pub fn verdict(gains: &[Gain]) -> String {
     } else {
         String::new()
     };
-    match gains.iter().position(|g| !g.clear()) {
-        None => format!(
+    let clear: Vec<String> = gains
+        .iter()
+        .filter(|g| g.clear())
+        .map(|g| budget_name(g.budget))
+        .collect();
+    // Where it stops: the first budget from which on no gain is clear.
+    let stop = gains
+        .iter()
+        .rposition(|g| g.clear())
+        .map_or(0, |last_clear| last_clear + 1);
+    if clear.len() == gains.len() {
+        format!(
             "Pretraining pays off clearly at every budget tried, up to {} labels per class.",
             budget_name(gains.last().expect("non-empty").budget)
-        ),
-        Some(0) => format!(
-            "Pretraining does not pay off clearly at any budget tried: from {} labels per class on, the best pretrained method's 95 % interval is not above scratch's.{noise}",
-            budget_name(gains[0].budget)
-        ),
-        Some(i) => format!(
+        )
+    } else if clear.is_empty() {
+        format!(
+            "Pretraining does not pay off clearly at any budget tried: the best pretrained method's 95 % interval is never above scratch's.{noise}"
+        )
+    } else if stop == gains.len() {
+        let unclear: Vec<String> = gains
+            .iter()
+            .filter(|g| !g.clear())
+            .map(|g| format!("{} ({:+.3})", budget_name(g.budget), g.gain()))
+            .collect();
+        format!(
+            "Pretraining pays off clearly at {} labels per class; at {} the gain is within the spread of the seeds.",
+            join_and(&clear),
+            join_and(&unclear)
+        )
+    } else {
+        format!(
             "Pretraining pays off clearly up to {} labels per class and stops paying off at {}.",
-            budget_name(gains[i - 1].budget),
-            budget_name(gains[i].budget)
-        ),
+            budget_name(gains[stop - 1].budget),
+            budget_name(gains[stop].budget)
+        )
+    }
+}
+
+/// "a", "a and b", "a, b and c".
+fn join_and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }
 
@@ -640,9 +671,15 @@ mod tests {
         // At 50 the means differ by a hair, well inside the intervals: no clear gain.
         assert!(g[1].gain() > 0.0 && !g[1].clear());
         assert!(g[3].gain() < 0.0);
+        // 100 is clear again (0.82 against 0.80 with tiny spread), so it stops only at "all".
         assert_eq!(
             verdict(&g),
-            "Pretraining pays off clearly up to 10 labels per class and stops paying off at 50."
+            "Pretraining pays off clearly up to 100 labels per class and stops paying off at all."
+        );
+        // A gain lost in the noise of the smallest budget does not hide the clear ones after it.
+        assert_eq!(
+            verdict(&g[1..3]),
+            "Pretraining pays off clearly at 100 labels per class; at 50 (+0.001) the gain is within the spread of the seeds."
         );
     }
 }
