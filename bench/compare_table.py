@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """One Markdown table comparing pretraining runs, each transferred at 10 and 100 labels per
-class (RUN/transfer-10 and RUN/transfer-100, as bench/patch-tasks-study.sh and
-bench/siamese-study.sh write them). Scratch and random come from whichever run's transfer has
+class (RUN/transfer-10 and RUN/transfer-100, as bench/tasks-study.sh writes them). Scratch and random come from whichever run's transfer has
 them. Usage: python3 bench/compare_table.py RUN [RUN ...]"""
 import json
 import sys
