@@ -164,6 +164,9 @@ pub struct TransferArgs {
     /// Number of labelled subsets to average over.
     #[arg(long)]
     pub seeds: Option<usize>,
+    /// Score on a fixed random sample of this many test examples (0: all).
+    #[arg(long)]
+    pub test_limit: Option<usize>,
     /// Backbone for scratch and random when no --run is given.
     #[arg(long)]
     pub model: Option<Arch>,

@@ -433,6 +433,9 @@ pub struct TransferConfig {
     /// k-NN: neighbours and the temperature of the exp(similarity / T) weights.
     pub knn_k: usize,
     pub knn_temperature: f64,
+    /// Score on a fixed random sample of this many test examples (0: the whole test split),
+    /// for encoders too slow to run on all of it many times.
+    pub test_limit: usize,
 }
 
 impl Default for TransferConfig {
@@ -461,6 +464,7 @@ impl Default for TransferConfig {
             probe_weight_decay: 1e-4,
             knn_k: 20,
             knn_temperature: 0.07,
+            test_limit: 0,
         }
     }
 }

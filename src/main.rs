@@ -91,6 +91,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(s) = args.seeds {
                 t.seeds = s;
             }
+            if let Some(n) = args.test_limit {
+                t.test_limit = n;
+            }
             let c = &args.common;
             apply_recipe_flags(&mut t.finetune, c);
             if let Some(m) = args.model {
@@ -105,6 +108,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(run) => run.join("transfer"),
                 None => "runs/transfer".into(),
             });
+            if let Some(run) = args
+                .run
+                .as_deref()
+                .filter(|r| pretext::text::transfer::is_text_run(r))
+            {
+                let results = pretext::text::transfer::transfer_text(run, &cfg, &out, quiet)?;
+                print!("{}", results.table());
+                println!("wrote {}", out.join(pipeline::RESULTS_FILE).display());
+                return Ok(());
+            }
             let spec_without_run = args.run.is_none().then(|| EncoderSpec {
                 arch: cfg.model.arch,
                 width: cfg.model.width,

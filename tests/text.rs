@@ -29,7 +29,7 @@ fn write_corpus(path: &std::path::Path) {
 }
 
 #[test]
-fn mlm_learns_to_recover_masked_words_from_the_cli() {
+fn mlm_learns_to_recover_masked_words_and_its_encoder_transfers_to_a_labelled_table() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
     write_corpus(&corpus);
@@ -74,6 +74,87 @@ fn mlm_learns_to_recover_masked_words_from_the_cli() {
         "perplexity {first} -> {last}"
     );
     assert!(acc(last) > 0.25, "held-out accuracy {first} -> {last}");
+
+    // Transfer to a labelled table: is the subject an animal or a person?
+    let table = dir.path().join("labelled.tsv");
+    let mut rows = vec!["text\tlabel\tsplit".to_string()];
+    let subjects = [
+        ("the cat", "animal"),
+        ("a dog", "animal"),
+        ("the bird", "animal"),
+        ("the old man", "person"),
+        ("my sister", "person"),
+    ];
+    for i in 0..200 {
+        let (subject, label) = subjects[i % 5];
+        let split = if i % 4 == 3 { "test" } else { "train" };
+        rows.push(format!(
+            "{subject} {} the red ball .\t{label}\t{split}",
+            ["sees", "likes"][(i / 5) % 2]
+        ));
+    }
+    std::fs::write(&table, rows.join("\n")).unwrap();
+    let out = dir.path().join("transfer");
+    let o = pretext(&[
+        "transfer",
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        table.to_str().unwrap(),
+        "--mode",
+        "probe,knn,finetune,scratch",
+        "--labels-per-class",
+        "10",
+        "--seeds",
+        "2",
+        "--epochs",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["labels_per_class"], 10);
+    assert_eq!(results["test_images"], 50);
+    let mean = |mode: &str| {
+        results["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["mode"] == mode)
+            .unwrap_or_else(|| panic!("{mode} in {results}"))["mean"]
+            .as_f64()
+            .unwrap()
+    };
+    // Chance is 0.6 (three of the five subjects are animals).
+    assert!(mean("probe") > 0.8 && mean("knn") > 0.8, "{results}");
+    for mode in ["knn", "finetune", "scratch"] {
+        let m = mean(mode);
+        assert!((0.0..=1.0).contains(&m), "{mode}: {m}");
+    }
+
+    // A corpus is not a labelled table, and a table needs test rows.
+    let o = pretext(&[
+        "transfer",
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        corpus.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("labelled table"), "{}", stderr(&o));
+    let no_test = dir.path().join("no-test.tsv");
+    std::fs::write(&no_test, "a cat\tanimal\nmy sister\tperson\n").unwrap();
+    let o = pretext(&[
+        "transfer",
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        no_test.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no test rows"), "{}", stderr(&o));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{DataError, ImageSet};
 
 /// Indices of `per_class` images of every class, chosen at random by `seed`, sorted by class.
-/// `None` takes every labelled image.
+/// `None` takes every labelled image. A class with fewer images is an error.
 pub fn few_labels(
     set: &ImageSet,
     per_class: Option<usize>,
@@ -18,27 +18,57 @@ pub fn few_labels(
             "transfer needs labelled training images; this data set has no labels".into(),
         )
     })?;
-    let mut by_class = vec![Vec::new(); set.num_classes()];
+    let (chosen, short) = few_of_labels(labels, set.num_classes(), per_class, seed);
+    match short.first() {
+        Some(&(class, have)) => Err(DataError::Other(format!(
+            "labels_per_class = {} but class `{}` has only {have} training images",
+            per_class.unwrap_or(0),
+            set.class_names[class],
+        ))),
+        None => Ok(chosen),
+    }
+}
+
+/// Indices of up to `per_class` examples of every class (all of a smaller class), chosen at
+/// random by `seed`, sorted by class; and the (class, count) of the classes that had fewer.
+/// `None` takes every example.
+pub fn few_of_labels(
+    labels: &[u32],
+    classes: usize,
+    per_class: Option<usize>,
+    seed: u64,
+) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let Some(n) = per_class else {
+        return ((0..labels.len()).collect(), Vec::new());
+    };
+    let mut by_class = vec![Vec::new(); classes];
     for (i, &l) in labels.iter().enumerate() {
         by_class[l as usize].push(i);
     }
-    let Some(n) = per_class else {
-        return Ok((0..labels.len()).collect());
-    };
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5b5e_7000_0000);
-    let mut chosen = Vec::with_capacity(n * by_class.len());
+    let mut chosen = Vec::with_capacity(n * classes);
+    let mut short = Vec::new();
     for (class, members) in by_class.iter_mut().enumerate() {
         if members.len() < n {
-            return Err(DataError::Other(format!(
-                "labels_per_class = {n} but class `{}` has only {} training images",
-                set.class_names[class],
-                members.len()
-            )));
+            short.push((class, members.len()));
         }
         members.shuffle(&mut rng);
-        chosen.extend_from_slice(&members[..n]);
+        chosen.extend_from_slice(&members[..n.min(members.len())]);
     }
-    Ok(chosen)
+    (chosen, short)
+}
+
+/// `limit` of the indices `0..n` chosen at random by `seed`, in increasing order (all of them
+/// when `limit` is 0 or at least `n`).
+pub fn sample(n: usize, limit: usize, seed: u64) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..n).collect();
+    if limit == 0 || limit >= n {
+        return all;
+    }
+    all.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x7e57_0000));
+    all.truncate(limit);
+    all.sort_unstable();
+    all
 }
 
 /// Split a labelled set into (train, test), holding out `fraction` of every class, seeded.
@@ -92,6 +122,16 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_is_sorted_distinct_and_seeded() {
+        let a = sample(100, 10, 3);
+        assert_eq!(a.len(), 10);
+        assert!(a.windows(2).all(|w| w[0] < w[1]) && a[9] < 100);
+        assert_eq!(a, sample(100, 10, 3));
+        assert_ne!(a, sample(100, 10, 4));
+        assert_eq!(sample(5, 0, 0), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
     fn holdout_keeps_every_class_on_both_sides() {
         let s = set((0..50).map(|i| i % 5).collect(), 5);
         let (train, test) = holdout(&s, 0.2, 0);
@@ -105,5 +145,10 @@ mod tests {
         let s = set(vec![0, 0, 1], 2);
         let err = few_labels(&s, Some(2), 0).unwrap_err().to_string();
         assert!(err.contains("class `1`"), "{err}");
+        // Text transfer takes all of a short class instead, and says which classes were short.
+        let (chosen, short) = few_of_labels(&[0, 0, 1, 0], 2, Some(2), 0);
+        assert_eq!(short, vec![(1, 1)]);
+        assert_eq!(chosen.len(), 3);
+        assert!(chosen.contains(&2));
     }
 }

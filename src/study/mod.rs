@@ -315,6 +315,17 @@ pub fn run_study(file: &StudyFile, quiet: bool) -> Result<StudyOutcome, Error> {
         .test
         .as_ref()
         .ok_or_else(|| Error::msg(format!("{}: a study needs a test split", file.data.path)))?;
+    let limited;
+    let test = if file.transfer.test_limit > 0 && test.len > file.transfer.test_limit {
+        limited = test.subset(&crate::data::split::sample(
+            test.len,
+            file.transfer.test_limit,
+            0,
+        ));
+        &limited
+    } else {
+        test
+    };
     if data.train.labels.is_none() || test.labels.is_none() {
         return Err(Error::msg(format!(
             "{}: a study needs labelled training and test images",

@@ -4,9 +4,11 @@
 pub mod pretrain;
 pub mod sequences;
 pub mod tokenizer;
+pub mod transfer;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::text::Columns;
 use crate::models::bert::BertSpec;
 
 /// Text settings (`[text]`): the encoder's shape and the MLM recipe.
@@ -23,6 +25,11 @@ pub struct TextConfig {
     pub heldout: f64,
     /// Held-out sequences measured after every epoch.
     pub monitor_sequences: usize,
+    /// Sequences per epoch (0: the whole corpus). A large corpus is then measured and
+    /// checkpointed every this many sequences, drawn from successive shuffled passes.
+    pub epoch_sequences: usize,
+    /// The columns of a labelled table with a header (`[text.columns]`), for transfer.
+    pub columns: Columns,
     /// Replace invalid UTF-8 in the corpus instead of failing.
     pub lossy_utf8: bool,
     /// Read at most this many documents (0: all).
@@ -37,6 +44,8 @@ impl Default for TextConfig {
             mask_rate: 0.15,
             heldout: 0.02,
             monitor_sequences: 512,
+            epoch_sequences: 0,
+            columns: Columns::default(),
             lossy_utf8: false,
             max_documents: 0,
         }

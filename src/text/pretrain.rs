@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::sequences::{Specials, pack};
-use super::tokenizer::{SPECIAL, TextTokenizer};
+use super::sequences::pack;
+use super::tokenizer::TextTokenizer;
 use crate::Error;
 use crate::config::PretrainConfig;
 use crate::data::text::{TextOptions, read_corpus};
@@ -69,13 +69,7 @@ pub fn pretrain_mlm(
         t.save(&tokenizer_path)?;
         t
     };
-    let specials = Specials {
-        pad: tokenizer.pad,
-        cls: tokenizer.cls,
-        sep: tokenizer.sep,
-        mask: tokenizer.mask,
-        first_word: SPECIAL.len() as u32,
-    };
+    let specials = tokenizer.specials();
     let vocab = tokenizer.vocab_size() as u32;
     let len = text.model.max_len;
     let train_seqs = pack(&tokenizer.encode(&train_docs)?, len, specials);
@@ -101,6 +95,7 @@ pub fn pretrain_mlm(
         sequences: &train_seqs,
         batch_size: cfg.train.batch_size,
         shuffle: true,
+        epoch_sequences: text.epoch_sequences,
         seed: cfg.train.seed,
         mask_rate: text.mask_rate,
         vocab,

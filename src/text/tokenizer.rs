@@ -12,6 +12,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
+use super::sequences::Specials;
 use crate::Error;
 
 pub const PAD: &str = "[PAD]";
@@ -91,6 +92,17 @@ impl TextTokenizer {
         self.inner
             .save(path, false)
             .map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+    }
+
+    /// The special ids sequences are built with.
+    pub fn specials(&self) -> Specials {
+        Specials {
+            pad: self.pad,
+            cls: self.cls,
+            sep: self.sep,
+            mask: self.mask,
+            first_word: SPECIAL.len() as u32,
+        }
     }
 
     pub fn vocab_size(&self) -> usize {

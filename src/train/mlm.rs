@@ -36,6 +36,10 @@ pub struct TextBatches<'a> {
     pub sequences: &'a [Vec<u32>],
     pub batch_size: usize,
     pub shuffle: bool,
+    /// Sequences per (virtual) epoch, walked through an endless series of shuffled passes over
+    /// the corpus, so that a large corpus is measured and checkpointed more often than once per
+    /// pass (0: one pass per epoch).
+    pub epoch_sequences: usize,
     pub seed: u64,
     pub mask_rate: f64,
     pub vocab: u32,
@@ -78,16 +82,40 @@ impl TextBatches<'_> {
     }
 }
 
-impl BatchSource for TextBatches<'_> {
-    type Batch = MlmBatch;
-    fn batches(&self, epoch: u64) -> Vec<Vec<usize>> {
+impl TextBatches<'_> {
+    /// The order of the sequences in pass `pass` over the corpus.
+    fn pass_order(&self, pass: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.sequences.len()).collect();
         if self.shuffle {
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
                 self.seed,
-                epoch,
+                pass,
                 u64::MAX,
             )));
+        }
+        order
+    }
+}
+
+impl BatchSource for TextBatches<'_> {
+    type Batch = MlmBatch;
+    fn batches(&self, epoch: u64) -> Vec<Vec<usize>> {
+        let n = self.sequences.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let per_epoch = if self.epoch_sequences == 0 {
+            n
+        } else {
+            self.epoch_sequences
+        };
+        let mut order = Vec::with_capacity(per_epoch);
+        let mut at = epoch as usize * per_epoch;
+        while order.len() < per_epoch {
+            let (pass, offset) = (at / n, at % n);
+            let take = (per_epoch - order.len()).min(n - offset);
+            order.extend_from_slice(&self.pass_order(pass as u64)[offset..offset + take]);
+            at += take;
         }
         let bs = self.batch_size.max(1);
         let mut batches: Vec<Vec<usize>> = order.chunks(bs).map(<[usize]>::to_vec).collect();
@@ -241,6 +269,7 @@ mod tests {
             sequences: &sequences,
             batch_size: 3,
             shuffle: true,
+            epoch_sequences: 0,
             seed: 1,
             mask_rate: 0.3,
             vocab: 20,
@@ -261,6 +290,27 @@ mod tests {
             "masks are drawn anew each epoch"
         );
         assert_eq!(source.batches(0).len(), 2);
+
+        // Virtual epochs of 4 sequences walk through the shuffled passes: 3 epochs cover two
+        // passes of 6, each sequence twice.
+        let virtual_epochs = TextBatches {
+            epoch_sequences: 4,
+            batch_size: 2,
+            ..source
+        };
+        let mut seen: Vec<usize> = (0..3)
+            .flat_map(|e| virtual_epochs.batches(e).concat())
+            .collect();
+        assert_eq!(seen.len(), 12);
+        assert_eq!(
+            seen[..6]
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            6
+        );
+        seen.sort_unstable();
+        assert_eq!(seen, vec![0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
     }
 
     #[test]
@@ -297,6 +347,7 @@ mod tests {
             sequences: &sequences,
             batch_size: 32,
             shuffle: true,
+            epoch_sequences: 0,
             seed: 0,
             mask_rate: 0.15,
             vocab: 25,
