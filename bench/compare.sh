@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# Compare one ConvNet-4 rotation-pretext training step: pretext (Rust) vs PyTorch (CPU, fp32).
-# Run from the repo root:  bash bench/compare.sh
-# Env overrides: BATCH (128) STEPS (20) WARMUP (3) WIDTH (64) THREADS ("1 2")
-#                TORCH_PYTHON (/work/venv-torch/bin/python) PRETEXT (target/release/pretext)
+# Compare one training step, pretext (Rust) vs PyTorch (CPU, fp32), interleaved at each thread
+# count: the ConvNet-4 rotation-pretext step (MODEL=convnet4, bench/torch_step.py) or the
+# BERT-style masked-language-model step (MODEL=transformer, bench/mlm_step_torch.py: hidden 256,
+# 4 layers, sequences of 128 tokens, batch 32). Run from the repo root:
+#   bash bench/compare.sh                    MODEL=transformer bash bench/compare.sh
+# Env overrides: MODEL (convnet4) BATCH (128; transformer 32) STEPS (20) WARMUP (3) WIDTH (64)
+#                THREADS ("1 2") TORCH_PYTHON (/work/venv-torch/bin/python)
+#                PRETEXT (target/release/pretext)
 set -euo pipefail
 
-BATCH="${BATCH:-128}"
+MODEL="${MODEL:-convnet4}"
+if [[ "$MODEL" == transformer ]]; then
+    BATCH="${BATCH:-32}"
+    PEER=bench/mlm_step_torch.py
+else
+    BATCH="${BATCH:-128}"
+    PEER=bench/torch_step.py
+fi
 STEPS="${STEPS:-20}"
 WARMUP="${WARMUP:-3}"
 WIDTH="${WIDTH:-64}"
@@ -32,7 +43,8 @@ if [[ ! -x "$PRETEXT" ]]; then
     exit 1
 fi
 
-args=(--model convnet4 --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP" --width "$WIDTH")
+args=(--model "$MODEL" --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
+[[ "$MODEL" == transformer ]] || args+=(--width "$WIDTH")
 
 results=()
 for n in $THREADS; do
@@ -42,7 +54,7 @@ for n in $THREADS; do
     results+=("$r")
     echo "threads=$n: pytorch ..." >&2
     r=$(OMP_NUM_THREADS="$n" RAYON_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
-        "$TORCH_PYTHON" bench/torch_step.py "${args[@]}" --threads "$n" | tail -n 1)
+        "$TORCH_PYTHON" "$PEER" "${args[@]}" --threads "$n" | tail -n 1)
     results+=("$r")
 done
 
@@ -58,7 +70,7 @@ for line in sys.stdin:
     except json.JSONDecodeError:
         sys.exit("error: not a JSON line: %r" % line)
     rows.setdefault(int(d["threads"]), {})[d["impl"]] = d
-print("model=convnet4 batch=%s width=%s steps=%s warmup=%s" % tuple(sys.argv[1:5]))
+print("model=%s batch=%s width=%s steps=%s warmup=%s" % tuple(sys.argv[1:6]))
 print("%7s  %18s  %18s  %8s" % ("threads", "pretext samples/s", "pytorch samples/s", "ratio"))
 for n in sorted(rows):
     p = rows[n].get("pretext", {}).get("samples_per_s")
@@ -66,4 +78,4 @@ for n in sorted(rows):
     ratio = "%.3f" % (p / t) if p and t else "n/a"
     fmt = lambda v: "%.1f" % v if v is not None else "n/a"
     print("%7d  %18s  %18s  %8s" % (n, fmt(p), fmt(t), ratio))
-' "$BATCH" "$WIDTH" "$STEPS" "$WARMUP"
+' "$MODEL" "$BATCH" "$WIDTH" "$STEPS" "$WARMUP"

@@ -154,3 +154,72 @@ pub fn data_pipeline(
         images_per_s: order.len() as f64 / seconds.max(1e-9),
     }
 }
+
+/// The masked-language-model training step of `bench/mlm-compare.sh`: the BERT encoder of
+/// `spec` on `batch_size` random sequences of `spec.max_len` tokens, 15 % of positions selected
+/// (their hidden states gathered before the vocabulary head), cross-entropy, AdamW.
+pub fn mlm_step(
+    spec: &crate::models::bert::BertSpec,
+    batch_size: usize,
+    steps: usize,
+    warmup: usize,
+    threads: usize,
+) -> StepBench {
+    use crate::config::{OptimizerKind, TrainConfig};
+    use crate::train::Learner;
+    use crate::train::mlm::{MlmBatch, MlmLearner, MlmModel};
+    let device = train_device();
+    device.seed(0);
+    let recipe = TrainConfig {
+        optimizer: OptimizerKind::Adamw,
+        lr: 1e-4,
+        weight_decay: 0.01,
+        ..TrainConfig::default()
+    };
+    let mut learner = MlmLearner::new(MlmModel::new(spec, &device), &recipe, &device);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let len = spec.max_len;
+    let vocab = spec.vocab_size as i64;
+    let selected = ((len as f64 * 0.15).round() as usize).max(1);
+    let mut batch = MlmBatch {
+        sequences: batch_size,
+        len,
+        input: (0..batch_size * len)
+            .map(|_| rng.random_range(5..vocab))
+            .collect(),
+        padding: vec![false; batch_size * len],
+        ..MlmBatch::default()
+    };
+    for row in 0..batch_size {
+        // Evenly spread selected positions after [CLS], as the peer script does.
+        for k in 0..selected {
+            batch
+                .positions
+                .push((row * len + 1 + k * (len - 1) / selected) as i64);
+            batch.targets.push(rng.random_range(5..vocab));
+        }
+    }
+    let mut run = |n: usize| {
+        for _ in 0..n {
+            // The step reads the loss back, which waits for the queued work.
+            learner.step(&batch, 1e-4, 0.0);
+        }
+    };
+    run(warmup);
+    let started = Instant::now();
+    run(steps);
+    let seconds = started.elapsed().as_secs_f64();
+    StepBench {
+        implementation: "pretext",
+        model: format!(
+            "transformer-mlm/l{}/h{}/len{}",
+            spec.layers, spec.hidden, spec.max_len
+        ),
+        width: spec.hidden,
+        batch_size,
+        threads,
+        steps,
+        seconds,
+        samples_per_s: (steps * batch_size) as f64 / seconds,
+    }
+}

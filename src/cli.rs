@@ -187,22 +187,43 @@ pub struct EmbedArgs {
     pub out: PathBuf,
 }
 
+/// The networks `bench-step` times.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchModel {
+    Convnet4,
+    Resnet18,
+    /// The BERT-style encoder's masked-language-model step.
+    Transformer,
+}
+
 #[derive(Args)]
 pub struct BenchArgs {
-    #[arg(long, default_value = "convnet4")]
-    pub model: Arch,
+    #[arg(long, value_enum, default_value = "convnet4")]
+    pub model: BenchModel,
+    /// Image networks: width of the first stage.
     #[arg(long, default_value_t = 64)]
     pub width: usize,
     #[arg(long, default_value_t = 3)]
     pub channels: usize,
     #[arg(long, default_value_t = 32)]
     pub size: usize,
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
+    /// Default: 128 images (convnet4), 64 (resnet18), 32 sequences (transformer).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Transformer: hidden size, layers (heads: hidden / 64, feed-forward: 4 x hidden), sequence
+    /// length and vocabulary.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 8000)]
+    pub vocab: usize,
 }
 
 #[derive(Args)]

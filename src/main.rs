@@ -261,16 +261,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 t
             };
-            let r = pretext::bench::training_step(
-                a.model,
-                a.width,
-                a.channels,
-                a.size,
-                a.batch_size,
-                a.steps,
-                a.warmup,
-                t,
-            );
+            let r = match a.model {
+                cli::BenchModel::Transformer => {
+                    let spec = pretext::models::bert::BertSpec {
+                        vocab_size: a.vocab,
+                        max_len: a.seq_len,
+                        hidden: a.hidden,
+                        layers: a.layers,
+                        heads: (a.hidden / 64).max(1),
+                        feed_forward: 4 * a.hidden,
+                        dropout: 0.1,
+                    };
+                    spec.validate("bench")
+                        .map_err(|e| anyhow::anyhow!("bench-step: {e}"))?;
+                    pretext::bench::mlm_step(
+                        &spec,
+                        a.batch_size.unwrap_or(32),
+                        a.steps,
+                        a.warmup,
+                        t,
+                    )
+                }
+                image => {
+                    let (arch, batch) = match image {
+                        cli::BenchModel::Resnet18 => (pretext::models::Arch::Resnet18, 64),
+                        _ => (pretext::models::Arch::Convnet4, 128),
+                    };
+                    pretext::bench::training_step(
+                        arch,
+                        a.width,
+                        a.channels,
+                        a.size,
+                        a.batch_size.unwrap_or(batch),
+                        a.steps,
+                        a.warmup,
+                        t,
+                    )
+                }
+            };
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Study { config, out } => {
