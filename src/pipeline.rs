@@ -389,11 +389,7 @@ pub fn transfer(
         },
         cfg,
     )?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    write_atomic(
-        &out.join(RESULTS_FILE),
-        &serde_json::to_vec_pretty(&results).expect("results serialise"),
-    )?;
+    transfer::write_results(out, &results)?;
     Ok(results)
 }
 

@@ -41,7 +41,7 @@ fn mlm_learns_to_recover_masked_words_and_its_encoder_transfers_to_a_labelled_ta
              [text]\nheldout = 0.1\nmin_frequency = 1\n\
              [text.model]\nvocab_size = 200\nmax_len = 32\nhidden = 32\nlayers = 1\nheads = 2\nfeed_forward = 64\ndropout = 0.0\n\
              [train]\nepochs = 12\nbatch_size = 32\noptimizer = \"adamw\"\nlr = 3e-3\nweight_decay = 0.0\nwarmup_epochs = 0.5\n\
-             [run]\nout = \"{}\"\n",
+             [run]\nout = \"{}\"\n[transfer]\nknn_k = 5\n",
             corpus.display(),
             dir.path().join("run").display()
         ),
@@ -104,7 +104,7 @@ fn mlm_learns_to_recover_masked_words_and_its_encoder_transfers_to_a_labelled_ta
         "--mode",
         "probe,knn,finetune,scratch",
         "--labels-per-class",
-        "10",
+        "20",
         "--seeds",
         "2",
         "--epochs",
@@ -115,7 +115,7 @@ fn mlm_learns_to_recover_masked_words_and_its_encoder_transfers_to_a_labelled_ta
     assert!(o.status.success(), "{}", stderr(&o));
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
-    assert_eq!(results["labels_per_class"], 10);
+    assert_eq!(results["labels_per_class"], 20);
     assert_eq!(results["test_images"], 50);
     let mean = |mode: &str| {
         results["results"]

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -28,14 +27,11 @@ use crate::data::text::{LabelledSplit, TextOptions, read_labelled};
 use crate::encoder::load_weights;
 use crate::losses::cross_entropy;
 use crate::models::bert::{BertEncoder, BertSpec};
-use crate::pipeline::RESULTS_FILE;
-use crate::train::checkpoint::write_atomic;
 use crate::train::{
-    Learner, LoopSettings, StepStats, backward_step, build_optimizer, infer_device,
-    load_parts_into, module_parts, run_loop, train_device,
+    Learner, LoopSettings, Optimisers, StepStats, infer_device, run_loop, train_device,
 };
 use crate::transfer::features::Features;
-use crate::transfer::{ModeResult, TransferResults, accuracy, knn, probe};
+use crate::transfer::{TransferResults, frozen_predict, score_modes, write_results};
 
 /// Token sequences of a batch, padded to the longest, with their labels.
 #[derive(Clone, Debug, Default)]
@@ -138,8 +134,7 @@ impl BatchSource for LabelledSequences<'_> {
 /// rate a fraction of the head's.
 pub struct TextClassifierLearner {
     pub model: TextClassifier,
-    encoder_optim: ModuleOptimizer,
-    head_optim: ModuleOptimizer,
+    optim: Optimisers,
     encoder_lr_scale: f64,
     device: Device,
 }
@@ -148,8 +143,7 @@ impl TextClassifierLearner {
     pub fn new(model: TextClassifier, recipe: &TrainConfig, encoder_lr_scale: f64) -> Self {
         Self {
             model,
-            encoder_optim: build_optimizer(recipe),
-            head_optim: build_optimizer(recipe),
+            optim: Optimisers::new(recipe),
             encoder_lr_scale,
             device: train_device(),
         }
@@ -181,12 +175,9 @@ impl Learner for TextClassifierLearner {
             .sum()
             .into_scalar();
         let TextClassifier { encoder, head } = self.model.clone();
-        let (encoder, head) = backward_step(
-            loss,
-            (encoder, head),
-            (&mut self.encoder_optim, &mut self.head_optim),
-            (lr * self.encoder_lr_scale, lr),
-        );
+        let (encoder, head) =
+            self.optim
+                .step(loss, (encoder, head), (lr * self.encoder_lr_scale, lr));
         self.model = TextClassifier { encoder, head };
         StepStats {
             loss: loss_value,
@@ -195,15 +186,10 @@ impl Learner for TextClassifierLearner {
         }
     }
     fn save_parts(&self) -> Result<[Vec<u8>; 3], String> {
-        module_parts(&self.model, &self.encoder_optim, &self.head_optim)
+        self.optim.parts(&self.model)
     }
     fn load_parts(&mut self, parts: [Vec<u8>; 3]) -> Result<(), (&'static str, String)> {
-        load_parts_into(
-            &mut self.model,
-            &mut self.encoder_optim,
-            &mut self.head_optim,
-            parts,
-        )
+        self.optim.load(&mut self.model, parts)
     }
 }
 
@@ -388,38 +374,29 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
         _ => None,
     };
 
-    let mut results = Vec::new();
-    for &mode in &cfg.modes {
-        let mut per_seed = Vec::with_capacity(cfg.seeds);
-        for (seed, subset) in subsets.iter().enumerate() {
-            let seed = seed as u64;
+    let results = score_modes(
+        cfg,
+        &subsets,
+        &task.test_labels,
+        inputs.quiet,
+        |mode, subset, seed| {
             let labels: Vec<u32> = subset.iter().map(|&i| task.train_labels[i]).collect();
-            let predicted = match mode {
+            Ok(match mode {
                 TransferMode::Probe | TransferMode::Knn => {
                     let (union, train, test) = features.as_ref().expect("computed above");
                     let rows: Vec<usize> = subset
                         .iter()
                         .map(|i| union.binary_search(i).expect("in the union"))
                         .collect();
-                    let memory = train.select(&rows);
-                    if mode == TransferMode::Probe {
-                        probe::fit_predict(
-                            &memory,
-                            &labels,
-                            test,
-                            classes,
-                            &probe_recipe(cfg, seed),
-                        )
-                    } else {
-                        knn::predict(
-                            &memory,
-                            &labels,
-                            test,
-                            classes,
-                            cfg.knn_k,
-                            cfg.knn_temperature,
-                        )
-                    }
+                    frozen_predict(
+                        mode,
+                        &train.select(&rows),
+                        &labels,
+                        test,
+                        classes,
+                        cfg,
+                        seed,
+                    )
                 }
                 TransferMode::Random => {
                     let device = train_device();
@@ -428,7 +405,15 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
                     let train = pooled_features(&encoder, &task.train, subset, task.pad);
                     let all_test: Vec<usize> = (0..task.test.len()).collect();
                     let test = pooled_features(&encoder, &task.test, &all_test, task.pad);
-                    probe::fit_predict(&train, &labels, &test, classes, &probe_recipe(cfg, seed))
+                    frozen_predict(
+                        TransferMode::Probe,
+                        &train,
+                        &labels,
+                        &test,
+                        classes,
+                        cfg,
+                        seed,
+                    )
                 }
                 TransferMode::Finetune | TransferMode::Scratch => {
                     let device = train_device();
@@ -468,18 +453,9 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
                     )?;
                     predict_classes(&learner.model, &task.test, task.pad)
                 }
-            };
-            let acc = accuracy(&predicted, &task.test_labels);
-            if !inputs.quiet {
-                eprintln!(
-                    "transfer {:<8} seed {seed}: test accuracy {acc:.4}",
-                    mode.name()
-                );
-            }
-            per_seed.push(acc);
-        }
-        results.push(ModeResult::from_runs(mode.name(), per_seed));
-    }
+            })
+        },
+    )?;
     Ok(TransferResults {
         labels_per_class: per_class,
         results,
@@ -487,15 +463,6 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
         seeds: cfg.seeds,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-fn probe_recipe(cfg: &TransferConfig, seed: u64) -> probe::ProbeRecipe {
-    probe::ProbeRecipe {
-        epochs: cfg.probe_epochs,
-        lr: cfg.probe_lr,
-        weight_decay: cfg.probe_weight_decay,
-        seed,
-    }
 }
 
 /// `pretext transfer --run MLM_RUN --data TABLE`: the run's tokenizer and encoder transferred
@@ -581,11 +548,7 @@ pub fn transfer_text(
         },
         &cfg.transfer,
     )?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    write_atomic(
-        &out.join(RESULTS_FILE),
-        &serde_json::to_vec_pretty(&results).expect("results serialise"),
-    )?;
+    write_results(out, &results)?;
     Ok(results)
 }
 

@@ -3,14 +3,13 @@
 //! drawn anew every time a sequence is seen.
 
 use burn::module::Module;
-use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{Learner, StepStats, backward_step, build_optimizer, load_parts_into, module_parts};
+use super::{Learner, Optimisers, StepStats};
 use crate::config::TrainConfig;
 use crate::data::loader::{BatchSource, mix};
 use crate::losses::cross_entropy;
@@ -165,8 +164,7 @@ impl MlmModel {
 
 pub struct MlmLearner {
     pub model: MlmModel,
-    encoder_optim: ModuleOptimizer,
-    head_optim: ModuleOptimizer,
+    optim: Optimisers,
     device: Device,
 }
 
@@ -174,8 +172,7 @@ impl MlmLearner {
     pub fn new(model: MlmModel, recipe: &TrainConfig, device: &Device) -> Self {
         Self {
             model,
-            encoder_optim: build_optimizer(recipe),
-            head_optim: build_optimizer(recipe),
+            optim: Optimisers::new(recipe),
             device: device.clone(),
         }
     }
@@ -207,12 +204,7 @@ impl Learner for MlmLearner {
         }
         let hits = hits(logits.detach(), targets);
         let MlmModel { encoder, head } = self.model.clone();
-        let (encoder, head) = backward_step(
-            loss,
-            (encoder, head),
-            (&mut self.encoder_optim, &mut self.head_optim),
-            (lr, lr),
-        );
+        let (encoder, head) = self.optim.step(loss, (encoder, head), (lr, lr));
         self.model = MlmModel { encoder, head };
         StepStats {
             loss: loss_value,
@@ -221,15 +213,10 @@ impl Learner for MlmLearner {
         }
     }
     fn save_parts(&self) -> Result<[Vec<u8>; 3], String> {
-        module_parts(&self.model, &self.encoder_optim, &self.head_optim)
+        self.optim.parts(&self.model)
     }
     fn load_parts(&mut self, parts: [Vec<u8>; 3]) -> Result<(), (&'static str, String)> {
-        load_parts_into(
-            &mut self.model,
-            &mut self.encoder_optim,
-            &mut self.head_optim,
-            parts,
-        )
+        self.optim.load(&mut self.model, parts)
     }
 }
 

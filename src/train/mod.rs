@@ -155,28 +155,71 @@ impl StepStats {
     }
 }
 
-/// Backpropagate `loss` and step the encoder's and the heads' optimisers at their learning
-/// rates; returns the updated (encoder, heads).
-pub fn backward_step<E: Module, H: Module>(
-    loss: Tensor<1>,
-    (encoder, heads): (E, H),
-    (encoder_optim, head_optim): (&mut ModuleOptimizer, &mut ModuleOptimizer),
-    (encoder_lr, head_lr): (f64, f64),
-) -> (E, H) {
-    let mut grads = loss.backward();
-    let encoder_grads = GradientsParams::from_module(&mut grads, &encoder);
-    let head_grads = GradientsParams::from_module(&mut grads, &heads);
-    (
-        encoder_optim.step(encoder_lr, encoder, encoder_grads),
-        head_optim.step(head_lr, heads, head_grads),
-    )
+/// A learner's two optimisers: the encoder's and the heads', so that the encoder can learn at a
+/// fraction of the heads' rate (fine-tuning) and both states are checkpointed.
+#[derive(Clone)]
+pub struct Optimisers {
+    encoder: ModuleOptimizer,
+    heads: ModuleOptimizer,
+}
+
+impl Optimisers {
+    pub fn new(recipe: &TrainConfig) -> Self {
+        Self {
+            encoder: build_optimizer(recipe),
+            heads: build_optimizer(recipe),
+        }
+    }
+
+    /// Backpropagate `loss` and step the encoder's and the heads' optimisers at their learning
+    /// rates; returns the updated (encoder, heads).
+    pub fn step<E: Module, H: Module>(
+        &mut self,
+        loss: Tensor<1>,
+        (encoder, heads): (E, H),
+        (encoder_lr, head_lr): (f64, f64),
+    ) -> (E, H) {
+        let mut grads = loss.backward();
+        let encoder_grads = GradientsParams::from_module(&mut grads, &encoder);
+        let head_grads = GradientsParams::from_module(&mut grads, &heads);
+        (
+            self.encoder.step(encoder_lr, encoder, encoder_grads),
+            self.heads.step(head_lr, heads, head_grads),
+        )
+    }
+
+    /// `model`'s record and the two optimiser states as bytes, for a checkpoint. `valid()`
+    /// folds BatchNorm's pending running-statistics update into the record; it keeps the
+    /// parameter ids the optimiser state refers to.
+    pub fn parts<M: Module>(&self, model: &M) -> Result<[Vec<u8>; 3], String> {
+        let bytes = |r: Result<Bytes, burn::store::RecordError>| {
+            r.map(|b| b.to_vec()).map_err(|e| e.to_string())
+        };
+        Ok([
+            bytes(model.valid().into_record().into_bytes())?,
+            bytes(self.encoder.into_bytes())?,
+            bytes(self.heads.into_bytes())?,
+        ])
+    }
+
+    /// Restore `model` and the two optimisers from what [`Optimisers::parts`] wrote; the error
+    /// names the part.
+    pub fn load<M: Module>(
+        &mut self,
+        model: &mut M,
+        [m, enc, heads]: [Vec<u8>; 3],
+    ) -> Result<(), (&'static str, String)> {
+        *model = load_module(model.clone(), m)?;
+        self.encoder = load_optimizer(&self.encoder, enc)?;
+        self.heads = load_optimizer(&self.heads, heads)?;
+        Ok(())
+    }
 }
 
 /// Encoder + classification head, trained with cross-entropy on the task's labels.
 pub struct ClassifierLearner {
     pub model: Classifier,
-    encoder_optim: ModuleOptimizer,
-    head_optim: ModuleOptimizer,
+    optim: Optimisers,
     encoder_lr_scale: f64,
     device: Device,
 }
@@ -185,8 +228,7 @@ impl ClassifierLearner {
     pub fn new(model: Classifier, recipe: &TrainConfig, encoder_lr_scale: f64) -> Self {
         Self {
             model,
-            encoder_optim: build_optimizer(recipe),
-            head_optim: build_optimizer(recipe),
+            optim: Optimisers::new(recipe),
             encoder_lr_scale,
             device: train_device(),
         }
@@ -207,12 +249,9 @@ impl Learner for ClassifierLearner {
             return StepStats::diverged(loss_value);
         }
         let Classifier { encoder, head } = self.model.clone();
-        let (encoder, head) = backward_step(
-            loss,
-            (encoder, head),
-            (&mut self.encoder_optim, &mut self.head_optim),
-            (lr * self.encoder_lr_scale, lr),
-        );
+        let (encoder, head) =
+            self.optim
+                .step(loss, (encoder, head), (lr * self.encoder_lr_scale, lr));
         self.model = Classifier { encoder, head };
         let predicted = logits.argmax(1).reshape([ex.labels.len()]);
         let hits: i64 = predicted.equal(labels).int().sum().into_scalar();
@@ -224,16 +263,11 @@ impl Learner for ClassifierLearner {
     }
 
     fn save_parts(&self) -> Result<[Vec<u8>; 3], String> {
-        module_parts(&self.model, &self.encoder_optim, &self.head_optim)
+        self.optim.parts(&self.model)
     }
 
     fn load_parts(&mut self, parts: [Vec<u8>; 3]) -> Result<(), (&'static str, String)> {
-        load_parts_into(
-            &mut self.model,
-            &mut self.encoder_optim,
-            &mut self.head_optim,
-            parts,
-        )
+        self.optim.load(&mut self.model, parts)
     }
 }
 
@@ -243,43 +277,12 @@ impl ImageLearner for ClassifierLearner {
     }
 }
 
-/// A module's record and two optimiser states as bytes. `valid()` folds BatchNorm's pending
-/// running-statistics update into the record; it keeps the parameter ids the optimiser state
-/// refers to.
-pub fn module_parts<M: Module>(
-    model: &M,
-    encoder_optim: &ModuleOptimizer,
-    head_optim: &ModuleOptimizer,
-) -> Result<[Vec<u8>; 3], String> {
-    let bytes = |r: Result<Bytes, burn::store::RecordError>| {
-        r.map(|b| b.to_vec()).map_err(|e| e.to_string())
-    };
-    Ok([
-        bytes(model.valid().into_record().into_bytes())?,
-        bytes(encoder_optim.into_bytes())?,
-        bytes(head_optim.into_bytes())?,
-    ])
-}
-
 pub fn load_module<M: Module>(model: M, bytes: Vec<u8>) -> Result<M, (&'static str, String)> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| ("model", e.to_string()))?;
     model
         .try_load_record(record)
         .map_err(|e| ("model", e.to_string()))
-}
-
-/// Restore a model and its two optimisers from the parts [`module_parts`] wrote.
-pub fn load_parts_into<M: Module>(
-    model: &mut M,
-    encoder_optim: &mut ModuleOptimizer,
-    head_optim: &mut ModuleOptimizer,
-    [m, enc, head]: [Vec<u8>; 3],
-) -> Result<(), (&'static str, String)> {
-    *model = load_module(model.clone(), m)?;
-    *encoder_optim = load_optimizer(encoder_optim, enc)?;
-    *head_optim = load_optimizer(head_optim, head)?;
-    Ok(())
 }
 
 pub fn load_optimizer(

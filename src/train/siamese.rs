@@ -3,13 +3,9 @@
 //! SimSiam (BYOL without the EMA: the target is the online projection, gradient stopped).
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{
-    ImageLearner, Learner, StepStats, backward_step, build_optimizer, load_parts_into,
-    module_parts, to_tensors,
-};
+use super::{ImageLearner, Learner, Optimisers, StepStats, to_tensors};
 use crate::config::TrainConfig;
 use crate::data::ImageSet;
 use crate::data::loader::{BatchPlan, Normalizer};
@@ -30,8 +26,7 @@ pub struct SiameseLearner {
     pub online: Siamese,
     /// BYOL's momentum network (encoder and projector), never touched by backprop.
     pub target: Option<Siamese>,
-    encoder_optim: ModuleOptimizer,
-    head_optim: ModuleOptimizer,
+    optim: Optimisers,
     cfg: SiameseConfig,
     device: Device,
 }
@@ -76,8 +71,7 @@ impl SiameseLearner {
             kind,
             online,
             target,
-            encoder_optim: build_optimizer(recipe),
-            head_optim: build_optimizer(recipe),
+            optim: Optimisers::new(recipe),
             cfg: cfg.clone(),
             device: device.clone(),
         }
@@ -171,12 +165,7 @@ impl Learner for SiameseLearner {
             return StepStats::diverged(loss_value);
         }
         let Siamese { encoder, heads } = self.online.clone();
-        let (encoder, heads) = backward_step(
-            loss,
-            (encoder, heads),
-            (&mut self.encoder_optim, &mut self.head_optim),
-            (lr, lr),
-        );
+        let (encoder, heads) = self.optim.step(loss, (encoder, heads), (lr, lr));
         self.online = Siamese { encoder, heads };
         if let Some(target) = self.target.take() {
             self.target = Some(ema_update(target, &self.online, self.momentum(progress)));
@@ -193,7 +182,7 @@ impl Learner for SiameseLearner {
             online: self.online.clone(),
             target: self.target.clone(),
         };
-        module_parts(&state, &self.encoder_optim, &self.head_optim)
+        self.optim.parts(&state)
     }
 
     fn load_parts(&mut self, parts: [Vec<u8>; 3]) -> Result<(), (&'static str, String)> {
@@ -201,12 +190,7 @@ impl Learner for SiameseLearner {
             online: self.online.clone(),
             target: self.target.clone(),
         };
-        load_parts_into(
-            &mut state,
-            &mut self.encoder_optim,
-            &mut self.head_optim,
-            parts,
-        )?;
+        self.optim.load(&mut state, parts)?;
         self.online = state.online;
         self.target = state.target.map(|t| t.no_grad());
         Ok(())

@@ -178,25 +178,15 @@ impl<'a> Transferer<'a> {
                         "modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)",
                     )
                 })?;
-                let memory = train_f.select(subset);
-                if mode == TransferMode::Probe {
-                    probe::fit_predict(
-                        &memory,
-                        &subset_labels,
-                        test_f,
-                        classes,
-                        &probe_recipe(cfg, seed),
-                    )
-                } else {
-                    knn::predict(
-                        &memory,
-                        &subset_labels,
-                        test_f,
-                        classes,
-                        cfg.knn_k,
-                        cfg.knn_temperature,
-                    )
-                }
+                frozen_predict(
+                    mode,
+                    &train_f.select(subset),
+                    &subset_labels,
+                    test_f,
+                    classes,
+                    cfg,
+                    seed,
+                )
             }
             TransferMode::Random => {
                 let device = train_device();
@@ -212,12 +202,14 @@ impl<'a> Transferer<'a> {
                 let test_f = cache
                     .entry(seed)
                     .or_insert_with(|| extract(&encoder, inputs.test, &self.normalizer, 256));
-                probe::fit_predict(
+                frozen_predict(
+                    TransferMode::Probe,
                     &train_f,
                     &subset_labels,
                     test_f,
                     classes,
-                    &probe_recipe(cfg, seed),
+                    cfg,
+                    seed,
                 )
             }
             TransferMode::Finetune | TransferMode::Scratch => {
@@ -288,25 +280,13 @@ pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResu
             "modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)",
         ));
     }
-    let mut results = Vec::new();
-    for &mode in &cfg.modes {
-        let mut per_seed = Vec::with_capacity(cfg.seeds);
-        for (seed, subset) in subsets.iter().enumerate() {
-            let seed = seed as u64;
-            let acc = accuracy(
-                &cells.predict(mode, subset, seed, cfg)?,
-                cells.test_labels(),
-            );
-            if !inputs.quiet {
-                eprintln!(
-                    "transfer {:<8} seed {seed}: test accuracy {acc:.4}",
-                    mode.name()
-                );
-            }
-            per_seed.push(acc);
-        }
-        results.push(ModeResult::from_runs(mode.name(), per_seed));
-    }
+    let results = score_modes(
+        cfg,
+        &subsets,
+        cells.test_labels(),
+        inputs.quiet,
+        |mode, subset, seed| cells.predict(mode, subset, seed, cfg),
+    )?;
     Ok(TransferResults {
         labels_per_class: per_class,
         results,
@@ -316,13 +296,72 @@ pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResu
     })
 }
 
-fn probe_recipe(cfg: &TransferConfig, seed: u64) -> probe::ProbeRecipe {
-    probe::ProbeRecipe {
+/// Test predictions of a frozen-feature mode: the linear probe (`Probe`) or k-NN (`Knn`) on
+/// `memory`, the labelled subset's features, with their `labels`.
+pub fn frozen_predict(
+    mode: TransferMode,
+    memory: &Features,
+    labels: &[u32],
+    test: &Features,
+    classes: usize,
+    cfg: &TransferConfig,
+    seed: u64,
+) -> Vec<u32> {
+    if mode == TransferMode::Knn {
+        return knn::predict(
+            memory,
+            labels,
+            test,
+            classes,
+            cfg.knn_k,
+            cfg.knn_temperature,
+        );
+    }
+    let recipe = probe::ProbeRecipe {
         epochs: cfg.probe_epochs,
         lr: cfg.probe_lr,
         weight_decay: cfg.probe_weight_decay,
         seed,
+    };
+    probe::fit_predict(memory, labels, test, classes, &recipe)
+}
+
+/// Every mode of `cfg` on every labelled subset (the seed is the subset's index):
+/// `predict(mode, subset, seed)` gives the test predictions, scored against `test_labels`.
+pub fn score_modes(
+    cfg: &TransferConfig,
+    subsets: &[Vec<usize>],
+    test_labels: &[u32],
+    quiet: bool,
+    mut predict: impl FnMut(TransferMode, &[usize], u64) -> Result<Vec<u32>, Error>,
+) -> Result<Vec<ModeResult>, Error> {
+    let mut results = Vec::new();
+    for &mode in &cfg.modes {
+        let mut per_seed = Vec::with_capacity(subsets.len());
+        for (seed, subset) in subsets.iter().enumerate() {
+            let seed = seed as u64;
+            let acc = accuracy(&predict(mode, subset, seed)?, test_labels);
+            if !quiet {
+                eprintln!(
+                    "transfer {:<8} seed {seed}: test accuracy {acc:.4}",
+                    mode.name()
+                );
+            }
+            per_seed.push(acc);
+        }
+        results.push(ModeResult::from_runs(mode.name(), per_seed));
     }
+    Ok(results)
+}
+
+/// Write `results` as `out/results.json`.
+pub fn write_results(out: &std::path::Path, results: &TransferResults) -> Result<(), Error> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::train::checkpoint::write_atomic(
+        &out.join(crate::pipeline::RESULTS_FILE),
+        &serde_json::to_vec_pretty(results).expect("results serialise"),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
