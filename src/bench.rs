@@ -61,7 +61,7 @@ pub fn training_step(
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
     let labels: Vec<i64> = (0..batch_size).map(|i| (i % 4) as i64).collect();
-    let mut run = |n: usize| {
+    let run = |n: usize| {
         for _ in 0..n {
             let x = Tensor::<4>::from_data(
                 TensorData::new(pixels.clone(), [batch_size, channels, size, size]),
@@ -83,10 +83,7 @@ pub fn training_step(
             .try_into_vec()
             .unwrap_or_default();
     };
-    run(warmup);
-    let started = Instant::now();
-    run(steps);
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = time_after_warmup(warmup, steps, run);
     StepBench {
         implementation: "pretext",
         model: arch.to_string(),
@@ -97,6 +94,14 @@ pub fn training_step(
         seconds,
         samples_per_s: (steps * batch_size) as f64 / seconds,
     }
+}
+
+/// Seconds that `run(steps)` takes after an untimed `run(warmup)`.
+fn time_after_warmup(warmup: usize, steps: usize, mut run: impl FnMut(usize)) -> f64 {
+    run(warmup);
+    let started = Instant::now();
+    run(steps);
+    started.elapsed().as_secs_f64()
 }
 
 #[derive(Debug, Serialize)]
@@ -155,7 +160,7 @@ pub fn data_pipeline(
     }
 }
 
-/// The masked-language-model training step of `bench/mlm-compare.sh`: the BERT encoder of
+/// The masked-language-model training step of `MODEL=transformer bench/compare.sh`: the BERT encoder of
 /// `spec` on `batch_size` random sequences of `spec.max_len` tokens, 15 % of positions selected
 /// (their hidden states gathered before the vocabulary head), cross-entropy, AdamW.
 pub fn mlm_step(
@@ -199,16 +204,13 @@ pub fn mlm_step(
             batch.targets.push(rng.random_range(5..vocab));
         }
     }
-    let mut run = |n: usize| {
+    let run = |n: usize| {
         for _ in 0..n {
             // The step reads the loss back, which waits for the queued work.
             learner.step(&batch, 1e-4, 0.0);
         }
     };
-    run(warmup);
-    let started = Instant::now();
-    run(steps);
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = time_after_warmup(warmup, steps, run);
     StepBench {
         implementation: "pretext",
         model: format!(

@@ -1,0 +1,62 @@
+//! `pretext bench-step` prints one JSON object per run, for every model, that scripts can compare.
+
+mod common;
+use common::*;
+
+#[test]
+fn bench_step_prints_one_json_object_for_each_model() {
+    for (model, extra) in [
+        ("convnet4", vec!["--width", "4", "--size", "16"]),
+        ("resnet18", vec!["--width", "4", "--size", "16"]),
+        (
+            "transformer",
+            vec![
+                "--hidden",
+                "64",
+                "--layers",
+                "1",
+                "--seq-len",
+                "16",
+                "--vocab",
+                "50",
+            ],
+        ),
+    ] {
+        // The test helper runs with --threads 2.
+        let mut args = vec![
+            "bench-step",
+            "--model",
+            model,
+            "--batch-size",
+            "4",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+        ];
+        args.extend(extra);
+        let o = pretext(&args);
+        assert!(o.status.success(), "{model}: {}", stderr(&o));
+        let out = String::from_utf8(o.stdout).unwrap();
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert!(
+            v["model"]
+                .as_str()
+                .unwrap()
+                .starts_with(model.trim_end_matches("4")),
+            "{v}"
+        );
+        assert_eq!(
+            (
+                v["batch_size"].as_u64(),
+                v["threads"].as_u64(),
+                v["steps"].as_u64()
+            ),
+            (Some(4), Some(2), Some(2))
+        );
+        assert!(v["samples_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    }
+    let o = pretext(&["bench-step", "--model", "transformer", "--layers", "0"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("layers"), "{}", stderr(&o));
+}
