@@ -149,15 +149,79 @@ pub fn accuracy_panel<DB: DrawingBackend>(
             )
             .map_err(|e| e.to_string())?;
     }
+    let drawn: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .flat_map(|s| {
+            [
+                s.points.iter().map(|p| (p.0, p.1)).collect(),
+                s.points.iter().map(|p| (p.0, p.2)).collect(),
+                s.points.iter().map(|p| (p.0, p.3)).collect(),
+            ]
+        })
+        .collect();
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(emptiest_corner(
+            &drawn,
+            (x_min, x_max),
+            (y_min, y_max),
+            true,
+        ))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font(("sans-serif", 14))
         .draw()
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The corner of the plot whose legend box would hide the fewest drawn points: `lines` in data
+/// coordinates (sampled along their segments), ranges as drawn (`log_x` for a log axis). Ties
+/// go to lower right, then upper right, upper left, lower left.
+pub fn emptiest_corner(
+    lines: &[Vec<(f64, f64)>],
+    (x_min, x_max): (f64, f64),
+    (y_min, y_max): (f64, f64),
+    log_x: bool,
+) -> SeriesLabelPosition {
+    let fx = |x: f64| {
+        if log_x {
+            (x.ln() - x_min.ln()) / (x_max.ln() - x_min.ln())
+        } else {
+            (x - x_min) / (x_max - x_min)
+        }
+    };
+    let fy = |y: f64| (y - y_min) / (y_max - y_min);
+    // (position, right side?, upper side?)
+    let corners = [
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::LowerLeft, false, false),
+    ];
+    let mut counts = [0usize; 4];
+    for line in lines {
+        let mut samples: Vec<(f64, f64)> = Vec::new();
+        for w in line.windows(2) {
+            let (a, b) = ((fx(w[0].0), fy(w[0].1)), (fx(w[1].0), fy(w[1].1)));
+            samples.extend((0..10).map(|k| {
+                let t = k as f64 / 10.0;
+                (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1))
+            }));
+        }
+        if let Some(&(x, y)) = line.last() {
+            samples.push((fx(x), fy(y)));
+        }
+        for (x, y) in samples {
+            for (i, &(_, right, upper)) in corners.iter().enumerate() {
+                let in_x = if right { x > 0.55 } else { x < 0.45 };
+                let in_y = if upper { y > 0.5 } else { y < 0.5 };
+                counts[i] += (in_x && in_y) as usize;
+            }
+        }
+    }
+    let best = (0..4).min_by_key(|&i| counts[i]).expect("four corners");
+    corners.into_iter().nth(best).expect("four corners").0
 }
 
 /// A panel of one quantity per epoch, one line per method.
@@ -220,9 +284,15 @@ pub fn curve_panel<DB: DrawingBackend>(
             )
             .map_err(|e| e.to_string())?;
     }
+    let drawn: Vec<Vec<(f64, f64)>> = lines.iter().map(|l| l.2.clone()).collect();
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(emptiest_corner(
+            &drawn,
+            (0.5, x_max + 0.5),
+            (y_min - pad, y_max + pad),
+            false,
+        ))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font(("sans-serif", 13))
@@ -361,4 +431,26 @@ pub fn confusion_panel<DB: DrawingBackend>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_legend_goes_where_the_lines_are_not() {
+        // A line rising through the lower right to the upper right: the left is empty, and of
+        // its corners the upper one has no point of the line at all.
+        let rising = vec![vec![(0.0, 0.0), (1.0, 0.1), (2.0, 1.0)]];
+        let pos = emptiest_corner(&rising, (0.0, 2.0), (0.0, 1.0), false);
+        assert!(matches!(pos, SeriesLabelPosition::UpperLeft));
+        // A falling line leaves the lower left and the upper right empty; the tie goes right.
+        let falling = vec![vec![(0.0, 1.0), (2.0, 0.0)]];
+        let pos = emptiest_corner(&falling, (0.0, 2.0), (0.0, 1.0), false);
+        assert!(matches!(pos, SeriesLabelPosition::UpperRight));
+        // Points high on a log axis at its right end push the legend to the lower right.
+        let high = vec![vec![(10.0, 0.9), (100.0, 0.95)]];
+        let pos = emptiest_corner(&high, (1.0, 130.0), (0.0, 1.0), true);
+        assert!(matches!(pos, SeriesLabelPosition::LowerRight));
+    }
 }
