@@ -519,6 +519,15 @@ pub enum TransferMode {
 }
 
 impl TransferMode {
+    /// Whether the mode uses the pretrained encoder (probe, k-NN, fine-tune); scratch and
+    /// random need only its architecture.
+    pub fn needs_pretrained(self) -> bool {
+        matches!(
+            self,
+            TransferMode::Probe | TransferMode::Knn | TransferMode::Finetune
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TransferMode::Probe => "probe",

@@ -59,6 +59,12 @@ pub fn load_weights<M: Module>(mut module: M, path: &Path, what: &str) -> Result
     Ok(module)
 }
 
+/// Read a network's spec (`encoder.json`, `text_encoder.json`); errors name the file.
+pub fn read_spec<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Error> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+}
+
 impl TrainedEncoder {
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
         save_weights(
@@ -73,10 +79,7 @@ impl TrainedEncoder {
 
     /// Load the encoder saved in `dir` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, Error> {
-        let spec_path = dir.join(SPEC_FILE);
-        let text = std::fs::read(&spec_path).map_err(|e| Error::io(&spec_path, e))?;
-        let spec: EncoderSpec = serde_json::from_slice(&text)
-            .map_err(|e| Error::msg(format!("{}: {e}", spec_path.display())))?;
+        let spec: EncoderSpec = read_spec(&dir.join(SPEC_FILE))?;
         let what = format!("a {} of width {}", spec.arch, spec.width);
         let encoder = load_weights(spec.init(device), &dir.join(WEIGHTS_FILE), &what)?;
         Ok(Self { spec, encoder })

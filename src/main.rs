@@ -108,31 +108,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(run) => run.join("transfer"),
                 None => "runs/transfer".into(),
             });
-            if let Some(run) = args
+            let text_run = args
                 .run
                 .as_deref()
-                .filter(|r| pretext::text::transfer::is_text_run(r))
-            {
-                let results = pretext::text::transfer::transfer_text(run, &cfg, &out, quiet)?;
-                print!("{}", results.table());
-                println!("wrote {}", out.join(pipeline::RESULTS_FILE).display());
-                return Ok(());
-            }
-            let spec_without_run = args.run.is_none().then(|| EncoderSpec {
-                arch: cfg.model.arch,
-                width: cfg.model.width,
-                in_channels: 0,
-                mean: vec![],
-                std: vec![],
-            });
-            let results = pipeline::transfer(
-                args.run.as_deref(),
-                &cfg.data,
-                spec_without_run,
-                &cfg.transfer,
-                &out,
-                quiet,
-            )?;
+                .filter(|r| pretext::text::transfer::is_text_run(r));
+            let results = match text_run {
+                Some(run) => pretext::text::transfer::transfer_text(run, &cfg, &out, quiet)?,
+                None => {
+                    let spec_without_run = args.run.is_none().then(|| EncoderSpec {
+                        arch: cfg.model.arch,
+                        width: cfg.model.width,
+                        in_channels: 0,
+                        mean: vec![],
+                        std: vec![],
+                    });
+                    pipeline::transfer(
+                        args.run.as_deref(),
+                        &cfg.data,
+                        spec_without_run,
+                        &cfg.transfer,
+                        &out,
+                        quiet,
+                    )?
+                }
+            };
             print!("{}", results.table());
             println!("wrote {}", out.join(pipeline::RESULTS_FILE).display());
         }

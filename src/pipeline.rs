@@ -348,13 +348,8 @@ pub fn transfer(
         .test
         .as_ref()
         .ok_or_else(|| Error::msg(format!("{}: no test split to evaluate on", data_cfg.path)))?;
-    let limited;
-    let test = if cfg.test_limit > 0 && test.len > cfg.test_limit {
-        limited = test.subset(&crate::data::split::sample(test.len, cfg.test_limit, 0));
-        &limited
-    } else {
-        test
-    };
+    let limited = split::scored_test_rows(test.len, cfg.test_limit).map(|rows| test.subset(&rows));
+    let test = limited.as_ref().unwrap_or(test);
     let spec = match (&pretrained, spec_without_run) {
         (Some(p), _) => p.spec.clone(),
         // Without a pretrained run, the encoder's input statistics come from the data.

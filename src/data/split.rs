@@ -71,6 +71,13 @@ pub fn sample(n: usize, limit: usize, seed: u64) -> Vec<usize> {
     all
 }
 
+/// The rows of a test split of `n` that a transfer scores when `limit` caps it
+/// (`transfer.test_limit`): a fixed sample, the same for every mode and seed; `None` when the
+/// cap keeps them all.
+pub fn scored_test_rows(n: usize, limit: usize) -> Option<Vec<usize>> {
+    (limit > 0 && limit < n).then(|| sample(n, limit, 0))
+}
+
 /// Split a labelled set into (train, test), holding out `fraction` of every class, seeded.
 pub fn holdout(set: &ImageSet, fraction: f64, seed: u64) -> (ImageSet, ImageSet) {
     let labels = set.labels.as_ref().expect("holdout needs labels");

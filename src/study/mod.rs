@@ -18,7 +18,7 @@ use crate::Error;
 use crate::config::{DataConfig, PretrainConfig, TransferConfig, TransferMode, read_toml};
 use crate::data::ImageSet;
 use crate::data::loader::Normalizer;
-use crate::data::split::few_labels;
+use crate::data::split::{few_labels, scored_test_rows};
 use crate::encoder::TrainedEncoder;
 use crate::models::EncoderSpec;
 use crate::pipeline::{load_data, pretrain};
@@ -315,17 +315,9 @@ pub fn run_study(file: &StudyFile, quiet: bool) -> Result<StudyOutcome, Error> {
         .test
         .as_ref()
         .ok_or_else(|| Error::msg(format!("{}: a study needs a test split", file.data.path)))?;
-    let limited;
-    let test = if file.transfer.test_limit > 0 && test.len > file.transfer.test_limit {
-        limited = test.subset(&crate::data::split::sample(
-            test.len,
-            file.transfer.test_limit,
-            0,
-        ));
-        &limited
-    } else {
-        test
-    };
+    let limited =
+        scored_test_rows(test.len, file.transfer.test_limit).map(|rows| test.subset(&rows));
+    let test = limited.as_ref().unwrap_or(test);
     if data.train.labels.is_none() || test.labels.is_none() {
         return Err(Error::msg(format!(
             "{}: a study needs labelled training and test images",

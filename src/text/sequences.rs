@@ -38,14 +38,13 @@ pub fn pack(documents: &[Vec<u32>], len: usize, s: Specials) -> Vec<Vec<u32>> {
     out
 }
 
-/// [CLS] + the first `len - 2` tokens + [SEP], padded to `len`.
+/// [CLS] + the first `len - 2` tokens + [SEP], unpadded: a batch pads to its longest member.
 pub fn truncate(tokens: &[u32], len: usize, s: Specials) -> Vec<u32> {
     let keep = tokens.len().min(len.saturating_sub(2));
-    let mut out = Vec::with_capacity(len);
+    let mut out = Vec::with_capacity(keep + 2);
     out.push(s.cls);
     out.extend_from_slice(&tokens[..keep]);
     out.push(s.sep);
-    out.resize(len, s.pad);
     out
 }
 
@@ -120,7 +119,7 @@ mod tests {
             ]
         );
         assert_eq!(truncate(&[10, 11, 12, 13], 4, S), vec![2, 10, 11, 3]);
-        assert_eq!(truncate(&[10], 5, S), vec![2, 10, 3, 0, 0]);
+        assert_eq!(truncate(&[10], 5, S), vec![2, 10, 3]);
     }
 
     #[test]

@@ -22,13 +22,14 @@ use super::tokenizer::TextTokenizer;
 use crate::Error;
 use crate::config::{PretrainConfig, TrainConfig, TransferConfig, TransferMode};
 use crate::data::loader::{BatchSource, mix};
-use crate::data::split::{few_of_labels, sample};
+use crate::data::split::{few_of_labels, scored_test_rows};
 use crate::data::text::{LabelledSplit, TextOptions, read_labelled};
-use crate::encoder::load_weights;
+use crate::encoder::{load_weights, read_spec};
 use crate::losses::cross_entropy;
 use crate::models::bert::{BertEncoder, BertSpec};
 use crate::train::{
-    Learner, LoopSettings, Optimisers, StepStats, infer_device, run_loop, train_device,
+    Learner, LoopSettings, Optimisers, StepStats, correct_predictions, infer_device, run_loop,
+    train_device,
 };
 use crate::transfer::features::Features;
 use crate::transfer::{TransferResults, frozen_predict, score_modes, write_results};
@@ -166,14 +167,7 @@ impl Learner for TextClassifierLearner {
         if !loss_value.is_finite() {
             return StepStats::diverged(loss_value);
         }
-        let hits: i64 = logits
-            .detach()
-            .argmax(1)
-            .reshape([batch.rows])
-            .equal(labels)
-            .int()
-            .sum()
-            .into_scalar();
+        let hits = correct_predictions(logits.detach(), labels);
         let TextClassifier { encoder, head } = self.model.clone();
         let (encoder, head) =
             self.optim
@@ -181,7 +175,7 @@ impl Learner for TextClassifierLearner {
         self.model = TextClassifier { encoder, head };
         StepStats {
             loss: loss_value,
-            hits: hits as usize,
+            hits,
             counted: batch.rows,
         }
     }
@@ -287,15 +281,7 @@ impl TextTask {
             Ok(tokenizer
                 .encode(&texts)?
                 .iter()
-                .map(|t| {
-                    let mut s = truncate(t, max_len, specials);
-                    let used = s
-                        .iter()
-                        .rposition(|&id| id != specials.pad)
-                        .map_or(0, |p| p + 1);
-                    s.truncate(used);
-                    s
-                })
+                .map(|t| truncate(t, max_len, specials))
                 .collect())
         };
         Ok(Self {
@@ -343,18 +329,13 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
         }
         subsets.push(subset);
     }
-    let needs_pretrained = cfg.modes.iter().any(|m| {
-        matches!(
-            m,
-            TransferMode::Probe | TransferMode::Knn | TransferMode::Finetune
-        )
-    });
-    if needs_pretrained && inputs.pretrained.is_none() {
+    if inputs.pretrained.is_none() && cfg.modes.iter().any(|m| m.needs_pretrained()) {
         return Err(Error::msg(
             "modes probe, knn and finetune need a pretrained text encoder (--run RUN_DIR)",
         ));
     }
 
+    let all_test: Vec<usize> = (0..task.test.len()).collect();
     // Frozen features of the pretrained encoder, computed once for every subset's texts.
     let features = match inputs.pretrained {
         Some(encoder)
@@ -367,7 +348,6 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
             union.sort_unstable();
             union.dedup();
             let train = pooled_features(encoder, &task.train, &union, task.pad);
-            let all_test: Vec<usize> = (0..task.test.len()).collect();
             let test = pooled_features(encoder, &task.test, &all_test, task.pad);
             Some((union, train, test))
         }
@@ -403,7 +383,6 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
                     device.seed(seed.wrapping_add(1_000));
                     let encoder = inputs.spec.init(&device);
                     let train = pooled_features(&encoder, &task.train, subset, task.pad);
-                    let all_test: Vec<usize> = (0..task.test.len()).collect();
                     let test = pooled_features(&encoder, &task.test, &all_test, task.pad);
                     frozen_predict(
                         TransferMode::Probe,
@@ -483,16 +462,7 @@ pub fn transfer_text(
         )));
     }
     let tokenizer = TextTokenizer::load(&run_dir.join(TOKENIZER_FILE))?;
-    let spec_path = run_dir.join(TEXT_SPEC_FILE);
-    let spec: BertSpec =
-        serde_json::from_slice(&std::fs::read(&spec_path).map_err(|e| Error::io(&spec_path, e))?)
-            .map_err(|e| {
-            Error::msg(format!(
-                "{}: not a text encoder spec: {e}",
-                spec_path.display()
-            ))
-        })?;
-    let spec = &spec;
+    let spec: &BertSpec = &read_spec(&run_dir.join(TEXT_SPEC_FILE))?;
     let device = train_device();
     let encoder = load_weights(
         spec.init(&device),
@@ -512,21 +482,16 @@ pub fn transfer_text(
             table.source, cfg.text.columns.split
         )));
     };
-    let limit = cfg.transfer.test_limit;
-    let test = if limit > 0 && test.len() > limit {
-        let keep = sample(test.len(), limit, 0);
-        LabelledSplit {
-            texts: keep.iter().map(|&i| test.texts[i].clone()).collect(),
-            labels: keep.iter().map(|&i| test.labels[i]).collect(),
-        }
-    } else {
-        test.clone()
-    };
+    let limited = scored_test_rows(test.len(), cfg.transfer.test_limit).map(|rows| LabelledSplit {
+        texts: rows.iter().map(|&i| test.texts[i].clone()).collect(),
+        labels: rows.iter().map(|&i| test.labels[i]).collect(),
+    });
+    let test = limited.as_ref().unwrap_or(test);
     let task = TextTask::tokenize(
         &tokenizer,
         table.class_names.clone(),
         &table.train,
-        &test,
+        test,
         spec.max_len,
     )?;
     if !quiet {

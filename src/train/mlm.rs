@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{Learner, Optimisers, StepStats};
+use super::{Learner, Optimisers, StepStats, correct_predictions};
 use crate::config::TrainConfig;
 use crate::data::loader::{BatchSource, mix};
 use crate::losses::cross_entropy;
@@ -178,18 +178,6 @@ impl MlmLearner {
     }
 }
 
-fn hits(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
-    let n = targets.dims()[0];
-    let correct: i64 = logits
-        .argmax(1)
-        .reshape([n])
-        .equal(targets)
-        .int()
-        .sum()
-        .into_scalar();
-    correct as usize
-}
-
 impl Learner for MlmLearner {
     type Batch = MlmBatch;
     fn inputs(batch: &MlmBatch) -> usize {
@@ -202,7 +190,7 @@ impl Learner for MlmLearner {
         if !loss_value.is_finite() {
             return StepStats::diverged(loss_value);
         }
-        let hits = hits(logits.detach(), targets);
+        let hits = correct_predictions(logits.detach(), targets);
         let MlmModel { encoder, head } = self.model.clone();
         let (encoder, head) = self.optim.step(loss, (encoder, head), (lr, lr));
         self.model = MlmModel { encoder, head };
@@ -236,7 +224,7 @@ pub fn heldout_metrics(model: &MlmModel, source: &TextBatches) -> (f64, f64) {
         let n = batch.targets.len();
         let loss: f32 = cross_entropy(logits.clone(), targets.clone()).into_scalar();
         loss_sum += loss as f64 * n as f64;
-        hit_sum += hits(logits, targets);
+        hit_sum += correct_predictions(logits, targets);
         count += n;
     }
     let count = count.max(1) as f64;

@@ -155,6 +155,19 @@ impl StepStats {
     }
 }
 
+/// How many rows of `logits` `[n, classes]` have their largest value at the target class.
+pub fn correct_predictions(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
+    let n = targets.dims()[0];
+    let correct: i64 = logits
+        .argmax(1)
+        .reshape([n])
+        .equal(targets)
+        .int()
+        .sum()
+        .into_scalar();
+    correct as usize
+}
+
 /// A learner's two optimisers: the encoder's and the heads', so that the encoder can learn at a
 /// fraction of the heads' rate (fine-tuning) and both states are checkpointed.
 #[derive(Clone)]
@@ -253,11 +266,9 @@ impl Learner for ClassifierLearner {
             self.optim
                 .step(loss, (encoder, head), (lr * self.encoder_lr_scale, lr));
         self.model = Classifier { encoder, head };
-        let predicted = logits.argmax(1).reshape([ex.labels.len()]);
-        let hits: i64 = predicted.equal(labels).int().sum().into_scalar();
         StepStats {
             loss: loss_value,
-            hits: hits as usize,
+            hits: correct_predictions(logits, labels),
             counted: ex.labels.len(),
         }
     }

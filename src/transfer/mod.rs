@@ -269,13 +269,7 @@ pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResu
     let subsets: Vec<Vec<usize>> = (0..cfg.seeds as u64)
         .map(|s| few_labels(inputs.train, per_class, s))
         .collect::<Result<_, _>>()?;
-    let needs_pretrained = |m: &TransferMode| {
-        matches!(
-            m,
-            TransferMode::Probe | TransferMode::Knn | TransferMode::Finetune
-        )
-    };
-    if inputs.pretrained.is_none() && cfg.modes.iter().any(needs_pretrained) {
+    if inputs.pretrained.is_none() && cfg.modes.iter().any(|m| m.needs_pretrained()) {
         return Err(Error::msg(
             "modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)",
         ));
