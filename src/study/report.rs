@@ -144,8 +144,8 @@ pub fn verdict(gains: &[Gain]) -> String {
         .map_or(0, |last_clear| last_clear + 1);
     if clear.len() == gains.len() {
         format!(
-            "Pretraining pays off clearly at every budget tried, up to {} labels per class.",
-            budget_name(gains.last().expect("non-empty").budget)
+            "Pretraining pays off clearly at every budget tried, up to {}.",
+            per_class(&[budget_name(gains.last().expect("non-empty").budget)])
         )
     } else if clear.is_empty() {
         format!(
@@ -158,16 +158,24 @@ pub fn verdict(gains: &[Gain]) -> String {
             .map(|g| format!("{} ({:+.3})", budget_name(g.budget), g.gain()))
             .collect();
         format!(
-            "Pretraining pays off clearly at {} labels per class; at {} the gain is within the spread of the seeds.",
-            join_and(&clear),
+            "Pretraining pays off clearly at {}; at {} the gain is within the spread of the seeds.",
+            per_class(&clear),
             join_and(&unclear)
         )
     } else {
         format!(
-            "Pretraining pays off clearly up to {} labels per class and stops paying off at {}.",
-            budget_name(gains[stop - 1].budget),
+            "Pretraining pays off clearly up to {} and stops paying off at {}.",
+            per_class(&[budget_name(gains[stop - 1].budget)]),
             budget_name(gains[stop].budget)
         )
+    }
+}
+
+/// "1 label per class", "5 labels per class", "1 and 5 labels per class".
+fn per_class(budgets: &[String]) -> String {
+    match budgets {
+        [one] if one == "1" => "1 label per class".into(),
+        _ => format!("{} labels per class", join_and(budgets)),
     }
 }
 
@@ -675,6 +683,11 @@ mod tests {
         assert_eq!(
             verdict(&g),
             "Pretraining pays off clearly up to 100 labels per class and stops paying off at all."
+        );
+        assert_eq!(per_class(&["1".into()]), "1 label per class");
+        assert_eq!(
+            per_class(&["1".into(), "all".into()]),
+            "1 and all labels per class"
         );
         // A gain lost in the noise of the smallest budget does not hide the clear ones after it.
         assert_eq!(
