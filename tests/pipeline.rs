@@ -144,6 +144,38 @@ fn rotation_pretraining_learns_on_tiny_data() {
     );
 }
 
+#[test]
+fn a_spent_time_budget_records_no_empty_epoch() {
+    // A budget spent before the first step (or at an epoch's boundary) ends the run; every
+    // epoch in metrics.jsonl must have trained, so none may repeat the step count before it.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = pretext(&[
+        "pretrain",
+        "--data",
+        "synthetic",
+        "--width",
+        "4",
+        "--epochs",
+        "3",
+        "--max-minutes",
+        "0.000000001",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    let mut last_step = 0;
+    for line in metrics.lines() {
+        let step = serde_json::from_str::<serde_json::Value>(line).unwrap()["step"]
+            .as_u64()
+            .unwrap();
+        assert!(step > last_step, "an epoch without steps: {line}");
+        last_step = step;
+    }
+    assert!(run.join("results.json").exists());
+}
+
 /// The metrics of a run without the wall-clock fields.
 fn metrics_without_timing(run: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))

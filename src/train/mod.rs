@@ -613,6 +613,13 @@ pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch>>(
                 where_,
             });
         }
+        if sums.batches == 0 && state.finished {
+            // The time budget ran out at an epoch boundary: there is no epoch to record, only
+            // the finished state to keep.
+            state.elapsed_seconds = spent_before + started.elapsed().as_secs_f64();
+            save(learner, &state)?;
+            break;
+        }
         state.next_epoch = epoch + 1;
         state.finished = state.step >= total_steps || progress_at(state.step) >= 1.0;
         state.elapsed_seconds = spent_before + started.elapsed().as_secs_f64();
