@@ -31,7 +31,7 @@ class Bert(nn.Module):
 
     def forward(self, ids, padding, positions):
         b, n = ids.shape
-        pos = torch.arange(n).unsqueeze(0).expand(b, n)
+        pos = torch.arange(n, device=ids.device).unsqueeze(0).expand(b, n)
         x = self.tokens(ids) + self.positions(pos)
         h = self.norm(self.encoder(x, src_key_padding_mask=padding))
         picked = h.reshape(b * n, -1)[positions]
@@ -49,21 +49,24 @@ def main():
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     a = p.parse_args()
+    dev = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     h = a.hidden
-    model = Bert(a.vocab, a.seq_len, h, a.layers, max(h // 64, 1), 4 * h, 0.1)
+    model = Bert(a.vocab, a.seq_len, h, a.layers, max(h // 64, 1), 4 * h, 0.1).to(dev)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     b, n = a.batch_size, a.seq_len
-    ids = torch.randint(5, a.vocab, (b, n))
-    padding = torch.zeros(b, n, dtype=torch.bool)
+    ids = torch.randint(5, a.vocab, (b, n), device=dev)
+    padding = torch.zeros(b, n, dtype=torch.bool, device=dev)
     selected = max(round(n * 0.15), 1)
     positions = torch.tensor(
-        [row * n + 1 + k * (n - 1) // selected for row in range(b) for k in range(selected)]
+        [row * n + 1 + k * (n - 1) // selected for row in range(b) for k in range(selected)],
+        device=dev,
     )
-    targets = torch.randint(5, a.vocab, (len(positions),))
+    targets = torch.randint(5, a.vocab, (len(positions),), device=dev)
 
     def run(steps):
         for _ in range(steps):
@@ -86,6 +89,7 @@ def main():
         "width": h,
         "batch_size": b,
         "threads": a.threads,
+        "device": a.device,
         "steps": a.steps,
         "seconds": seconds,
         "samples_per_s": a.steps * b / seconds,

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `pretext bench-step`: one ConvNet-4 rotation-pretext
-training step (fp32, CPU), timed over a number of steps after warm-up.
+"""PyTorch peer of `pretext bench-step`: one ConvNet-4 or ResNet-18 (CIFAR variant)
+rotation-pretext training step (fp32; CPU, or CUDA with --device cuda), timed over a number
+of steps after warm-up.
 
 The batch holds already-rotated views (random inputs, random labels in 0..4):
 rotating the images is data-side work and is not timed, same as on the Rust
@@ -46,10 +47,50 @@ class ConvNet4(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-class RotationNet(nn.Module):
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.first = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x):
+        skip = x if self.downsample is None else self.downsample(x)
+        return F.relu(self.bn2(self.conv2(self.first(x))) + skip)
+
+
+class ResNet18(nn.Module):
+    """CIFAR ResNet-18 as pretext's: a 3x3 stem (no max-pool), four stages of two basic
+    blocks (W, 2W, 4W, 8W; stride 2 from the second), global average pool."""
+
     def __init__(self, channels=3, width=64):
         super().__init__()
-        self.encoder = ConvNet4(channels, width)
+        self.stem = block(channels, width, False)
+        blocks, cin = [], width
+        for stage, mult in enumerate([1, 2, 4, 8]):
+            cout = width * mult
+            blocks += [BasicBlock(cin, cout, 1 if stage == 0 else 2), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.feature_dim = cin
+
+    def forward(self, x):
+        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+
+class RotationNet(nn.Module):
+    def __init__(self, channels=3, width=64, model="convnet4"):
+        super().__init__()
+        self.encoder = (ResNet18 if model == "resnet18" else ConvNet4)(channels, width)
         self.head = nn.Linear(self.encoder.feature_dim, 4)
 
     def forward(self, x):
@@ -58,7 +99,7 @@ class RotationNet(nn.Module):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="convnet4", choices=["convnet4"])
+    p.add_argument("--model", default="convnet4", choices=["convnet4", "resnet18"])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
@@ -67,6 +108,7 @@ def main():
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     a = p.parse_args()
     if a.steps < 1:
         p.error("--steps must be >= 1")
@@ -75,8 +117,8 @@ def main():
     torch.set_num_interop_threads(1)
     torch.manual_seed(a.seed)
 
-    device = torch.device("cpu")
-    model = RotationNet(a.channels, a.width).to(device).train()
+    device = torch.device(a.device)
+    model = RotationNet(a.channels, a.width, a.model).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
     x = torch.randn(a.batch_size, a.channels, a.size, a.size, dtype=torch.float32, device=device)
@@ -96,7 +138,7 @@ def main():
     t0 = time.perf_counter()
     for _ in range(a.steps):
         loss = step()
-    loss.item()  # force completion (no-op on CPU, kept for symmetry)
+    loss.item()  # waits for the queued GPU work
     t = time.perf_counter() - t0
 
     print(json.dumps({
@@ -106,6 +148,7 @@ def main():
         "width": a.width,
         "batch_size": a.batch_size,
         "threads": a.threads,
+        "device": a.device,
         "steps": a.steps,
         "seconds": t,
         "samples_per_s": a.steps * a.batch_size / t,

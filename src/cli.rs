@@ -25,6 +25,14 @@ pub struct Cli {
     /// Plain log lines only, no progress bar.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// Compute device: cpu, wgpu[:N] or cuda[:N] (GPU backends need a build with
+    /// `--features wgpu` or `--features cuda`).
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: pretext::device::DeviceSpec,
+    /// Data-parallel training over several devices of one kind, as in cuda:0,cuda:1: each
+    /// batch is split across them and the gradients all-reduced. Overrides --device.
+    #[arg(long, global = true)]
+    pub devices: Option<pretext::device::DeviceList>,
 }
 
 #[derive(Subcommand)]

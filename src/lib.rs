@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod losses;

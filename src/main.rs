@@ -59,6 +59,13 @@ fn set_threads(threads: usize) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let quiet = cli.quiet;
     let threads = cli.threads;
+    match &cli.devices {
+        Some(devices) => pretext::device::select_data_parallel(&devices.0)
+            .map_err(|e| anyhow::anyhow!("--devices: {e}"))?,
+        None => {
+            pretext::device::select(cli.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?
+        }
+    }
     match cli.command {
         Command::Pretrain(args) => {
             let mut cfg = args.common.resolve(None)?;

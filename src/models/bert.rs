@@ -5,7 +5,9 @@ use burn::module::Module;
 use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
 };
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,12 @@ impl Default for BertSpec {
     }
 }
 
+/// Token and position embeddings start as in BERT (Devlin et al. 2019).
+const EMBEDDING_INIT: Initializer = Initializer::Normal {
+    mean: 0.0,
+    std: 0.02,
+};
+
 impl BertSpec {
     pub fn validate(&self, key: &str) -> Result<(), String> {
         if self.hidden == 0 || self.heads == 0 || self.hidden % self.heads != 0 {
@@ -64,8 +72,14 @@ impl BertSpec {
 
     pub fn init(&self, device: &Device) -> BertEncoder {
         BertEncoder {
-            tokens: EmbeddingConfig::new(self.vocab_size, self.hidden).init(device),
-            positions: EmbeddingConfig::new(self.max_len, self.hidden).init(device),
+            // BERT's N(0, 0.02), not burn's N(0, 1): rows of norm ~sqrt(hidden) would barely
+            // move at AdamW's per-step size, leaving the features a random bag of words.
+            tokens: EmbeddingConfig::new(self.vocab_size, self.hidden)
+                .with_initializer(EMBEDDING_INIT)
+                .init(device),
+            positions: EmbeddingConfig::new(self.max_len, self.hidden)
+                .with_initializer(EMBEDDING_INIT)
+                .init(device),
             encoder: TransformerEncoderConfig::new(
                 self.hidden,
                 self.feed_forward,
@@ -163,6 +177,19 @@ mod tests {
             feed_forward: 32,
             dropout: 0.0,
         }
+    }
+
+    #[test]
+    fn embeddings_start_at_berts_scale() {
+        let spec = BertSpec {
+            vocab_size: 2000,
+            hidden: 64,
+            ..tiny()
+        };
+        let enc = spec.init(&Device::flex());
+        let values: Vec<f32> = enc.tokens.weight.val().into_data().try_to_vec().unwrap();
+        let var = values.iter().map(|v| v * v).sum::<f32>() / values.len() as f32;
+        assert!((var.sqrt() - 0.02).abs() < 0.002, "std {}", var.sqrt());
     }
 
     #[test]

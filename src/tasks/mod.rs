@@ -38,6 +38,16 @@ impl Examples {
     pub fn num_views(&self) -> usize {
         self.labels.len() * self.arity
     }
+    /// Examples `range` (with their `arity` views each), for one device's share of a batch.
+    pub fn shard(&self, range: std::ops::Range<usize>) -> Examples {
+        let per_example = self.arity * self.view_shape.iter().product::<usize>();
+        Examples {
+            views: self.views[range.start * per_example..range.end * per_example].to_vec(),
+            view_shape: self.view_shape,
+            labels: self.labels[range].to_vec(),
+            arity: self.arity,
+        }
+    }
     pub fn append(&mut self, other: Examples) {
         self.views.extend(other.views);
         self.labels.extend(other.labels);

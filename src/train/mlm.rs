@@ -170,6 +170,12 @@ pub struct MlmLearner {
 
 impl MlmLearner {
     pub fn new(model: MlmModel, recipe: &TrainConfig, device: &Device) -> Self {
+        if crate::device::data_parallel().is_some() {
+            eprintln!(
+                "warning: data-parallel training covers SimCLR and the classifier tasks; \
+                 mlm trains on the first device only"
+            );
+        }
         Self {
             model,
             optim: Optimisers::new(recipe),

@@ -2,6 +2,7 @@
 //! head) is trained on them with cross-entropy. Used for pretraining, fine-tuning and scratch.
 
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod mlm;
 pub mod monitor;
 pub mod progress;
@@ -82,13 +83,8 @@ fn env_number(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// The device training runs on, and the one inference runs on.
-pub fn train_device() -> Device {
-    Device::flex().autodiff()
-}
-pub fn infer_device() -> Device {
-    Device::flex()
-}
+pub use crate::device::{infer_device, train_device};
+pub use data_parallel::DataParallel;
 
 /// One training run's inputs.
 pub struct Fit<'a> {
@@ -192,9 +188,18 @@ impl Optimisers {
         (encoder, heads): (E, H),
         (encoder_lr, head_lr): (f64, f64),
     ) -> (E, H) {
-        let mut grads = loss.backward();
-        let encoder_grads = GradientsParams::from_module(&mut grads, &encoder);
-        let head_grads = GradientsParams::from_module(&mut grads, &heads);
+        let grads = backward(loss, (&encoder, &heads));
+        self.apply((encoder, heads), grads, (encoder_lr, head_lr))
+    }
+
+    /// Step the encoder's and the heads' optimisers with gradients already computed (by
+    /// [`backward`], or all-reduced over devices); returns the updated (encoder, heads).
+    pub fn apply<E: Module, H: Module>(
+        &mut self,
+        (encoder, heads): (E, H),
+        (encoder_grads, head_grads): (GradientsParams, GradientsParams),
+        (encoder_lr, head_lr): (f64, f64),
+    ) -> (E, H) {
         (
             self.encoder.step(encoder_lr, encoder, encoder_grads),
             self.heads.step(head_lr, heads, head_grads),
@@ -229,12 +234,25 @@ impl Optimisers {
     }
 }
 
+/// Backpropagate `loss` and split the gradients into the encoder's and the heads'.
+pub fn backward<E: Module, H: Module>(
+    loss: Tensor<1>,
+    (encoder, heads): (&E, &H),
+) -> (GradientsParams, GradientsParams) {
+    let mut grads = loss.backward();
+    (
+        GradientsParams::from_module(&mut grads, encoder),
+        GradientsParams::from_module(&mut grads, heads),
+    )
+}
+
 /// Encoder + classification head, trained with cross-entropy on the task's labels.
 pub struct ClassifierLearner {
     pub model: Classifier,
     optim: Optimisers,
     encoder_lr_scale: f64,
     device: Device,
+    parallel: Option<DataParallel>,
 }
 
 impl ClassifierLearner {
@@ -244,6 +262,58 @@ impl ClassifierLearner {
             optim: Optimisers::new(recipe),
             encoder_lr_scale,
             device: train_device(),
+            parallel: crate::device::data_parallel(),
+        }
+    }
+
+    /// Spread every batch over `parallel`'s devices (the model must be on its first device).
+    pub fn with_data_parallel(mut self, parallel: DataParallel) -> Self {
+        self.device = parallel.main().clone();
+        self.parallel = Some(parallel);
+        self
+    }
+
+    /// One step with the batch cut into a shard per device and the gradients all-reduced.
+    fn parallel_step(&mut self, parallel: &DataParallel, ex: &Examples, lr: f64) -> StepStats {
+        let ranges = parallel.shard_ranges(ex.labels.len());
+        let shards = parallel.map(&self.model, |i, replica: Classifier, device| {
+            let shard = ex.shard(ranges[i].clone());
+            let (views, labels) = to_tensors(&shard, device);
+            let logits = replica.forward(views, shard.arity);
+            let loss = cross_entropy(logits.clone(), labels.clone());
+            let loss_value: f32 = loss.clone().into_scalar();
+            let hits = correct_predictions(logits, labels);
+            let grads = backward(loss, (&replica.encoder, &replica.head));
+            (replica, loss_value, hits, grads)
+        });
+        let weights = data_parallel::shard_weights(&ranges);
+        let loss: f32 = shards
+            .iter()
+            .zip(&weights)
+            .map(|(s, w)| s.1 * *w as f32)
+            .sum();
+        if !loss.is_finite() {
+            return StepStats::diverged(loss);
+        }
+        let hits = shards.iter().map(|s| s.2).sum();
+        let mut shards = shards.into_iter();
+        let (first, _, _, first_grads) = shards.next().expect("one shard per device");
+        let (encoder_grads, head_grads): (Vec<_>, Vec<_>) = std::iter::once(first_grads)
+            .chain(shards.map(|s| s.3))
+            .unzip();
+        let grads = (
+            parallel.all_reduce(&first.encoder, encoder_grads, &weights),
+            parallel.all_reduce(&first.head, head_grads, &weights),
+        );
+        let Classifier { encoder, head } = first;
+        let (encoder, head) =
+            self.optim
+                .apply((encoder, head), grads, (lr * self.encoder_lr_scale, lr));
+        self.model = Classifier { encoder, head };
+        StepStats {
+            loss,
+            hits,
+            counted: ex.labels.len(),
         }
     }
 }
@@ -254,6 +324,11 @@ impl Learner for ClassifierLearner {
         ex.num_views()
     }
     fn step(&mut self, ex: &Examples, lr: f64, _progress: f64) -> StepStats {
+        if let Some(parallel) = self.parallel.clone()
+            && ex.labels.len() >= parallel.devices().len()
+        {
+            return self.parallel_step(&parallel, ex, lr);
+        }
         let (views, labels) = to_tensors(ex, &self.device);
         let logits = self.model.forward(views, ex.arity);
         let loss = cross_entropy(logits.clone(), labels.clone());

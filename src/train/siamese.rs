@@ -5,7 +5,8 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{ImageLearner, Learner, Optimisers, StepStats, to_tensors};
+use super::data_parallel::{DataParallel, gather_on};
+use super::{ImageLearner, Learner, Optimisers, StepStats, backward, to_tensors};
 use crate::config::TrainConfig;
 use crate::data::ImageSet;
 use crate::data::loader::{BatchPlan, Normalizer};
@@ -29,6 +30,8 @@ pub struct SiameseLearner {
     optim: Optimisers,
     cfg: SiameseConfig,
     device: Device,
+    /// SimCLR only: each batch spread over several devices.
+    parallel: Option<DataParallel>,
 }
 
 impl SiameseLearner {
@@ -74,6 +77,85 @@ impl SiameseLearner {
             optim: Optimisers::new(recipe),
             cfg: cfg.clone(),
             device: device.clone(),
+            parallel: None,
+        }
+        .with_data_parallel(crate::device::data_parallel())
+    }
+
+    /// Spread SimCLR's batches over `parallel`'s devices (the model must be on the first).
+    /// BYOL and SimSiam train on the first device alone, with a warning.
+    pub fn with_data_parallel(mut self, parallel: Option<DataParallel>) -> Self {
+        if let Some(p) = &parallel {
+            if self.kind != TaskKind::Simclr {
+                eprintln!(
+                    "warning: data-parallel training covers SimCLR and the classifier tasks; \
+                     {} trains on the first device only",
+                    self.kind.name()
+                );
+                return self;
+            }
+            self.device = p.main().clone();
+        }
+        self.parallel = parallel;
+        self
+    }
+
+    /// SimCLR over several devices, with the gradient of the global batch. Every device projects
+    /// its shard; the projections are all-gathered on the first device, where NT-Xent over the
+    /// whole batch (every device's negatives) gives the gradient of each projection; each
+    /// device backpropagates its rows of it, and the parameter gradients are all-reduced.
+    fn simclr_parallel_step(
+        &mut self,
+        parallel: &DataParallel,
+        ex: &Examples,
+        lr: f64,
+    ) -> StepStats {
+        let n = ex.labels.len();
+        let ranges = parallel.shard_ranges(n);
+        let projected = parallel.map(&self.online, |i, replica: Siamese, device| {
+            let (views, _) = to_tensors(&ex.shard(ranges[i].clone()), device);
+            let projections = replica.project(views);
+            (replica, projections)
+        });
+        let parts: Vec<Tensor<2>> = projected.iter().map(|(_, p)| p.clone()).collect();
+        let gathered = gather_on(&parts, parallel.main()).require_grad();
+        let (z1, z2) = split_pairs(gathered.clone());
+        let (loss, logits, targets) = nt_xent(z1, z2, self.cfg.temperature);
+        let loss_value: f32 = loss.clone().into_scalar();
+        if !loss_value.is_finite() {
+            return StepStats::diverged(loss_value);
+        }
+        let hits = pair_hits(logits, targets);
+        let upstream = gathered
+            .grad(&loss.backward())
+            .expect("the gathered projections take part in the loss");
+        let rows: Vec<usize> = ranges.iter().map(|r| 2 * r.len()).collect();
+        let upstream = parallel.scatter_rows(upstream, &rows);
+        let shards: Vec<_> = projected.into_iter().zip(upstream).collect();
+        let grads = parallel.run(shards, |_, ((replica, projections), upstream), _| {
+            // d(sum(p * g))/dp = g: backpropagates this device's rows of the loss gradient.
+            let surrogate = (projections * upstream).sum();
+            let grads = backward(surrogate, (&replica.encoder, &replica.heads));
+            (replica, grads)
+        });
+        let mut grads = grads.into_iter();
+        let (first, first_grads) = grads.next().expect("one shard per device");
+        let (encoder_grads, head_grads): (Vec<_>, Vec<_>) = std::iter::once(first_grads)
+            .chain(grads.map(|(_, g)| g))
+            .unzip();
+        // The upstream gradient is already that of the global mean: the shards add up.
+        let ones = vec![1.0; encoder_grads.len()];
+        let grads = (
+            parallel.all_reduce(&first.encoder, encoder_grads, &ones),
+            parallel.all_reduce(&first.heads, head_grads, &ones),
+        );
+        let Siamese { encoder, heads } = first;
+        let (encoder, heads) = self.optim.apply((encoder, heads), grads, (lr, lr));
+        self.online = Siamese { encoder, heads };
+        StepStats {
+            loss: loss_value,
+            hits,
+            counted: 2 * n,
         }
     }
 
@@ -98,6 +180,20 @@ fn split_pairs(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         pairs.clone().narrow(1, 0, 1).reshape([n, d]),
         pairs.narrow(1, 1, 1).reshape([n, d]),
     )
+}
+
+/// How many rows of NT-Xent's `logits` pick their partner (`targets`).
+fn pair_hits(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
+    let rows = targets.dims()[0];
+    let hits: i64 = logits
+        .detach()
+        .argmax(1)
+        .reshape([rows])
+        .equal(targets)
+        .int()
+        .sum()
+        .into_scalar();
+    hits as usize
 }
 
 /// How many rows of `a` have their own row of `b` as the most similar (cosine) row of `b`.
@@ -126,21 +222,18 @@ impl Learner for SiameseLearner {
     }
     fn step(&mut self, ex: &Examples, lr: f64, progress: f64) -> StepStats {
         let n = ex.labels.len();
+        if let Some(parallel) = self.parallel.clone()
+            && n >= parallel.devices().len()
+        {
+            return self.simclr_parallel_step(&parallel, ex, lr);
+        }
         let (views, _) = to_tensors(ex, &self.device);
         let projections = self.online.project(views.clone());
         let (loss, hits) = match self.kind {
             TaskKind::Simclr => {
                 let (z1, z2) = split_pairs(projections);
                 let (loss, logits, targets) = nt_xent(z1, z2, self.cfg.temperature);
-                let hits: i64 = logits
-                    .detach()
-                    .argmax(1)
-                    .reshape([2 * n])
-                    .equal(targets)
-                    .int()
-                    .sum()
-                    .into_scalar();
-                (loss, hits as usize)
+                (loss, pair_hits(logits, targets))
             }
             TaskKind::Byol => {
                 let target = self.target.as_ref().expect("BYOL has a target network");
@@ -293,6 +386,7 @@ pub fn evaluate_pairs(
 mod tests {
     use super::*;
     use crate::models::Arch;
+    use crate::train::data_parallel::largest_difference;
     use crate::train::train_device;
     use burn::optim::GradientsParams;
     use burn::tensor::Distribution;
@@ -350,6 +444,50 @@ mod tests {
             labels: vec![0; n],
             arity: 2,
         }
+    }
+
+    /// SimCLR over two devices (here the CPU twice) with its all-gathered negatives trains like
+    /// one device with the same global batch: the reference projects each half on its own (as
+    /// each device's BatchNorm does), takes NT-Xent over all of it and steps once.
+    #[test]
+    fn simclr_on_two_devices_matches_one_device_with_the_global_batch() {
+        let device = train_device();
+        device.seed(3);
+        let recipe = TrainConfig::default();
+        let mut single = SiameseLearner::new(TaskKind::Simclr, &spec(), &small(), &recipe, &device);
+        let mut parallel =
+            SiameseLearner::new(TaskKind::Simclr, &spec(), &small(), &recipe, &device)
+                .with_data_parallel(Some(DataParallel::new(vec![
+                    device.clone(),
+                    device.clone(),
+                ])));
+        parallel.online = single.online.clone();
+        let start = values(&single.online);
+        for step in 0..3 {
+            let ex = batch(6);
+            parallel.step(&ex, 0.1, 0.0);
+            let halves: Vec<Tensor<2>> = [0..3, 3..6]
+                .into_iter()
+                .map(|r| single.online.project(to_tensors(&ex.shard(r), &device).0))
+                .collect();
+            let (z1, z2) = split_pairs(Tensor::cat(halves, 0));
+            let (loss, _, _) = nt_xent(z1, z2, single.cfg.temperature);
+            let Siamese { encoder, heads } = single.online.clone();
+            let (encoder, heads) = single.optim.step(loss, (encoder, heads), (0.1, 0.1));
+            single.online = Siamese { encoder, heads };
+            let mask = trainable(&single.online);
+            let trained = |m: &Siamese| -> Vec<f32> {
+                values(m)
+                    .into_iter()
+                    .zip(&mask)
+                    .filter_map(|(v, t)| t.then_some(v))
+                    .collect()
+            };
+            let worst = largest_difference(&trained(&parallel.online), &trained(&single.online));
+            assert!(worst < 1e-5, "step {step}: parameters differ by {worst}");
+        }
+        let moved = largest_difference(&values(&parallel.online), &start);
+        assert!(moved > 1e-3, "training moved nothing ({moved})");
     }
 
     #[test]

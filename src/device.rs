@@ -1,0 +1,263 @@
+//! Which compute device the process runs on: the CPU (burn's `flex` backend) or a GPU through
+//! burn's CubeCL runtimes (`wgpu`, `cuda`), chosen once at start by `--device`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+
+/// A device as written on the command line: `cpu`, `wgpu`, `wgpu:N`, `cuda`, `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    /// `None`: the adapter wgpu ranks first (a high-power GPU where there is one).
+    Wgpu(Option<usize>),
+    Cuda(usize),
+}
+
+impl Default for DeviceSpec {
+    fn default() -> Self {
+        DeviceSpec::Cpu
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Wgpu(None) => write!(f, "wgpu"),
+            DeviceSpec::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, index) = match s.split_once(':') {
+            Some((kind, index)) => {
+                let index = index.parse::<usize>().map_err(|_| {
+                    format!("device '{s}': the index after ':' must be a number, as in cuda:0")
+                })?;
+                (kind, Some(index))
+            }
+            None => (s, None),
+        };
+        match (kind, index) {
+            ("cpu", None) => Ok(DeviceSpec::Cpu),
+            ("cpu", Some(_)) => Err(format!("device '{s}': the CPU takes no index")),
+            ("wgpu", index) => Ok(DeviceSpec::Wgpu(index)),
+            ("cuda", index) => Ok(DeviceSpec::Cuda(index.unwrap_or(0))),
+            _ => Err(format!(
+                "device '{s}': expected cpu, wgpu, wgpu:N, cuda or cuda:N"
+            )),
+        }
+    }
+}
+
+/// Several devices for data-parallel training, as in `cuda:0,cuda:1`.
+pub fn parse_device_list(s: &str) -> Result<Vec<DeviceSpec>, String> {
+    let specs = s
+        .split(',')
+        .map(|part| part.trim().parse())
+        .collect::<Result<Vec<DeviceSpec>, String>>()?;
+    if specs.is_empty() {
+        return Err("no device given".into());
+    }
+    if specs
+        .iter()
+        .any(|d| std::mem::discriminant(d) != std::mem::discriminant(&specs[0]))
+    {
+        return Err(format!(
+            "devices '{s}': data-parallel devices must all be of one kind"
+        ));
+    }
+    Ok(specs)
+}
+
+/// `--devices`: several devices of one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList(pub Vec<DeviceSpec>);
+
+impl FromStr for DeviceList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_device_list(s).map(DeviceList)
+    }
+}
+
+impl DeviceSpec {
+    /// The burn device (without autodiff), or why this build cannot make it.
+    pub fn device(self) -> Result<Device, String> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::flex()),
+            DeviceSpec::Wgpu(index) => wgpu_device(index),
+            DeviceSpec::Cuda(index) => cuda_device(index),
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device(index: Option<usize>) -> Result<Device, String> {
+    use burn::tensor::DeviceKind;
+    Ok(Device::wgpu(match index {
+        None => DeviceKind::DefaultDevice,
+        Some(i) => DeviceKind::DiscreteGpu(i),
+    }))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device(_: Option<usize>) -> Result<Device, String> {
+    Err(not_built("wgpu"))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(index: usize) -> Result<Device, String> {
+    Ok(Device::cuda(index))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_: usize) -> Result<Device, String> {
+    Err(not_built("cuda"))
+}
+
+#[cfg(any(not(feature = "wgpu"), not(feature = "cuda")))]
+fn not_built(feature: &str) -> String {
+    format!(
+        "this pretext was built without the '{feature}' backend; rebuild it with \
+         `cargo build --release --features {feature}` (README, 'GPUs')"
+    )
+}
+
+static SELECTED: OnceLock<DeviceSpec> = OnceLock::new();
+
+/// Choose the process's device once, before any tensor is made. Later calls must agree.
+/// A GPU is started here, so that a machine without one fails with a message, not a panic
+/// in the middle of a run.
+pub fn select(spec: DeviceSpec) -> Result<(), String> {
+    let device = spec.device()?;
+    if spec != DeviceSpec::Cpu {
+        start(spec, &device)?;
+    }
+    let chosen = *SELECTED.get_or_init(|| spec);
+    if chosen != spec {
+        return Err(format!(
+            "device {spec} asked for after {chosen} was already in use"
+        ));
+    }
+    Ok(())
+}
+
+/// Make one small tensor on `device` and read it back. GPU runtimes panic when no adapter or
+/// driver is found; the panic becomes an error naming the device.
+fn start(spec: DeviceSpec, device: &Device) -> Result<(), String> {
+    use burn::tensor::Tensor;
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome =
+        std::panic::catch_unwind(|| Tensor::<1>::ones([4], device).sum().into_scalar::<f32>());
+    std::panic::set_hook(quiet);
+    match outcome {
+        Ok(sum) if sum == 4.0 => Ok(()),
+        Ok(sum) => Err(format!("device {spec} computed 1+1+1+1 = {sum}")),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown error".into());
+            Err(format!(
+                "device {spec} could not be started ({}); is there a GPU with a working \
+                 driver (Vulkan for wgpu, CUDA for cuda)?",
+                why.lines().next().unwrap_or("")
+            ))
+        }
+    }
+}
+
+static PARALLEL: OnceLock<Vec<DeviceSpec>> = OnceLock::new();
+
+/// Train data-parallel over `specs` (`--devices`); the first also becomes the process's
+/// device, which holds the model and runs everything that is not a training step.
+pub fn select_data_parallel(specs: &[DeviceSpec]) -> Result<(), String> {
+    let first = *specs.first().ok_or("no device given")?;
+    select(first)?;
+    for spec in &specs[1..] {
+        let device = spec.device()?;
+        if *spec != DeviceSpec::Cpu {
+            start(*spec, &device)?;
+        }
+    }
+    PARALLEL
+        .set(specs.to_vec())
+        .map_err(|_| "the data-parallel devices were already chosen".to_string())
+}
+
+/// The data-parallel set-up of [`select_data_parallel`], when it named more than one device.
+pub fn data_parallel() -> Option<crate::train::DataParallel> {
+    let specs = PARALLEL.get().filter(|specs| specs.len() > 1)?;
+    Some(crate::train::DataParallel::new(
+        specs
+            .iter()
+            .map(|s| s.device().expect("checked when selected").autodiff())
+            .collect(),
+    ))
+}
+
+/// The device chosen by [`select`], the CPU if none was.
+pub fn selected() -> DeviceSpec {
+    *SELECTED.get_or_init(DeviceSpec::default)
+}
+
+/// The device training runs on, and the one inference runs on.
+pub fn train_device() -> Device {
+    infer_device().autodiff()
+}
+
+pub fn infer_device() -> Device {
+    selected()
+        .device()
+        .expect("select() checked that this build can make the device")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_parse_and_print_back() {
+        for (text, spec) in [
+            ("cpu", DeviceSpec::Cpu),
+            ("wgpu", DeviceSpec::Wgpu(None)),
+            ("wgpu:1", DeviceSpec::Wgpu(Some(1))),
+            ("cuda:0", DeviceSpec::Cuda(0)),
+        ] {
+            assert_eq!(text.parse::<DeviceSpec>(), Ok(spec));
+            assert_eq!(spec.to_string(), text);
+        }
+        assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
+    }
+
+    #[test]
+    fn bad_device_names_say_what_is_expected() {
+        for bad in ["gpu", "cuda:x", "cpu:1", ""] {
+            let err = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(err.contains("device"), "{bad}: {err}");
+        }
+        let err = parse_device_list("cpu,wgpu").unwrap_err();
+        assert!(err.contains("one kind"), "{err}");
+        assert_eq!(
+            parse_device_list("cuda:0, cuda:1"),
+            Ok(vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)])
+        );
+    }
+
+    #[cfg(not(feature = "wgpu"))]
+    #[test]
+    fn a_backend_left_out_of_the_build_is_named_with_the_fix() {
+        let err = DeviceSpec::Wgpu(None).device().unwrap_err();
+        assert!(err.contains("--features wgpu"), "{err}");
+    }
+}
