@@ -83,7 +83,8 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Time the ConvNet-4 rotation training step (for bench/compare.sh).
+    /// Time one training step (ConvNet-4, ResNet-18 or the MLM transformer) on random data after
+    /// warm-up; prints one JSON object (for bench/compare.sh and bench/gpu-check.sh).
     BenchStep(BenchArgs),
     /// Time a task's data pipeline alone (augmentation, views, normalisation, batch assembly)
     /// on real images; prints one JSON object (for bench/augment-compare.sh).
