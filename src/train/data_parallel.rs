@@ -3,8 +3,8 @@
 //! model (its own autodiff graph, on its own thread); the gradients are all-reduced onto the
 //! first device, weighted by shard size, so that one optimiser step there sees the gradient of
 //! the global batch's mean loss. This is the arithmetic of PyTorch's DistributedDataParallel:
-//! BatchNorm normalises each shard with its own statistics and the first device's running
-//! statistics are kept.
+//! BatchNorm normalises each shard with its own statistics; the running statistics, which the
+//! copies share, average the devices' updates.
 //!
 //! The reduction is built on burn's tensor operations (`to_device`, `add`), so it runs on every
 //! backend. burn 0.22's own collective `all_reduce` is implemented only by its CubeCL backends
