@@ -137,15 +137,21 @@ static SELECTED: OnceLock<DeviceSpec> = OnceLock::new();
 /// A GPU is started here, so that a machine without one fails with a message, not a panic
 /// in the middle of a run.
 pub fn select(spec: DeviceSpec) -> Result<(), String> {
-    let device = spec.device()?;
-    if spec != DeviceSpec::Cpu {
-        start(spec, &device)?;
-    }
+    ready(spec)?;
     let chosen = *SELECTED.get_or_init(|| spec);
     if chosen != spec {
         return Err(format!(
             "device {spec} asked for after {chosen} was already in use"
         ));
+    }
+    Ok(())
+}
+
+/// Check that this build can make `spec`'s device and, for a GPU, that it starts.
+fn ready(spec: DeviceSpec) -> Result<(), String> {
+    let device = spec.device()?;
+    if spec != DeviceSpec::Cpu {
+        start(spec, &device)?;
     }
     Ok(())
 }
@@ -185,10 +191,7 @@ pub fn select_data_parallel(specs: &[DeviceSpec]) -> Result<(), String> {
     let first = *specs.first().ok_or("no device given")?;
     select(first)?;
     for spec in &specs[1..] {
-        let device = spec.device()?;
-        if *spec != DeviceSpec::Cpu {
-            start(*spec, &device)?;
-        }
+        ready(*spec)?;
     }
     PARALLEL
         .set(specs.to_vec())

@@ -117,6 +117,21 @@ impl DataParallel {
             .collect()
     }
 
+    /// [`all_reduce`](Self::all_reduce) of every device's (encoder, heads) gradients, as
+    /// [`backward`](super::backward) splits them, onto the first device's copies.
+    pub fn all_reduce_parts<E: Module, H: Module>(
+        &self,
+        (encoder, heads): (&E, &H),
+        grads: Vec<(GradientsParams, GradientsParams)>,
+        weights: &[f64],
+    ) -> (GradientsParams, GradientsParams) {
+        let (encoder_grads, head_grads): (Vec<_>, Vec<_>) = grads.into_iter().unzip();
+        (
+            self.all_reduce(encoder, encoder_grads, weights),
+            self.all_reduce(heads, head_grads, weights),
+        )
+    }
+
     /// The all-reduce: `sum_i weights[i] * grads[i]` for every parameter of `module`, on the
     /// first device. A shard that left a parameter without a gradient adds nothing for it.
     pub fn all_reduce<M: Module>(

@@ -296,15 +296,10 @@ impl ClassifierLearner {
             return StepStats::diverged(loss);
         }
         let hits = shards.iter().map(|s| s.2).sum();
-        let mut shards = shards.into_iter();
-        let (first, _, _, first_grads) = shards.next().expect("one shard per device");
-        let (encoder_grads, head_grads): (Vec<_>, Vec<_>) = std::iter::once(first_grads)
-            .chain(shards.map(|s| s.3))
-            .unzip();
-        let grads = (
-            parallel.all_reduce(&first.encoder, encoder_grads, &weights),
-            parallel.all_reduce(&first.head, head_grads, &weights),
-        );
+        let (replicas, grads): (Vec<Classifier>, Vec<_>) =
+            shards.into_iter().map(|s| (s.0, s.3)).unzip();
+        let first = replicas.into_iter().next().expect("one shard per device");
+        let grads = parallel.all_reduce_parts((&first.encoder, &first.head), grads, &weights);
         let Classifier { encoder, head } = first;
         let (encoder, head) =
             self.optim

@@ -6,7 +6,9 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::data_parallel::{DataParallel, gather_on};
-use super::{ImageLearner, Learner, Optimisers, StepStats, backward, to_tensors};
+use super::{
+    ImageLearner, Learner, Optimisers, StepStats, backward, correct_predictions, to_tensors,
+};
 use crate::config::TrainConfig;
 use crate::data::ImageSet;
 use crate::data::loader::{BatchPlan, Normalizer};
@@ -125,7 +127,7 @@ impl SiameseLearner {
         if !loss_value.is_finite() {
             return StepStats::diverged(loss_value);
         }
-        let hits = pair_hits(logits, targets);
+        let hits = correct_predictions(logits.detach(), targets);
         let upstream = gathered
             .grad(&loss.backward())
             .expect("the gathered projections take part in the loss");
@@ -138,17 +140,11 @@ impl SiameseLearner {
             let grads = backward(surrogate, (&replica.encoder, &replica.heads));
             (replica, grads)
         });
-        let mut grads = grads.into_iter();
-        let (first, first_grads) = grads.next().expect("one shard per device");
-        let (encoder_grads, head_grads): (Vec<_>, Vec<_>) = std::iter::once(first_grads)
-            .chain(grads.map(|(_, g)| g))
-            .unzip();
+        let (replicas, grads): (Vec<Siamese>, Vec<_>) = grads.into_iter().unzip();
+        let first = replicas.into_iter().next().expect("one shard per device");
         // The upstream gradient is already that of the global mean: the shards add up.
-        let ones = vec![1.0; encoder_grads.len()];
-        let grads = (
-            parallel.all_reduce(&first.encoder, encoder_grads, &ones),
-            parallel.all_reduce(&first.heads, head_grads, &ones),
-        );
+        let ones = vec![1.0; grads.len()];
+        let grads = parallel.all_reduce_parts((&first.encoder, &first.heads), grads, &ones);
         let Siamese { encoder, heads } = first;
         let (encoder, heads) = self.optim.apply((encoder, heads), grads, (lr, lr));
         self.online = Siamese { encoder, heads };
@@ -180,20 +176,6 @@ fn split_pairs(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         pairs.clone().narrow(1, 0, 1).reshape([n, d]),
         pairs.narrow(1, 1, 1).reshape([n, d]),
     )
-}
-
-/// How many rows of NT-Xent's `logits` pick their partner (`targets`).
-fn pair_hits(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize {
-    let rows = targets.dims()[0];
-    let hits: i64 = logits
-        .detach()
-        .argmax(1)
-        .reshape([rows])
-        .equal(targets)
-        .int()
-        .sum()
-        .into_scalar();
-    hits as usize
 }
 
 /// How many rows of `a` have their own row of `b` as the most similar (cosine) row of `b`.
@@ -233,7 +215,7 @@ impl Learner for SiameseLearner {
             TaskKind::Simclr => {
                 let (z1, z2) = split_pairs(projections);
                 let (loss, logits, targets) = nt_xent(z1, z2, self.cfg.temperature);
-                (loss, pair_hits(logits, targets))
+                (loss, correct_predictions(logits.detach(), targets))
             }
             TaskKind::Byol => {
                 let target = self.target.as_ref().expect("BYOL has a target network");
