@@ -426,6 +426,10 @@ pub struct TransferConfig {
     pub finetune: TrainConfig,
     /// Encoder learning rate as a fraction of the head's when fine-tuning.
     pub encoder_lr_scale: f64,
+    /// How fine-tuning's new head starts: `random`, or `probe` (LP-FT, Kumar et al. 2022: the
+    /// linear probe fitted on the frozen features, so that a random head's first gradients do
+    /// not distort the pretrained features).
+    pub finetune_head: HeadStart,
     /// Linear probe: full-batch epochs, learning rate and L2 penalty.
     pub probe_epochs: usize,
     pub probe_lr: f64,
@@ -459,6 +463,7 @@ impl Default for TransferConfig {
                 ..TrainConfig::default()
             },
             encoder_lr_scale: 0.1,
+            finetune_head: HeadStart::Random,
             probe_epochs: 300,
             probe_lr: 0.01,
             probe_weight_decay: 1e-4,
@@ -500,6 +505,16 @@ impl TransferConfig {
         }
         self.finetune.validate("transfer.finetune")
     }
+}
+
+/// The start of fine-tuning's classification head.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadStart {
+    #[default]
+    Random,
+    /// The linear probe trained on the pretrained encoder's frozen features.
+    Probe,
 }
 
 /// Ways of using an encoder with few labels.

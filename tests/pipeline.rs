@@ -57,6 +57,44 @@ fn pretrain_transfer_embed_end_to_end() {
         );
     }
 
+    // LP-FT: fine-tuning's head starts as the probe, so after one step at a negligible rate
+    // its predictions are the probe's (up to BatchNorm's one-step drift of running statistics).
+    let lpft = dir.path().join("lpft.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text
+        .replace(
+            "probe_epochs = 50",
+            "probe_epochs = 50\nfinetune_head = \"probe\"\nencoder_lr_scale = 1.0",
+        )
+        .replace("lr = 0.001", "lr = 1e-9\nmax_steps = 1");
+    std::fs::write(&lpft, text).unwrap();
+    let out = dir.path().join("transfer-lpft");
+    let o = pretext(&[
+        "transfer",
+        "--config",
+        lpft.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--mode",
+        "probe,finetune",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let per_seed = |i: usize| -> Vec<f64> {
+        results["results"][i]["per_seed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_f64().unwrap())
+            .collect()
+    };
+    for (p, f) in per_seed(0).iter().zip(per_seed(1)) {
+        assert!((p - f).abs() <= 0.05, "probe vs finetune: {results}");
+    }
+
     let emb = dir.path().join("emb");
     let o = pretext(&[
         "embed",

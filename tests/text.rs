@@ -134,6 +134,50 @@ fn mlm_learns_to_recover_masked_words_and_its_encoder_transfers_to_a_labelled_ta
         assert!((0.0..=1.0).contains(&m), "{mode}: {m}");
     }
 
+    // A table as pretraining text gives its training rows, never its test rows; extra corpora
+    // join it, and a missing one is an error naming it.
+    let words = dir.path().join("words.tsv");
+    let mut rows = vec!["text\tlabel\tsplit".to_string()];
+    for i in 0..40 {
+        rows.push(format!(
+            "the zorblat sees the ball\tx\ttrain\nthe quoffin sees it {i}\tx\ttest"
+        ));
+    }
+    std::fs::write(&words, rows.join("\n")).unwrap();
+    let with_table = |extra: &std::path::Path, out: &str| {
+        let cfg = dir.path().join("mlm-table.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[data]\npath = \"{}\"\n[task]\nname = \"mlm\"\n\
+                 [text]\nheldout = 0.1\nmin_frequency = 1\nextra_corpora = [\"{}\"]\n\
+                 [text.model]\nvocab_size = 300\nmax_len = 32\nhidden = 16\nlayers = 1\nheads = 2\nfeed_forward = 32\n\
+                 [train]\nepochs = 1\nbatch_size = 32\noptimizer = \"adamw\"\n[run]\nout = \"{}\"\n",
+                words.display(),
+                extra.display(),
+                dir.path().join(out).display()
+            ),
+        )
+        .unwrap();
+        pretext(&["pretrain", "--config", cfg.to_str().unwrap()])
+    };
+    let o = with_table(&corpus, "run-table");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tokenizer: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run-table/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let vocab = &tokenizer["model"]["vocab"];
+    assert!(
+        vocab.get("zorblat").is_some(),
+        "a training row's word is in the vocabulary"
+    );
+    assert!(vocab.get("quoffin").is_none(), "a test row's word is not");
+    assert!(vocab.get("the").is_some());
+    let o = with_table(&dir.path().join("missing.txt"), "run-missing");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("missing.txt"), "{}", stderr(&o));
+
     // A corpus is not a labelled table, and a table needs test rows.
     let o = pretext(&[
         "transfer",

@@ -195,6 +195,21 @@ pub fn read_corpus(path: &Path, opts: &TextOptions) -> Result<Corpus> {
     })
 }
 
+/// Unlabelled text at `path`: a corpus, or the training texts of a labelled table (never its
+/// test split), so that a transfer task's own unlabelled texts can join the pretraining.
+pub fn read_unlabelled(path: &Path, columns: &Columns, opts: &TextOptions) -> Result<Corpus> {
+    if !is_table(path) {
+        return read_corpus(path, opts);
+    }
+    let table = read_labelled(path, columns, opts)?;
+    Ok(Corpus {
+        source: format!("{} (training texts)", path.display()),
+        documents: table.train.texts,
+        files: 1,
+        repaired_lines: 0,
+    })
+}
+
 fn decode_line(
     bytes: &[u8],
     file: &Path,
@@ -481,6 +496,22 @@ mod tests {
         assert_eq!(t.train.labels, [0, 1]);
         let test = t.test.unwrap();
         assert_eq!((test.texts[0].as_str(), test.labels[0]), ("a dog", 0));
+    }
+
+    #[test]
+    fn a_table_as_unlabelled_text_gives_its_training_texts_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = write(
+            dir.path(),
+            "t.tsv",
+            b"split\ttext\tlabel\ntrain\ta cat\tanimal\ntest\ta dog\tanimal\ndev\tto run\tmotion\n",
+        );
+        let c = read_unlabelled(&table, &Columns::default(), &TextOptions::default()).unwrap();
+        assert_eq!(c.documents, ["a cat", "to run"]);
+        assert!(c.source.contains("t.tsv"), "{}", c.source);
+        let corpus = write(dir.path(), "c.txt", b"plain text\n");
+        let c = read_unlabelled(&corpus, &Columns::default(), &TextOptions::default()).unwrap();
+        assert_eq!(c.documents, ["plain text"]);
     }
 
     #[test]

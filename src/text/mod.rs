@@ -28,6 +28,9 @@ pub struct TextConfig {
     /// Sequences per epoch (0: the whole corpus). A large corpus is then measured and
     /// checkpointed every this many sequences, drawn from successive shuffled passes.
     pub epoch_sequences: usize,
+    /// More unlabelled text for MLM, after `data.path`: corpora, or labelled tables whose
+    /// training texts (not their test split) join the corpus, such as the transfer task's own.
+    pub extra_corpora: Vec<String>,
     /// The columns of a labelled table with a header (`[text.columns]`), for transfer.
     pub columns: Columns,
     /// Replace invalid UTF-8 in the corpus instead of failing.
@@ -45,6 +48,7 @@ impl Default for TextConfig {
             heldout: 0.02,
             monitor_sequences: 512,
             epoch_sequences: 0,
+            extra_corpora: Vec::new(),
             columns: Columns::default(),
             lossy_utf8: false,
             max_documents: 0,

@@ -10,7 +10,7 @@ use super::sequences::pack;
 use super::tokenizer::TextTokenizer;
 use crate::Error;
 use crate::config::PretrainConfig;
-use crate::data::text::{TextOptions, read_corpus};
+use crate::data::text::{TextOptions, read_unlabelled};
 use crate::encoder::save_weights;
 use crate::pipeline::{PretrainSummary, RESULTS_FILE};
 use crate::train::checkpoint::write_atomic;
@@ -27,12 +27,15 @@ pub fn pretrain_mlm(
     quiet: bool,
 ) -> Result<PretrainSummary, Error> {
     let text = &cfg.text;
-    let corpus = read_corpus(
-        Path::new(&cfg.data.path),
-        &TextOptions {
-            lossy_utf8: text.lossy_utf8,
-        },
-    )?;
+    let opts = TextOptions {
+        lossy_utf8: text.lossy_utf8,
+    };
+    let mut corpus = read_unlabelled(Path::new(&cfg.data.path), &text.columns, &opts)?;
+    for extra in &text.extra_corpora {
+        let more = read_unlabelled(Path::new(extra), &text.columns, &opts)?;
+        corpus.source = format!("{} + {}", corpus.source, more.source);
+        corpus.documents.extend(more.documents);
+    }
     let mut documents = corpus.documents;
     if text.max_documents > 0 {
         documents.truncate(text.max_documents);

@@ -20,7 +20,7 @@ use super::pretrain::{TEXT_SPEC_FILE, TEXT_WEIGHTS_FILE, TOKENIZER_FILE};
 use super::sequences::truncate;
 use super::tokenizer::TextTokenizer;
 use crate::Error;
-use crate::config::{PretrainConfig, TrainConfig, TransferConfig, TransferMode};
+use crate::config::{HeadStart, PretrainConfig, TrainConfig, TransferConfig, TransferMode};
 use crate::data::loader::{BatchSource, mix};
 use crate::data::split::{few_of_labels, scored_test_rows};
 use crate::data::text::{LabelledSplit, TextOptions, read_labelled};
@@ -32,7 +32,9 @@ use crate::train::{
     train_device,
 };
 use crate::transfer::features::Features;
-use crate::transfer::{TransferResults, frozen_predict, score_modes, write_results};
+use crate::transfer::{
+    TransferResults, frozen_predict, probe, probe_recipe, score_modes, write_results,
+};
 
 /// Token sequences of a batch, padded to the longest, with their labels.
 #[derive(Clone, Debug, Default)]
@@ -339,10 +341,10 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
     // Frozen features of the pretrained encoder, computed once for every subset's texts.
     let features = match inputs.pretrained {
         Some(encoder)
-            if cfg
-                .modes
-                .iter()
-                .any(|m| matches!(m, TransferMode::Probe | TransferMode::Knn)) =>
+            if cfg.modes.iter().any(|&m| {
+                matches!(m, TransferMode::Probe | TransferMode::Knn)
+                    || (m == TransferMode::Finetune && cfg.finetune_head == HeadStart::Probe)
+            }) =>
         {
             let mut union: Vec<usize> = subsets.concat();
             union.sort_unstable();
@@ -364,13 +366,9 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
             Ok(match mode {
                 TransferMode::Probe | TransferMode::Knn => {
                     let (union, train, test) = features.as_ref().expect("computed above");
-                    let rows: Vec<usize> = subset
-                        .iter()
-                        .map(|i| union.binary_search(i).expect("in the union"))
-                        .collect();
                     frozen_predict(
                         mode,
-                        &train.select(&rows),
+                        &train.select(&rows_of(union, subset)),
                         &labels,
                         test,
                         classes,
@@ -403,7 +401,17 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
                         }
                         _ => (inputs.spec.init(&device), 1.0),
                     };
-                    let model = TextClassifier::new(encoder, inputs.spec.hidden, classes, &device);
+                    let mut model =
+                        TextClassifier::new(encoder, inputs.spec.hidden, classes, &device);
+                    if mode == TransferMode::Finetune && cfg.finetune_head == HeadStart::Probe {
+                        let (union, train, _) = features.as_ref().expect("computed above");
+                        model.head = probe::fit(
+                            &train.select(&rows_of(union, subset)),
+                            &labels,
+                            classes,
+                            &probe_recipe(cfg, seed),
+                        );
+                    }
                     let recipe = TrainConfig {
                         seed: cfg.finetune.seed.wrapping_add(seed),
                         ..cfg.finetune.clone()
@@ -442,6 +450,14 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
         seeds: cfg.seeds,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Positions of the texts `subset` in the sorted `union` of every subset.
+fn rows_of(union: &[usize], subset: &[usize]) -> Vec<usize> {
+    subset
+        .iter()
+        .map(|i| union.binary_search(i).expect("in the union"))
+        .collect()
 }
 
 /// `pretext transfer --run MLM_RUN --data TABLE`: the run's tokenizer and encoder transferred
@@ -554,6 +570,19 @@ mod tests {
         }
     }
 
+    /// An encoder just big enough for the keyword task.
+    fn keyword_spec() -> BertSpec {
+        BertSpec {
+            vocab_size: 20,
+            max_len: 8,
+            hidden: 16,
+            layers: 1,
+            heads: 2,
+            feed_forward: 32,
+            dropout: 0.0,
+        }
+    }
+
     /// Texts whose class is told by one keyword among noise words.
     fn keyword_task(per_class: usize, seed: u64) -> TextTask {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -586,15 +615,7 @@ mod tests {
 
     #[test]
     fn a_tiny_text_classifier_learns_from_scratch_and_the_modes_report_per_seed() {
-        let spec = BertSpec {
-            vocab_size: 20,
-            max_len: 8,
-            hidden: 16,
-            layers: 1,
-            heads: 2,
-            feed_forward: 32,
-            dropout: 0.0,
-        };
+        let spec = keyword_spec();
         let task = keyword_task(40, 0);
         let cfg = TransferConfig {
             modes: vec![TransferMode::Scratch, TransferMode::Random],
@@ -647,5 +668,49 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(err.contains("pretrained"), "{err}");
+    }
+
+    #[test]
+    fn fine_tuning_from_the_probe_head_starts_where_the_probe_ends() {
+        let spec = keyword_spec();
+        let task = keyword_task(20, 1);
+        let pretrained = spec.init(&train_device());
+        // One step at a negligible rate: fine-tuning's predictions are its starting head's.
+        let cfg = TransferConfig {
+            modes: vec![TransferMode::Probe, TransferMode::Finetune],
+            labels_per_class: 10,
+            seeds: 2,
+            finetune_head: HeadStart::Probe,
+            encoder_lr_scale: 1.0,
+            finetune: TrainConfig {
+                epochs: 1,
+                max_steps: 1,
+                batch_size: 16,
+                optimizer: crate::config::OptimizerKind::Adamw,
+                lr: 1e-9,
+                weight_decay: 0.0,
+                warmup_epochs: 0.0,
+                ..TrainConfig::default()
+            },
+            ..TransferConfig::default()
+        };
+        let r = run(
+            &TextTransferInputs {
+                task: &task,
+                pretrained: Some(&pretrained),
+                spec: &spec,
+                quiet: true,
+            },
+            &cfg,
+        )
+        .unwrap();
+        let (probe, finetune) = (r.get("probe").unwrap(), r.get("finetune").unwrap());
+        assert!(probe.mean > 0.5, "the probe reads the keyword: {probe:?}");
+        for (p, f) in probe.per_seed.iter().zip(&finetune.per_seed) {
+            assert!(
+                (p - f).abs() < 0.01,
+                "probe {probe:?} vs finetune {finetune:?}"
+            );
+        }
     }
 }

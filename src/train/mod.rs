@@ -570,6 +570,9 @@ pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch>>(
     let mut final_loss = f32::NAN;
     let spent_before = state.elapsed_seconds;
     let budget = (recipe.max_minutes > 0.0).then_some(recipe.max_minutes * 60.0);
+    progress.set_deadline(
+        budget.map(|b| started + std::time::Duration::from_secs_f64((b - spent_before).max(0.0))),
+    );
     // Fraction of the run done: by steps, or by time when that is further along.
     let progress_at = |step: usize| {
         let by_steps = step as f64 / total_steps.max(1) as f64;

@@ -16,6 +16,8 @@ pub struct Progress {
     started: Instant,
     last_line: Instant,
     start_step: u64,
+    /// When a time budget ends the run, if it has one.
+    deadline: Option<Instant>,
 }
 
 /// Without a bar, a plain progress line at most this often.
@@ -43,7 +45,13 @@ impl Progress {
             started: now,
             last_line: now,
             start_step: done,
+            deadline: None,
         }
+    }
+
+    /// A time budget: the plain lines' ETA is then never past its end.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     pub fn step(&mut self, loss: f32, views_per_s: f64) {
@@ -55,7 +63,14 @@ impl Progress {
             self.last_line = Instant::now();
             let per_step =
                 self.started.elapsed().as_secs_f64() / (self.done - self.start_step).max(1) as f64;
-            let eta = per_step * self.total.saturating_sub(self.done) as f64;
+            let mut eta = per_step * self.total.saturating_sub(self.done) as f64;
+            if let Some(deadline) = self.deadline {
+                eta = eta.min(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64(),
+                );
+            }
             eprintln!(
                 "{} step {}/{} loss {loss:.4} {views_per_s:.0} views/s eta {}",
                 self.label,

@@ -12,7 +12,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::config::{TransferConfig, TransferMode};
+use crate::config::{HeadStart, TransferConfig, TransferMode};
 use crate::data::ImageSet;
 use crate::data::loader::Normalizer;
 use crate::data::split::few_labels;
@@ -229,10 +229,17 @@ impl<'a> Transferer<'a> {
                     ),
                     _ => (self.spec.init(&device), 1.0),
                 };
-                let model = Classifier {
-                    encoder,
-                    head: ClassifierHead::linear(self.spec.feature_dim(), classes, &device),
-                };
+                let mut head = ClassifierHead::linear(self.spec.feature_dim(), classes, &device);
+                if mode == TransferMode::Finetune && cfg.finetune_head == HeadStart::Probe {
+                    let (train_f, _) = self.features().expect("finetune has a pretrained encoder");
+                    head.out = probe::fit(
+                        &train_f.select(subset),
+                        &subset_labels,
+                        classes,
+                        &probe_recipe(cfg, seed),
+                    );
+                }
+                let model = Classifier { encoder, head };
                 let labelled = inputs.train.subset(subset);
                 let task = Supervised { classes };
                 let recipe = crate::config::TrainConfig {
@@ -311,13 +318,17 @@ pub fn frozen_predict(
             cfg.knn_temperature,
         );
     }
-    let recipe = probe::ProbeRecipe {
+    probe::fit_predict(memory, labels, test, classes, &probe_recipe(cfg, seed))
+}
+
+/// The linear probe's recipe of `cfg`, seeded.
+pub fn probe_recipe(cfg: &TransferConfig, seed: u64) -> probe::ProbeRecipe {
+    probe::ProbeRecipe {
         epochs: cfg.probe_epochs,
         lr: cfg.probe_lr,
         weight_decay: cfg.probe_weight_decay,
         seed,
-    };
-    probe::fit_predict(memory, labels, test, classes, &recipe)
+    }
 }
 
 /// Every mode of `cfg` on every labelled subset (the seed is the subset's index):

@@ -1,7 +1,7 @@
 //! Linear probe: a softmax classifier on frozen, standardised features, trained full-batch
 //! with AdamW.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -52,6 +52,27 @@ pub fn fit_predict(
     classes: usize,
     recipe: &ProbeRecipe,
 ) -> Vec<u32> {
+    let linear = fit(train, labels, classes, recipe);
+    let device = infer_device();
+    let xt = Tensor::<2>::from_data(
+        TensorData::new(test.values.clone(), [test.rows, test.dim]),
+        &device,
+    );
+    let predicted = linear
+        .fork(&device)
+        .forward(xt)
+        .argmax(1)
+        .reshape([test.rows]);
+    predicted
+        .into_data()
+        .iter::<i64>()
+        .map(|c| c as u32)
+        .collect()
+}
+
+/// The probe trained on (`train`, `labels`): a linear layer on the raw features, the
+/// standardisation folded into its weights so that it can also start a fine-tuning head.
+pub fn fit(train: &Features, labels: &[u32], classes: usize, recipe: &ProbeRecipe) -> Linear {
     let device = train_device();
     device.seed(recipe.seed);
     let (mean, std) = standardiser(train);
@@ -76,18 +97,38 @@ pub fn fit_predict(
         let grads = GradientsParams::from_grads(loss.backward(), &linear);
         linear = optim.step(recipe.lr, linear, grads);
     }
-    let linear = linear.valid();
-    let device = infer_device();
-    let xt = Tensor::<2>::from_data(
-        TensorData::new(standardise(test, &mean, &std), [test.rows, test.dim]),
+    fold_standardisation(linear.valid(), &mean, &std)
+}
+
+/// `x -> W((x - mean) / std) + b` as one linear layer on `x`: rows of W divided by std, and
+/// b reduced by (mean / std) W.
+fn fold_standardisation(linear: Linear, mean: &[f32], std: &[f32]) -> Linear {
+    let device = linear.weight.device();
+    let d = mean.len();
+    let inv_std = Tensor::<1>::from_data(
+        TensorData::new(std.iter().map(|s| 1.0 / s).collect::<Vec<_>>(), [d]),
         &device,
     );
-    let predicted = linear.forward(xt).argmax(1).reshape([test.rows]);
-    predicted
-        .into_data()
-        .iter::<i64>()
-        .map(|c| c as u32)
-        .collect()
+    let shift = Tensor::<1>::from_data(
+        TensorData::new(
+            mean.iter().zip(std).map(|(m, s)| m / s).collect::<Vec<_>>(),
+            [d],
+        ),
+        &device,
+    );
+    let weight = linear.weight.val();
+    let bias = linear.bias.as_ref().expect("LinearConfig has a bias").val();
+    let scaled = weight.clone() * inv_std.unsqueeze_dim::<2>(1);
+    let folded_bias = bias
+        - shift
+            .unsqueeze_dim::<2>(0)
+            .matmul(weight)
+            .squeeze_dim::<1>(0);
+    // Fresh parameters, trainable when the layer starts a fine-tuning head.
+    Linear {
+        weight: Param::from_data(scaled.into_data(), &device),
+        bias: Some(Param::from_data(folded_bias.into_data(), &device)),
+    }
 }
 
 #[cfg(test)]
@@ -128,5 +169,34 @@ mod tests {
         );
         let acc = pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / 40.0;
         assert!(acc > 0.95, "probe accuracy {acc}");
+    }
+
+    #[test]
+    fn folding_the_standardisation_keeps_the_logits() {
+        let device = train_device();
+        let (mean, std) = (vec![0.5f32, -2.0, 3.0], vec![2.0f32, 0.25, 1.5]);
+        let linear: Linear = LinearConfig::new(3, 4).init(&device);
+        let x = [1.0f32, 2.0, -1.0, 0.3, -0.7, 4.0];
+        let standardised: Vec<f32> = x
+            .chunks(3)
+            .flat_map(|r| {
+                (0..3)
+                    .map(|i| (r[i] - mean[i]) / std[i])
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let expected = linear
+            .forward(Tensor::<2>::from_data(
+                TensorData::new(standardised, [2, 3]),
+                &device,
+            ))
+            .into_data();
+        let folded = fold_standardisation(linear, &mean, &std)
+            .forward(Tensor::<2>::from_data(
+                TensorData::new(x.to_vec(), [2, 3]),
+                &device,
+            ))
+            .into_data();
+        expected.assert_approx_eq::<f32>(&folded, burn::tensor::Tolerance::absolute(1e-5));
     }
 }
