@@ -209,6 +209,20 @@ pub fn data_parallel() -> Option<crate::train::DataParallel> {
     ))
 }
 
+/// Tells, once per task, that data-parallel training does not cover `task`, which then trains
+/// on the first device (a study or transfer builds many learners of one task).
+pub fn warn_first_device_only(task: &str) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if !warned.iter().any(|t| t == task) {
+        warned.push(task.to_string());
+        eprintln!(
+            "warning: data-parallel training covers SimCLR and the classifier tasks; \
+             {task} trains on the first device only"
+        );
+    }
+}
+
 /// The device chosen by [`select`], the CPU if none was.
 pub fn selected() -> DeviceSpec {
     *SELECTED.get_or_init(DeviceSpec::default)

@@ -171,10 +171,7 @@ pub struct MlmLearner {
 impl MlmLearner {
     pub fn new(model: MlmModel, recipe: &TrainConfig, device: &Device) -> Self {
         if crate::device::data_parallel().is_some() {
-            eprintln!(
-                "warning: data-parallel training covers SimCLR and the classifier tasks; \
-                 mlm trains on the first device only"
-            );
+            crate::device::warn_first_device_only("mlm");
         }
         Self {
             model,

@@ -89,11 +89,7 @@ impl SiameseLearner {
     pub fn with_data_parallel(mut self, parallel: Option<DataParallel>) -> Self {
         if let Some(p) = &parallel {
             if self.kind != TaskKind::Simclr {
-                eprintln!(
-                    "warning: data-parallel training covers SimCLR and the classifier tasks; \
-                     {} trains on the first device only",
-                    self.kind.name()
-                );
+                crate::device::warn_first_device_only(self.kind.name());
                 return self;
             }
             self.device = p.main().clone();
