@@ -505,6 +505,11 @@ impl TransferConfig {
         }
         self.finetune.validate("transfer.finetune")
     }
+
+    /// Whether `mode` is fine-tuning that starts its head from the linear probe (LP-FT).
+    pub fn head_from_probe(&self, mode: TransferMode) -> bool {
+        mode == TransferMode::Finetune && self.finetune_head == HeadStart::Probe
+    }
 }
 
 /// The start of fine-tuning's classification head.

@@ -2,11 +2,6 @@
 
 mod common;
 use common::*;
-use std::path::Path;
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
 
 #[test]
 fn cluster_transfer_trains_a_student_on_teacher_clusters() {

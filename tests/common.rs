@@ -12,6 +12,11 @@ pub fn pretext(args: &[&str]) -> Output {
         .expect("the pretext binary runs")
 }
 
+/// A JSON file the binary wrote (`results.json`, `tokenizer.json`, ...).
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

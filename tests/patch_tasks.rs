@@ -19,9 +19,7 @@ fn learn(task: &str, extra: &str, epochs: usize) -> (f64, tempfile::TempDir) {
     std::fs::write(&cfg, text).unwrap();
     let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{task}: {}", stderr(&o));
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("run/results.json")).unwrap())
-            .unwrap();
+    let summary: serde_json::Value = json(&dir.path().join("run/results.json"));
     assert_eq!(summary["task"], task);
     (summary["pretext_test_acc"].as_f64().unwrap(), dir)
 }
@@ -45,9 +43,7 @@ fn jigsaw_learns_above_chance_and_saves_its_permutations() {
         6,
     );
     assert!(acc > 0.3, "jigsaw test accuracy {acc}: chance is 0.125");
-    let set: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("run/permutations.json")).unwrap())
-            .unwrap();
+    let set: serde_json::Value = json(&dir.path().join("run/permutations.json"));
     assert_eq!(set["permutations"].as_array().unwrap().len(), 8);
     assert!(set["min_hamming"].as_u64().unwrap() >= 6);
 }

@@ -23,8 +23,7 @@ fn pretrain_transfer_embed_end_to_end() {
     }
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "one line per epoch: {metrics}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = json(&run.join("results.json"));
     let acc = summary["pretext_test_acc"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
 
@@ -37,8 +36,7 @@ fn pretrain_transfer_embed_end_to_end() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value = json(&out.join("results.json"));
     assert_eq!(results["labels_per_class"], 3);
     let modes: Vec<&str> = results["results"]
         .as_array()
@@ -81,8 +79,7 @@ fn pretrain_transfer_embed_end_to_end() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value = json(&out.join("results.json"));
     let per_seed = |i: usize| -> Vec<f64> {
         results["results"][i]["per_seed"]
             .as_array()
@@ -172,9 +169,7 @@ fn rotation_pretraining_learns_on_tiny_data() {
     std::fs::write(&cfg, text).unwrap();
     let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("run/results.json")).unwrap())
-            .unwrap();
+    let summary: serde_json::Value = json(&dir.path().join("run/results.json"));
     let acc = summary["pretext_test_acc"].as_f64().unwrap();
     assert!(
         acc > 0.5,

@@ -93,8 +93,7 @@ fn simclr_and_byol_learn_their_pretext_task_and_log_monitoring() {
         let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
         assert!(o.status.success(), "{task}: {}", stderr(&o));
         let run = dir.path().join(task);
-        let summary: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+        let summary: serde_json::Value = json(&run.join("results.json"));
         let log = metrics(&run);
         let (first, last) = (&log[0], log.last().unwrap());
         let loss = |e: &serde_json::Value| e["loss"].as_f64().unwrap();
@@ -165,8 +164,7 @@ fn simclr_on_fashion_mnist_beats_a_random_encoder_under_the_probe() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value = json(&out.join("results.json"));
     let (probe, random) = (accuracy(&results, "probe"), accuracy(&results, "random"));
     // Measured: 0.708 against 0.600 (10,000 test images).
     assert!(

@@ -113,8 +113,7 @@ fn mlm_learns_to_recover_masked_words_and_its_encoder_transfers_to_a_labelled_ta
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value = json(&out.join("results.json"));
     assert_eq!(results["labels_per_class"], 20);
     assert_eq!(results["test_images"], 50);
     let mean = |mode: &str| {
@@ -163,10 +162,7 @@ fn mlm_learns_to_recover_masked_words_and_its_encoder_transfers_to_a_labelled_ta
     };
     let o = with_table(&corpus, "run-table");
     assert!(o.status.success(), "{}", stderr(&o));
-    let tokenizer: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("run-table/tokenizer.json")).unwrap(),
-    )
-    .unwrap();
+    let tokenizer: serde_json::Value = json(&dir.path().join("run-table/tokenizer.json"));
     let vocab = &tokenizer["model"]["vocab"];
     assert!(
         vocab.get("zorblat").is_some(),

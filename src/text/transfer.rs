@@ -20,7 +20,7 @@ use super::pretrain::{TEXT_SPEC_FILE, TEXT_WEIGHTS_FILE, TOKENIZER_FILE};
 use super::sequences::truncate;
 use super::tokenizer::TextTokenizer;
 use crate::Error;
-use crate::config::{HeadStart, PretrainConfig, TrainConfig, TransferConfig, TransferMode};
+use crate::config::{PretrainConfig, TrainConfig, TransferConfig, TransferMode};
 use crate::data::loader::{BatchSource, mix};
 use crate::data::split::{few_of_labels, scored_test_rows};
 use crate::data::text::{LabelledSplit, TextOptions, read_labelled};
@@ -342,8 +342,7 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
     let features = match inputs.pretrained {
         Some(encoder)
             if cfg.modes.iter().any(|&m| {
-                matches!(m, TransferMode::Probe | TransferMode::Knn)
-                    || (m == TransferMode::Finetune && cfg.finetune_head == HeadStart::Probe)
+                matches!(m, TransferMode::Probe | TransferMode::Knn) || cfg.head_from_probe(m)
             }) =>
         {
             let mut union: Vec<usize> = subsets.concat();
@@ -403,7 +402,7 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
                     };
                     let mut model =
                         TextClassifier::new(encoder, inputs.spec.hidden, classes, &device);
-                    if mode == TransferMode::Finetune && cfg.finetune_head == HeadStart::Probe {
+                    if cfg.head_from_probe(mode) {
                         let (union, train, _) = features.as_ref().expect("computed above");
                         model.head = probe::fit(
                             &train.select(&rows_of(union, subset)),
@@ -541,6 +540,7 @@ pub fn is_text_run(run_dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::HeadStart;
     use crate::text::sequences::TEST_SPECIALS as S;
 
     #[test]

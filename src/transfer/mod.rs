@@ -12,7 +12,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::config::{HeadStart, TransferConfig, TransferMode};
+use crate::config::{TransferConfig, TransferMode};
 use crate::data::ImageSet;
 use crate::data::loader::Normalizer;
 use crate::data::split::few_labels;
@@ -230,7 +230,7 @@ impl<'a> Transferer<'a> {
                     _ => (self.spec.init(&device), 1.0),
                 };
                 let mut head = ClassifierHead::linear(self.spec.feature_dim(), classes, &device);
-                if mode == TransferMode::Finetune && cfg.finetune_head == HeadStart::Probe {
+                if cfg.head_from_probe(mode) {
                     let (train_f, _) = self.features().expect("finetune has a pretrained encoder");
                     head.out = probe::fit(
                         &train_f.select(subset),

@@ -177,14 +177,12 @@ mod tests {
         let (mean, std) = (vec![0.5f32, -2.0, 3.0], vec![2.0f32, 0.25, 1.5]);
         let linear: Linear = LinearConfig::new(3, 4).init(&device);
         let x = [1.0f32, 2.0, -1.0, 0.3, -0.7, 4.0];
-        let standardised: Vec<f32> = x
-            .chunks(3)
-            .flat_map(|r| {
-                (0..3)
-                    .map(|i| (r[i] - mean[i]) / std[i])
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let raw = Features {
+            rows: 2,
+            dim: 3,
+            values: x.to_vec(),
+        };
+        let standardised = standardise(&raw, &mean, &std);
         let expected = linear
             .forward(Tensor::<2>::from_data(
                 TensorData::new(standardised, [2, 3]),
