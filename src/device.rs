@@ -229,6 +229,15 @@ pub fn selected() -> DeviceSpec {
 }
 
 /// The device training runs on, and the one inference runs on.
+/// Whether `device` is the CPU's flex backend (with or without autodiff), where pretext's own
+/// kernels run.
+pub fn is_flex(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        burn::backend::DispatchDevice::Flex(_)
+    )
+}
+
 pub fn train_device() -> Device {
     infer_device().autodiff()
 }

@@ -8,6 +8,7 @@ pub mod data;
 pub mod device;
 pub mod encoder;
 pub mod error;
+pub mod kernels;
 pub mod losses;
 pub mod models;
 pub mod npy;

@@ -4,7 +4,6 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::global_avg_pool;
@@ -28,7 +27,11 @@ impl ConvBnRelu {
         }
     }
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        crate::kernels::batch_norm(
+            &self.bn,
+            crate::kernels::conv2d_forward(&self.conv, x),
+            true,
+        )
     }
 }
 
@@ -63,7 +66,7 @@ impl ConvNet4 {
             x = block.forward(x);
             // Pool after the first three blocks, while the map is still big enough to halve.
             if i < 3 && i + 1 < stage && x.dims()[2] >= 2 && x.dims()[3] >= 2 {
-                x = self.pool.forward(x);
+                x = crate::kernels::max_pool2d(&self.pool, x);
             }
         }
         global_avg_pool(x)

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::convnet::ConvBnRelu;
 use super::global_avg_pool;
+use crate::kernels::{batch_norm, conv2d_forward};
 
 /// 1x1 strided projection on the skip path where the shape changes.
 #[derive(Module, Debug)]
@@ -46,10 +47,14 @@ impl BasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let skip = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => batch_norm(&d.bn, conv2d_forward(&d.conv, x.clone()), false),
             None => x.clone(),
         };
-        let y = self.bn2.forward(self.conv2.forward(self.first.forward(x)));
+        let y = batch_norm(
+            &self.bn2,
+            conv2d_forward(&self.conv2, self.first.forward(x)),
+            false,
+        );
         relu(y + skip)
     }
 }
