@@ -9,6 +9,11 @@ use pretext::config::{PretrainConfig, TrainConfig, read_toml};
 use pretext::models::EncoderSpec;
 use pretext::pipeline;
 
+// The training step allocates activation-sized buffers every step; glibc's malloc hands them
+// back to the kernel and the next step pays page faults to zero them again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The first Ctrl-C lets a training loop checkpoint and stop; a second one quits at once.

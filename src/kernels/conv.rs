@@ -64,11 +64,96 @@ impl ConvGeometry {
     }
 }
 
+impl ConvGeometry {
+    /// Stride 1 and an output the size of the input: each column row is the input plane
+    /// shifted, so it moves as one block instead of row by row.
+    fn is_same(&self) -> bool {
+        self.stride == 1 && self.out_h() == self.h && self.out_w() == self.w
+    }
+}
+
+/// Kernel position (i, j) of a "same" convolution: output rows `first..end` read input rows
+/// shifted by `i - pad`, and every output reads the input column shifted by `j - pad`.
+struct SameShift {
+    first: usize,
+    end: usize,
+    /// Offset in the input plane of the span's first element (negative at the top-left).
+    start: isize,
+    dj: isize,
+    h: usize,
+    w: usize,
+}
+
+impl SameShift {
+    fn new(g: &ConvGeometry, i: usize, j: usize) -> Self {
+        let di = i as isize - g.pad as isize;
+        let dj = j as isize - g.pad as isize;
+        let h = g.h as isize;
+        let first = (-di).clamp(0, h) as usize;
+        let end = (h - di).clamp(first as isize, h) as usize;
+        Self {
+            first,
+            end,
+            start: (first as isize + di) * g.w as isize + dj,
+            dj,
+            h: g.h,
+            w: g.w,
+        }
+    }
+
+    /// The span positions whose shifted input lies inside the plane, and those input
+    /// positions. The span positions left out wrap around a row edge.
+    fn overlap(&self) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let len = ((self.end - self.first) * self.w) as isize;
+        let lo = (-self.start).clamp(0, len);
+        let hi = (self.h as isize * self.w as isize - self.start).clamp(lo, len);
+        (
+            lo as usize..hi as usize,
+            (self.start + lo) as usize..(self.start + hi) as usize,
+        )
+    }
+
+    /// Zero the span's columns whose input column lies beyond the left or right edge.
+    fn zero_wrapped(&self, span: &mut [f32]) {
+        let cut = self.dj.unsigned_abs().min(self.w);
+        if cut == 0 {
+            return;
+        }
+        for row in span.chunks_exact_mut(self.w) {
+            if self.dj < 0 {
+                row[..cut].fill(0.0);
+            } else {
+                row[self.w - cut..].fill(0.0);
+            }
+        }
+    }
+}
+
 crate::simd_fn! {
     /// `col[(c·kh + i)·kw + j][oh·wo + ow] = x[c][oh·s + i - p][ow·s + j - p]`, zero outside;
     /// `col`'s rows are `ld` apart, so that the images of a group sit side by side.
     fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize) -> () {
         let (ho, wo, n) = (g.out_h(), g.out_w(), g.n());
+        if g.is_same() {
+            for c in 0..g.ci {
+                let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        let row = &mut col[((c * g.kh + i) * g.kw + j) * ld..][..n];
+                        let shift = SameShift::new(g, i, j);
+                        row[..shift.first * g.w].fill(0.0);
+                        row[shift.end * g.w..].fill(0.0);
+                        let (dst, src) = shift.overlap();
+                        let span = &mut row[shift.first * g.w..shift.end * g.w];
+                        span[..dst.start].fill(0.0);
+                        span[dst.end..].fill(0.0);
+                        span[dst].copy_from_slice(&plane[src]);
+                        shift.zero_wrapped(span);
+                    }
+                }
+            }
+            return;
+        }
         for c in 0..g.ci {
             let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
             for i in 0..g.kh {
@@ -106,8 +191,27 @@ crate::simd_fn! {
 crate::simd_fn! {
     /// The adjoint of [`im2col`]: adds every column entry back onto the input position it was
     /// read from. `dx` must start at zero.
-    fn col2im(g: &ConvGeometry, col: &[f32], ld: usize, dx: &mut [f32]) -> () {
+    /// `col` is scratch: the "same" path zeroes its entries that fall outside the image.
+    fn col2im(g: &ConvGeometry, col: &mut [f32], ld: usize, dx: &mut [f32]) -> () {
         let (ho, wo, n) = (g.out_h(), g.out_w(), g.n());
+        if g.is_same() {
+            for c in 0..g.ci {
+                let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        let row = &mut col[((c * g.kh + i) * g.kw + j) * ld..][..n];
+                        let shift = SameShift::new(g, i, j);
+                        let span = &mut row[shift.first * g.w..shift.end * g.w];
+                        shift.zero_wrapped(span);
+                        let (dst, src) = shift.overlap();
+                        for (d, s) in plane[src].iter_mut().zip(&span[dst]) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+            return;
+        }
         for c in 0..g.ci {
             let plane = &mut dx[c * g.h * g.w..(c + 1) * g.h * g.w];
             for i in 0..g.kh {
@@ -301,7 +405,7 @@ pub fn conv2d_backward(
                     matmul(k, ld, co, &mut col, false, (weight, 1, k), (&wide, ld, 1));
                     let dx = &mut dx[start * g.image_in()..(start + m) * g.image_in()];
                     for (i, dx) in dx.chunks_mut(g.image_in()).enumerate() {
-                        col2im(g, &col[i * n..], ld, dx);
+                        col2im(g, &mut col[i * n..], ld, dx);
                     }
                 }
             }
@@ -381,6 +485,9 @@ mod tests {
             g(1, 4, 6, 9, 3, 1, 1, 2, 0),
             g(2, 2, 5, 5, 3, 3, 3, 1, 0),
             g(1, 1, 2, 3, 2, 3, 3, 1, 2),
+            // "Same" convolutions other than 3x3: 1x1, and 5x5 with padding 2 on a narrow plane.
+            g(2, 3, 6, 5, 2, 1, 1, 1, 0),
+            g(2, 2, 7, 3, 3, 5, 5, 1, 2),
             // 256 positions per image: groups of two images, the last one alone.
             g(5, 2, 16, 16, 3, 3, 3, 1, 1),
             // Enough groups for several partial weight gradients.
