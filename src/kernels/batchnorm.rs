@@ -39,16 +39,21 @@ struct Affine {
     shift: f32,
     /// Below or at this, the ReLU closes (0), or nothing does (-inf).
     floor: f32,
+    relu: bool,
 }
 
-/// `dy` where the ReLU is open at `z` (above `floor`), else 0, as a product with 1 or 0
-/// rather than a select: LLVM turned the select into a branch per lane. (An infinite `dy`
-/// where the ReLU is closed gives NaN instead of 0; a step with an infinite gradient fails
-/// either way.)
+/// `dy` where the ReLU is open at `z` (when `relu`: z > 0, as in burn; ±0 closes), else 0.
+/// Integer masking: a float comparison here became a branch per lane in LLVM's output. For
+/// non-NaN floats, z > 0 exactly when the bits `b` are positive as i32: then `-b` has its sign
+/// bit set and `!b` too; for +0, -0 (`i32::MIN`) and negatives one of them does not.
 #[inline(always)]
-#[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN at z counts as open, as in burn's ReLU
-fn open_gradient(z: f32, floor: f32, dy: f32) -> f32 {
-    dy * ((!(z <= floor)) as u32 as f32)
+fn open_gradient(z: f32, relu: bool, dy: f32) -> f32 {
+    if !relu {
+        return dy;
+    }
+    let b = z.to_bits() as i32;
+    let mask = ((b.wrapping_neg() & !b) >> 31) as u32;
+    f32::from_bits(dy.to_bits() & mask)
 }
 
 /// How many values eight f32 lanes accumulate before they are added into f64: few enough
@@ -100,45 +105,84 @@ crate::simd_fn! {
     }
 }
 
-crate::simd_fn! {
-    /// Over channel `c`: the sum of dz and of dz·xhat, where dz is `dy` where the ReLU is
-    /// open; lanes as in [`channel_moments`].
-    fn channel_grad_sums(s: NormShape, x: &[f32], dy: &[f32], c: usize, a: Affine) -> (f64, f64) {
-        const LANES: usize = 8;
-        let (mut total_s, mut total_t) = (0.0f64, 0.0f64);
-        let (mut s8, mut t8) = ([0.0f32; LANES], [0.0f32; LANES]);
-        let mut pending = 0;
-        let dz = |x: f32, dy: f32| {
-            let xhat = (x - a.mean) * a.inv_std;
-            let g = open_gradient(x * a.scale + a.shift, a.floor, dy);
-            (g, g * xhat)
-        };
-        for (x, dy) in s.runs(x, c).zip(s.runs(dy, c)) {
-            let (cx, cd) = (x.chunks_exact(LANES), dy.chunks_exact(LANES));
-            for (&x, &dy) in cx.remainder().iter().zip(cd.remainder()) {
-                let (g, gx) = dz(x, dy);
-                total_s += g as f64;
-                total_t += gx as f64;
-            }
-            for (x, dy) in cx.zip(cd) {
-                for l in 0..LANES {
-                    let (g, gx) = dz(x[l], dy[l]);
-                    s8[l] += g;
-                    t8[l] += gx;
-                }
-            }
-            pending += x.len();
-            if pending >= FLUSH_EVERY {
-                total_s += s8.iter().map(|&v| v as f64).sum::<f64>();
-                total_t += t8.iter().map(|&v| v as f64).sum::<f64>();
-                (s8, t8, pending) = ([0.0; LANES], [0.0; LANES], 0);
-            }
-        }
-        (
-            total_s + s8.iter().map(|&v| v as f64).sum::<f64>(),
-            total_t + t8.iter().map(|&v| v as f64).sum::<f64>(),
-        )
+/// Over the whole 8-value chunks of a run: per lane, the sums of dz and of dz·xhat.
+fn chunk_grad_sums(x: &[f32], dy: &[f32], a: Affine, s8: &mut [f32; 8], t8: &mut [f32; 8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA.
+        return unsafe { chunk_grad_sums_avx2(x, dy, a, s8, t8) };
     }
+    for (x, dy) in x.chunks_exact(8).zip(dy.chunks_exact(8)) {
+        for l in 0..8 {
+            let xhat = (x[l] - a.mean) * a.inv_std;
+            let g = open_gradient(x[l] * a.scale + a.shift, a.relu, dy[l]);
+            s8[l] += g;
+            t8[l] += g * xhat;
+        }
+    }
+}
+
+/// [`chunk_grad_sums`] in AVX2 intrinsics: written out because LLVM compiled the portable
+/// loop's ReLU mask into a branch per lane. A NaN pre-activation closes the ReLU here.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn chunk_grad_sums_avx2(
+    x: &[f32],
+    dy: &[f32],
+    a: Affine,
+    s8: &mut [f32; 8],
+    t8: &mut [f32; 8],
+) {
+    use std::arch::x86_64::*;
+    let n = x.len().min(dy.len()) / 8 * 8;
+    let (mean, inv) = (_mm256_set1_ps(a.mean), _mm256_set1_ps(a.inv_std));
+    let (scale, shift) = (_mm256_set1_ps(a.scale), _mm256_set1_ps(a.shift));
+    let zero = _mm256_setzero_ps();
+    // SAFETY: s8 and t8 hold 8 floats; x and dy are read below n, a multiple of 8 within both.
+    unsafe {
+        let (mut s, mut t) = (_mm256_loadu_ps(s8.as_ptr()), _mm256_loadu_ps(t8.as_ptr()));
+        for k in (0..n).step_by(8) {
+            let xv = _mm256_loadu_ps(x.as_ptr().add(k));
+            let mut g = _mm256_loadu_ps(dy.as_ptr().add(k));
+            if a.relu {
+                let z = _mm256_fmadd_ps(xv, scale, shift);
+                g = _mm256_and_ps(g, _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero));
+            }
+            let xhat = _mm256_mul_ps(_mm256_sub_ps(xv, mean), inv);
+            s = _mm256_add_ps(s, g);
+            t = _mm256_fmadd_ps(g, xhat, t);
+        }
+        _mm256_storeu_ps(s8.as_mut_ptr(), s);
+        _mm256_storeu_ps(t8.as_mut_ptr(), t);
+    }
+}
+
+/// Over channel `c`: the sum of dz and of dz·xhat, where dz is `dy` where the ReLU is open;
+/// lanes as in [`channel_moments`].
+fn channel_grad_sums(s: NormShape, x: &[f32], dy: &[f32], c: usize, a: Affine) -> (f64, f64) {
+    let (mut total_s, mut total_t) = (0.0f64, 0.0f64);
+    let (mut s8, mut t8) = ([0.0f32; 8], [0.0f32; 8]);
+    let mut pending = 0;
+    for (x, dy) in s.runs(x, c).zip(s.runs(dy, c)) {
+        let full = x.len() / 8 * 8;
+        chunk_grad_sums(&x[..full], &dy[..full], a, &mut s8, &mut t8);
+        for (&x, &dy) in x[full..].iter().zip(&dy[full..]) {
+            let xhat = (x - a.mean) * a.inv_std;
+            let g = open_gradient(x * a.scale + a.shift, a.relu, dy);
+            total_s += g as f64;
+            total_t += (g * xhat) as f64;
+        }
+        pending += x.len();
+        if pending >= FLUSH_EVERY {
+            total_s += s8.iter().map(|&v| v as f64).sum::<f64>();
+            total_t += t8.iter().map(|&v| v as f64).sum::<f64>();
+            (s8, t8, pending) = ([0.0; 8], [0.0; 8], 0);
+        }
+    }
+    (
+        total_s + s8.iter().map(|&v| v as f64).sum::<f64>(),
+        total_t + t8.iter().map(|&v| v as f64).sum::<f64>(),
+    )
 }
 
 crate::simd_fn! {
@@ -146,7 +190,7 @@ crate::simd_fn! {
     fn run_dx(dx: &mut [f32], x: &[f32], dy: &[f32], a: Affine, mean_dz: f32, mean_dz_xhat: f32) -> () {
         for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
             let xhat = (x - a.mean) * a.inv_std;
-            let g = open_gradient(x * a.scale + a.shift, a.floor, dy);
+            let g = open_gradient(x * a.scale + a.shift, a.relu, dy);
             *dx = a.scale * (g - mean_dz - xhat * mean_dz_xhat);
         }
     }
@@ -182,6 +226,7 @@ fn affines(
                 scale,
                 shift: beta[c] - mean[c] * scale,
                 floor: if relu { 0.0 } else { f32::NEG_INFINITY },
+                relu,
             }
         })
         .collect()
@@ -241,4 +286,30 @@ pub fn backward(
             run_dx(dx, x, dy, affine[c], dbeta[c] / n, dgamma[c] / n);
         });
     (dx, dgamma, dbeta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relu_mask_opens_exactly_above_zero() {
+        for (z, open) in [
+            (1e-30f32, true),
+            (3.0, true),
+            (f32::INFINITY, true),
+            (0.0, false),
+            (-0.0, false),
+            (-1e-30, false),
+            (-2.0, false),
+            (f32::NEG_INFINITY, false),
+        ] {
+            assert_eq!(
+                open_gradient(z, true, 1.5),
+                if open { 1.5 } else { 0.0 },
+                "z = {z}"
+            );
+            assert_eq!(open_gradient(z, false, 1.5), 1.5, "z = {z}");
+        }
+    }
 }

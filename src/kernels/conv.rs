@@ -107,6 +107,10 @@ impl SameShift {
         let len = ((self.end - self.first) * self.w) as isize;
         let lo = (-self.start).clamp(0, len);
         let hi = (self.h as isize * self.w as isize - self.start).clamp(lo, len);
+        if lo == hi {
+            // Nothing overlaps (a plane narrower than the kernel's reach).
+            return (0..0, 0..0);
+        }
         (
             lo as usize..hi as usize,
             (self.start + lo) as usize..(self.start + hi) as usize,
@@ -488,6 +492,9 @@ mod tests {
             // "Same" convolutions other than 3x3: 1x1, and 5x5 with padding 2 on a narrow plane.
             g(2, 3, 6, 5, 2, 1, 1, 1, 0),
             g(2, 2, 7, 3, 3, 5, 5, 1, 2),
+            // Planes smaller than the kernel's reach: 1x1 and 1x2 under a 3x3 kernel.
+            g(2, 2, 1, 1, 3, 3, 3, 1, 1),
+            g(2, 2, 1, 2, 3, 3, 3, 1, 1),
             // 256 positions per image: groups of two images, the last one alone.
             g(5, 2, 16, 16, 3, 3, 3, 1, 1),
             // Enough groups for several partial weight gradients.
