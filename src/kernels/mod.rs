@@ -1,6 +1,7 @@
 //! pretext's own CPU kernels, plugged into burn through a backend extension: the forward pass
 //! runs on the flex backend, and the autodiff backend records a handwritten backward pass.
-//! Other backends (the GPUs) keep burn's own operations; [`conv2d`] picks.
+//! The models call [`conv2d_forward`], [`batch_norm`] and [`max_pool2d`], which use the kernels
+//! on the CPU where they apply and burn's own operations elsewhere (the GPUs).
 
 pub mod batchnorm;
 pub mod conv;
