@@ -61,7 +61,7 @@ for line in open(sys.argv[1]):
     line = line.strip()
     if line.startswith("{"):
         d = json.loads(line)
-        key = (d["model"].split("/")[0], d["batch_size"])
+        key = (d["model"].split("/")[0], d["batch"])
         rows.setdefault(key, {})[d["impl"]] = d
 print("| step | batch | pretext samples/s | PyTorch CUDA samples/s | ratio |")
 print("| --- | --- | --- | --- | --- |")

@@ -87,7 +87,7 @@ def main():
         "impl": "pytorch",
         "model": "transformer-mlm/l%d/h%d/len%d" % (a.layers, h, n),
         "width": h,
-        "batch_size": b,
+        "batch": b,
         "threads": a.threads,
         "device": a.device,
         "steps": a.steps,

@@ -146,7 +146,7 @@ def main():
         "torch": torch.__version__,
         "model": a.model,
         "width": a.width,
-        "batch_size": a.batch_size,
+        "batch": a.batch_size,
         "threads": a.threads,
         "device": a.device,
         "steps": a.steps,

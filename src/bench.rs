@@ -20,7 +20,8 @@ pub struct StepBench {
     pub implementation: &'static str,
     pub model: String,
     pub width: usize,
-    pub batch_size: usize,
+    /// Samples per step (images, or sequences).
+    pub batch: usize,
     pub threads: usize,
     /// `cpu`, `wgpu`, `cuda:0`, ...: where the step ran.
     pub device: String,
@@ -90,7 +91,7 @@ pub fn training_step(
         implementation: "pretext",
         model: arch.to_string(),
         width,
-        batch_size,
+        batch: batch_size,
         threads,
         device: crate::device::selected().to_string(),
         steps,
@@ -221,7 +222,7 @@ pub fn mlm_step(
             spec.layers, spec.hidden, spec.max_len
         ),
         width: spec.hidden,
-        batch_size,
+        batch: batch_size,
         threads,
         device: crate::device::selected().to_string(),
         steps,

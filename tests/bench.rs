@@ -48,7 +48,7 @@ fn bench_step_prints_one_json_object_for_each_model() {
         );
         assert_eq!(
             (
-                v["batch_size"].as_u64(),
+                v["batch"].as_u64(),
                 v["threads"].as_u64(),
                 v["steps"].as_u64()
             ),
