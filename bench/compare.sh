@@ -4,6 +4,7 @@
 # BERT-style masked-language-model step (MODEL=transformer, bench/mlm_step_torch.py: hidden 256,
 # 4 layers, sequences of 128 tokens, batch 32). Run from the repo root:
 #   bash bench/compare.sh                    MODEL=transformer bash bench/compare.sh
+# INFERENCE=1 times feature extraction instead (image encoders' forward pass, eval mode, no grad).
 # Env overrides: MODEL (convnet4) BATCH (128; transformer 32) STEPS (20) WARMUP (3) WIDTH (64)
 #                THREADS ("1 2") TORCH_PYTHON (/work/venv-torch/bin/python)
 #                PRETEXT (target/release/pretext)
@@ -45,6 +46,7 @@ fi
 
 args=(--model "$MODEL" --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
 [[ "$MODEL" == transformer ]] || args+=(--width "$WIDTH")
+[[ "${INFERENCE:-0}" == 1 ]] && args+=(--inference)
 
 results=()
 for n in $THREADS; do

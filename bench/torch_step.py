@@ -109,6 +109,8 @@ def main():
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--inference", action="store_true",
+                   help="time feature extraction: the encoder's forward pass, eval mode, no grad")
     a = p.parse_args()
     if a.steps < 1:
         p.error("--steps must be >= 1")
@@ -124,7 +126,11 @@ def main():
     x = torch.randn(a.batch_size, a.channels, a.size, a.size, dtype=torch.float32, device=device)
     y = torch.randint(0, 4, (a.batch_size,), device=device)
 
-    def step():
+    def features():
+        with torch.no_grad():
+            return model.encoder(x)
+
+    def train_step():
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()
@@ -132,19 +138,23 @@ def main():
         opt.zero_grad(set_to_none=True)
         return loss
 
+    if a.inference:
+        model.eval()
+    step = features if a.inference else train_step
+
     for _ in range(a.warmup):
         step()
 
     t0 = time.perf_counter()
     for _ in range(a.steps):
         loss = step()
-    loss.item()  # waits for the queued GPU work
+    loss.sum().item()  # waits for the queued GPU work
     t = time.perf_counter() - t0
 
     print(json.dumps({
         "impl": "pytorch",
         "torch": torch.__version__,
-        "model": a.model,
+        "model": a.model + ("-features" if a.inference else ""),
         "width": a.width,
         "batch": a.batch_size,
         "threads": a.threads,

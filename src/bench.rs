@@ -30,16 +30,85 @@ pub struct StepBench {
     pub samples_per_s: f64,
 }
 
-pub fn training_step(
+/// The random input batch of the image benchmarks: `batch` images of `channels x size x size`.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageBatch {
+    pub channels: usize,
+    pub size: usize,
+    pub batch: usize,
+}
+
+impl ImageBatch {
+    fn pixels(&self) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        (0..self.batch * self.channels * self.size * self.size)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect()
+    }
+    fn dims(&self) -> [usize; 4] {
+        [self.batch, self.channels, self.size, self.size]
+    }
+}
+
+/// Feature extraction: the encoder's forward pass in evaluation mode on the inference device
+/// (no autodiff), as `pretext embed` and the frozen transfer modes run it.
+pub fn feature_extraction(
     arch: Arch,
     width: usize,
-    channels: usize,
-    size: usize,
-    batch_size: usize,
+    shape: ImageBatch,
     steps: usize,
     warmup: usize,
     threads: usize,
 ) -> StepBench {
+    let device = crate::train::infer_device();
+    device.seed(0);
+    let spec = EncoderSpec {
+        arch,
+        width,
+        in_channels: shape.channels,
+        mean: vec![0.0; shape.channels],
+        std: vec![1.0; shape.channels],
+    };
+    let encoder = spec.init(&device);
+    let pixels = shape.pixels();
+    let run = |n: usize| {
+        for _ in 0..n {
+            let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), shape.dims()), &device);
+            // Reading the features back waits for any queued work.
+            let _: Vec<f32> = encoder
+                .forward(x)
+                .into_data()
+                .try_into_vec()
+                .unwrap_or_default();
+        }
+    };
+    let seconds = time_after_warmup(warmup, steps, run);
+    StepBench {
+        implementation: "pretext",
+        model: format!("{arch}-features"),
+        width,
+        batch: shape.batch,
+        threads,
+        device: crate::device::selected().to_string(),
+        steps,
+        seconds,
+        samples_per_s: (steps * shape.batch) as f64 / seconds,
+    }
+}
+
+pub fn training_step(
+    arch: Arch,
+    width: usize,
+    shape: ImageBatch,
+    steps: usize,
+    warmup: usize,
+    threads: usize,
+) -> StepBench {
+    let ImageBatch {
+        channels,
+        size,
+        batch: batch_size,
+    } = shape;
     let device = train_device();
     device.seed(0);
     let spec = EncoderSpec {
@@ -59,10 +128,7 @@ pub fn training_step(
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let pixels: Vec<f32> = (0..batch_size * channels * size * size)
-        .map(|_| rng.random_range(-1.0..1.0))
-        .collect();
+    let pixels = shape.pixels();
     let labels: Vec<i64> = (0..batch_size).map(|i| (i % 4) as i64).collect();
     let run = |n: usize| {
         for _ in 0..n {

@@ -216,6 +216,10 @@ pub struct BenchArgs {
     pub channels: usize,
     #[arg(long, default_value_t = 32)]
     pub size: usize,
+    /// Image networks: time feature extraction instead (the encoder's forward pass in
+    /// evaluation mode, without gradients).
+    #[arg(long)]
+    pub inference: bool,
     /// Default: 128 images (convnet4), 64 (resnet18), 32 sequences (transformer).
     #[arg(long)]
     pub batch_size: Option<usize>,

@@ -281,6 +281,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 t
             };
             let r = match a.model {
+                cli::BenchModel::Transformer if a.inference => {
+                    anyhow::bail!("bench-step: --inference times the image encoders only")
+                }
                 cli::BenchModel::Transformer => {
                     let spec = pretext::models::bert::BertSpec {
                         vocab_size: a.vocab,
@@ -306,16 +309,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         cli::BenchModel::Resnet18 => (pretext::models::Arch::Resnet18, 64),
                         _ => (pretext::models::Arch::Convnet4, 128),
                     };
-                    pretext::bench::training_step(
-                        arch,
-                        a.width,
-                        a.channels,
-                        a.size,
-                        a.batch_size.unwrap_or(batch),
-                        a.steps,
-                        a.warmup,
-                        t,
-                    )
+                    let shape = pretext::bench::ImageBatch {
+                        channels: a.channels,
+                        size: a.size,
+                        batch: a.batch_size.unwrap_or(batch),
+                    };
+                    if a.inference {
+                        pretext::bench::feature_extraction(
+                            arch, a.width, shape, a.steps, a.warmup, t,
+                        )
+                    } else {
+                        pretext::bench::training_step(arch, a.width, shape, a.steps, a.warmup, t)
+                    }
                 }
             };
             println!("{}", serde_json::to_string(&r)?);

@@ -56,6 +56,31 @@ fn bench_step_prints_one_json_object_for_each_model() {
         );
         assert!(v["samples_per_s"].as_f64().unwrap() > 0.0, "{v}");
     }
+    // Feature extraction: the encoder alone, named apart from the training step.
+    let o = pretext(&[
+        "bench-step",
+        "--model",
+        "resnet18",
+        "--inference",
+        "--width",
+        "4",
+        "--size",
+        "16",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(o.stdout).unwrap().trim()).unwrap();
+    assert_eq!(v["model"], "resnet18-features", "{v}");
+    assert!(v["samples_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    let o = pretext(&["bench-step", "--model", "transformer", "--inference"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--inference"), "{}", stderr(&o));
     let o = pretext(&["bench-step", "--model", "transformer", "--layers", "0"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("layers"), "{}", stderr(&o));
