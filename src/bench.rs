@@ -83,16 +83,37 @@ pub fn feature_extraction(
         }
     };
     let seconds = time_after_warmup(warmup, steps, run);
-    StepBench {
-        implementation: "pretext",
-        model: format!("{arch}-features"),
+    StepBench::pretext(
+        format!("{arch}-features"),
         width,
-        batch: shape.batch,
+        shape.batch,
         threads,
-        device: crate::device::selected().to_string(),
         steps,
         seconds,
-        samples_per_s: (steps * shape.batch) as f64 / seconds,
+    )
+}
+
+impl StepBench {
+    /// pretext's result on the selected device: `steps` of `batch` samples in `seconds`.
+    fn pretext(
+        model: String,
+        width: usize,
+        batch: usize,
+        threads: usize,
+        steps: usize,
+        seconds: f64,
+    ) -> Self {
+        Self {
+            implementation: "pretext",
+            model,
+            width,
+            batch,
+            threads,
+            device: crate::device::selected().to_string(),
+            steps,
+            seconds,
+            samples_per_s: (steps * batch) as f64 / seconds,
+        }
     }
 }
 
@@ -153,17 +174,7 @@ pub fn training_step(
             .unwrap_or_default();
     };
     let seconds = time_after_warmup(warmup, steps, run);
-    StepBench {
-        implementation: "pretext",
-        model: arch.to_string(),
-        width,
-        batch: batch_size,
-        threads,
-        device: crate::device::selected().to_string(),
-        steps,
-        seconds,
-        samples_per_s: (steps * batch_size) as f64 / seconds,
-    }
+    StepBench::pretext(arch.to_string(), width, batch_size, threads, steps, seconds)
 }
 
 /// Seconds that `run(steps)` takes after an untimed `run(warmup)`.
@@ -281,18 +292,9 @@ pub fn mlm_step(
         }
     };
     let seconds = time_after_warmup(warmup, steps, run);
-    StepBench {
-        implementation: "pretext",
-        model: format!(
-            "transformer-mlm/l{}/h{}/len{}",
-            spec.layers, spec.hidden, spec.max_len
-        ),
-        width: spec.hidden,
-        batch: batch_size,
-        threads,
-        device: crate::device::selected().to_string(),
-        steps,
-        seconds,
-        samples_per_s: (steps * batch_size) as f64 / seconds,
-    }
+    let model = format!(
+        "transformer-mlm/l{}/h{}/len{}",
+        spec.layers, spec.hidden, spec.max_len
+    );
+    StepBench::pretext(model, spec.hidden, batch_size, threads, steps, seconds)
 }
