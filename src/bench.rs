@@ -45,6 +45,16 @@ impl ImageBatch {
             .map(|_| rng.random_range(-1.0..1.0))
             .collect()
     }
+    /// The encoder for these images; the random pixels need no normalisation.
+    fn encoder_spec(&self, arch: Arch, width: usize) -> EncoderSpec {
+        EncoderSpec {
+            arch,
+            width,
+            in_channels: self.channels,
+            mean: vec![0.0; self.channels],
+            std: vec![1.0; self.channels],
+        }
+    }
     fn dims(&self) -> [usize; 4] {
         [self.batch, self.channels, self.size, self.size]
     }
@@ -62,14 +72,7 @@ pub fn feature_extraction(
 ) -> StepBench {
     let device = crate::train::infer_device();
     device.seed(0);
-    let spec = EncoderSpec {
-        arch,
-        width,
-        in_channels: shape.channels,
-        mean: vec![0.0; shape.channels],
-        std: vec![1.0; shape.channels],
-    };
-    let encoder = spec.init(&device);
+    let encoder = shape.encoder_spec(arch, width).init(&device);
     let pixels = shape.pixels();
     let run = |n: usize| {
         for _ in 0..n {
@@ -125,20 +128,10 @@ pub fn training_step(
     warmup: usize,
     threads: usize,
 ) -> StepBench {
-    let ImageBatch {
-        channels,
-        size,
-        batch: batch_size,
-    } = shape;
+    let batch_size = shape.batch;
     let device = train_device();
     device.seed(0);
-    let spec = EncoderSpec {
-        arch,
-        width,
-        in_channels: channels,
-        mean: vec![0.0; channels],
-        std: vec![1.0; channels],
-    };
+    let spec = shape.encoder_spec(arch, width);
     let mut model = Classifier {
         encoder: spec.init(&device),
         head: ClassifierHead::linear(spec.feature_dim(), 4, &device),
@@ -153,10 +146,7 @@ pub fn training_step(
     let labels: Vec<i64> = (0..batch_size).map(|i| (i % 4) as i64).collect();
     let run = |n: usize| {
         for _ in 0..n {
-            let x = Tensor::<4>::from_data(
-                TensorData::new(pixels.clone(), [batch_size, channels, size, size]),
-                &device,
-            );
+            let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), shape.dims()), &device);
             let y =
                 Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch_size]), &device);
             let loss = cross_entropy(model.forward(x, 1), y);

@@ -228,7 +228,6 @@ pub fn selected() -> DeviceSpec {
     *SELECTED.get_or_init(DeviceSpec::default)
 }
 
-/// The device training runs on, and the one inference runs on.
 /// Whether `device` is the CPU's flex backend (with or without autodiff), where pretext's own
 /// kernels run.
 pub fn is_flex(device: &Device) -> bool {
@@ -238,6 +237,7 @@ pub fn is_flex(device: &Device) -> bool {
     )
 }
 
+/// The device training runs on, and the one inference runs on.
 pub fn train_device() -> Device {
     infer_device().autodiff()
 }

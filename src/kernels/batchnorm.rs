@@ -37,8 +37,6 @@ struct Affine {
     inv_std: f32,
     scale: f32,
     shift: f32,
-    /// Below or at this, the ReLU closes (0), or nothing does (-inf).
-    floor: f32,
     relu: bool,
 }
 
@@ -96,11 +94,11 @@ crate::simd_fn! {
 }
 
 crate::simd_fn! {
-    /// `y = max(x·scale + shift, floor)`, NaN passing through.
+    /// `y = x·scale + shift`, then max(y, 0) when `a.relu`, NaN passing through.
     fn run_forward(y: &mut [f32], x: &[f32], a: Affine) -> () {
         for (y, &x) in y.iter_mut().zip(x) {
             let v = x * a.scale + a.shift;
-            *y = if v < a.floor { a.floor } else { v };
+            *y = if a.relu && v < 0.0 { 0.0 } else { v };
         }
     }
 }
@@ -225,7 +223,6 @@ fn affines(
                 inv_std,
                 scale,
                 shift: beta[c] - mean[c] * scale,
-                floor: if relu { 0.0 } else { f32::NEG_INFINITY },
                 relu,
             }
         })

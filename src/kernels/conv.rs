@@ -62,9 +62,7 @@ impl ConvGeometry {
         };
         lo..hi.max(lo)
     }
-}
 
-impl ConvGeometry {
     /// Stride 1 and an output the size of the input: each column row is the input plane
     /// shifted, so it moves as one block instead of row by row.
     fn is_same(&self) -> bool {
@@ -366,24 +364,12 @@ pub fn conv2d_backward(
         .chunks(part * g.image_in())
         .zip(dout.chunks(part * g.image_out()))
         .collect();
-    let mut dx_parts: Vec<&mut [f32]> = match dx.as_mut() {
-        Some(dx) => dx.chunks_mut(part * g.image_in()).collect(),
-        None => Vec::new(),
+    // Each part's slice of dx (or None), beside its inputs.
+    let dx_parts: Vec<Option<&mut [f32]>> = match dx.as_mut() {
+        Some(dx) => dx.chunks_mut(part * g.image_in()).map(Some).collect(),
+        None => parts.iter().map(|_| None).collect(),
     };
-    let work: Vec<_> = parts
-        .into_iter()
-        .enumerate()
-        .map(|(p, xs)| {
-            (
-                xs,
-                if want_dx {
-                    Some(std::mem::take(&mut dx_parts[p]))
-                } else {
-                    None
-                },
-            )
-        })
-        .collect();
+    let work: Vec<_> = parts.into_iter().zip(dx_parts).collect();
     let partials: Vec<Vec<f32>> = work
         .into_par_iter()
         .map(|((x, dout), mut dx)| {

@@ -40,7 +40,6 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 use burn::nn::conv::Conv2d;
@@ -94,16 +93,13 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> C
     }
 }
 
-/// The tensor's values as a contiguous f32 slice (copied only when strided).
-fn contiguous(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
+/// The values of a contiguous f32 tensor (`to_contiguous` copies a strided one; the entry
+/// points send only f32 here).
 fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("a contiguous f32 tensor")
 }
 
-fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+fn flex_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
@@ -114,20 +110,17 @@ impl CpuKernels for Flex {
         stride: usize,
         padding: usize,
     ) -> FloatTensor<Self> {
-        if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
-            return Self::conv2d(x, weight, None, options(stride, padding));
-        }
         let g = geometry(&x, &weight, stride, padding);
-        let (x, weight) = (contiguous(&x), contiguous(&weight));
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
         let out = conv::conv2d_forward(&g, f32s(&x), f32s(&weight));
         flex_tensor(out, [g.batch, g.co, g.out_h(), g.out_w()])
     }
 
     fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let s = norm_shape(&x);
-        let x = contiguous(&x);
+        let x = x.to_contiguous();
         let (mean, var) = batchnorm::channel_stats(s, f32s(&x));
-        FlexTensor::from_data(TensorData::new([mean, var].concat(), [2, s.channels]))
+        flex_tensor([mean, var].concat(), [2, s.channels])
     }
 
     fn batch_norm_train(
@@ -143,7 +136,7 @@ impl CpuKernels for Flex {
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let (s, [b, c, _, _]) = pool_shape(&x);
-        let x = contiguous(&x);
+        let x = x.to_contiguous();
         flex_tensor(pool::forward(s, f32s(&x)), [b, c, s.out_h(), s.out_w()])
     }
 }
@@ -178,8 +171,12 @@ fn batch_norm_forward(
     relu: bool,
 ) -> (FlexTensor, (Vec<f32>, Vec<f32>)) {
     let s = norm_shape(x);
-    let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
-    let stats = contiguous(stats);
+    let (x, gamma, beta) = (
+        x.to_contiguous(),
+        gamma.to_contiguous(),
+        beta.to_contiguous(),
+    );
+    let stats = stats.to_contiguous();
     let (mean, var) = f32s(&stats).split_at(s.channels);
     let stats = (mean.to_vec(), var.to_vec());
     let y = batchnorm::forward(
@@ -190,8 +187,7 @@ fn batch_norm_forward(
         epsilon,
         relu,
     );
-    let out = FlexTensor::from_data(TensorData::new(y, x.layout().shape().clone()));
-    (out, stats)
+    (flex_tensor(y, x.layout().shape().clone()), stats)
 }
 
 fn options(stride: usize, padding: usize) -> burn::tensor::ops::ConvOptions<2> {
@@ -213,23 +209,13 @@ impl Backward<Flex, 2> for ConvBackward {
         let [node_x, node_weight] = ops.parents;
         let dout = grads.consume::<Flex>(&ops.node);
         let (x_state, weight_state, stride, padding) = ops.state;
-        let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
-        let weight: FlexTensor = checkpointer.retrieve_node_output(weight_state);
-        if x.dtype() != DType::F32 {
-            let opts = options(stride, padding);
-            if let Some(node) = node_x {
-                let g =
-                    Flex::conv2d_x_backward(x.clone(), weight.clone(), dout.clone(), opts.clone());
-                grads.register::<Flex>(node.id, g);
-            }
-            if let Some(node) = node_weight {
-                grads
-                    .register::<Flex>(node.id, Flex::conv2d_weight_backward(x, weight, dout, opts));
-            }
-            return;
-        }
+        let [x, weight] = [x_state, weight_state].map(|id| {
+            checkpointer
+                .retrieve_node_output::<FlexTensor>(id)
+                .to_contiguous()
+        });
+        let dout = dout.to_contiguous();
         let g = geometry(&x, &weight, stride, padding);
-        let (x, weight, dout) = (contiguous(&x), contiguous(&weight), contiguous(&dout));
         let (dx, dweight) = conv::conv2d_backward(
             &g,
             f32s(&x),
@@ -360,8 +346,10 @@ impl Backward<Flex, 1> for MaxPoolBackward {
         checkpointer: &mut Checkpointer,
     ) {
         let [node_x] = ops.parents;
-        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
-        let x = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(ops.state));
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let x = checkpointer
+            .retrieve_node_output::<FlexTensor>(ops.state)
+            .to_contiguous();
         if let Some(node) = node_x {
             let (s, dims) = pool_shape(&x);
             let dx = pool::backward(s, f32s(&x), f32s(&dy));
@@ -394,10 +382,12 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let st = ops.state;
-        let [x, gamma, beta] = st
-            .nodes
-            .map(|id| contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(id)));
-        let dy = contiguous(&dy);
+        let [x, gamma, beta] = st.nodes.map(|id| {
+            checkpointer
+                .retrieve_node_output::<FlexTensor>(id)
+                .to_contiguous()
+        });
+        let dy = dy.to_contiguous();
         let s = norm_shape(&x);
         let (dx, dgamma, dbeta) = batchnorm::backward(
             s,
@@ -409,33 +399,24 @@ impl Backward<Flex, 3> for BatchNormBackward {
             f32s(&dy),
         );
         if let Some(node) = node_x {
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(dx, x.layout().shape().clone())),
-            );
+            grads.register::<Flex>(node.id, flex_tensor(dx, x.layout().shape().clone()));
         }
         if let Some(node) = node_gamma {
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(dgamma, [s.channels])),
-            );
+            grads.register::<Flex>(node.id, flex_tensor(dgamma, [s.channels]));
         }
         if let Some(node) = node_beta {
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(dbeta, [s.channels])),
-            );
+            grads.register::<Flex>(node.id, flex_tensor(dbeta, [s.channels]));
         }
     }
 }
 
-/// Whether pretext's kernels run on `device`: the CPU, unless `PRETEXT_KERNELS=burn` asks for
+/// Whether pretext's kernels take `x`: f32 on the CPU, unless `PRETEXT_KERNELS=burn` asks for
 /// burn's own operations everywhere (to compare the two on one binary).
-fn ours(device: &burn::tensor::Device) -> bool {
+fn ours<const D: usize>(x: &Tensor<D>) -> bool {
     static BURN_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let burn_only =
         *BURN_ONLY.get_or_init(|| std::env::var("PRETEXT_KERNELS").is_ok_and(|v| v == "burn"));
-    !burn_only && crate::device::is_flex(device)
+    !burn_only && x.dtype() == DType::F32 && crate::device::is_flex(&x.device())
 }
 
 /// `conv.forward(x)`, through pretext's kernel where it applies: on the CPU, for a convolution
@@ -451,9 +432,7 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         && conv.dilation == [1, 1]
         && conv.stride[0] == conv.stride[1];
     match padding {
-        Some(padding) if plain && ours(&x.device()) => {
-            conv2d(x, conv.weight.val(), conv.stride[0], padding)
-        }
+        Some(padding) if plain => conv2d(x, conv.weight.val(), conv.stride[0], padding),
         _ => conv.forward(x),
     }
 }
@@ -462,10 +441,7 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// and updates the running statistics as burn's `BatchNorm` does; everything else is burn's.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let device = x.device();
-    let fused = ours(&device)
-        && device.is_autodiff()
-        && bn.training.is_enabled()
-        && x.dtype() == DType::F32;
+    let fused = ours(&x) && device.is_autodiff() && bn.training.is_enabled();
     if !fused {
         let y = bn.forward(x);
         return if relu {
@@ -508,7 +484,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
             pool.padding,
             PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
         );
-    if two_by_two && ours(&x.device()) && x.dtype() == DType::F32 {
+    if two_by_two && ours(&x) {
         use burn::backend::Dispatch;
         Tensor::from_dispatch(<Dispatch as CpuKernels>::max_pool2x2(x.into_dispatch()))
     } else {
@@ -519,7 +495,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 /// `x ⋆ weight` (no bias) with square `stride` and symmetric `padding`: pretext's kernel on
 /// the CPU, burn's convolution elsewhere.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
-    if ours(&x.device()) {
+    if ours(&x) && weight.dtype() == DType::F32 {
         use burn::backend::Dispatch;
         Tensor::from_dispatch(<Dispatch as CpuKernels>::conv2d_plain(
             x.into_dispatch(),

@@ -29,7 +29,7 @@ impl PoolShape {
 fn winner(v: [f32; 4]) -> usize {
     let mut best = 0;
     for k in 1..4 {
-        if v[k] > v[best] || v[k].is_nan() {
+        if beats(v[k], v[best]) {
             best = k;
         }
     }
@@ -42,10 +42,16 @@ fn window(plane: &[f32], w: usize, i: usize, j: usize) -> [f32; 4] {
     [plane[r0], plane[r0 + 1], plane[r1], plane[r1 + 1]]
 }
 
-/// `b` if it beats `a` (greater, or NaN), else `a`: the maximum that [`winner`] picks.
+/// Whether `b` takes a window's maximum from `a`: greater, or NaN.
+#[inline(always)]
+fn beats(b: f32, a: f32) -> bool {
+    b > a || b.is_nan()
+}
+
+/// The winner of `a` and `b` by [`beats`].
 #[inline(always)]
 fn later_wins(a: f32, b: f32) -> f32 {
-    if b > a || b.is_nan() { b } else { a }
+    if beats(b, a) { b } else { a }
 }
 
 crate::simd_fn! {
