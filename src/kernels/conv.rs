@@ -10,6 +10,8 @@
 
 use rayon::prelude::*;
 
+use super::matmul::matmul;
+
 /// Shapes of one convolution: input `[batch, ci, h, w]`, weight `[co, ci, kh, kw]`, square
 /// stride and symmetric zero padding, no dilation, no groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,46 +249,6 @@ crate::simd_fn! {
     }
 }
 
-/// `dst[m×n] = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n]`, every matrix given by its
-/// element strides (row, column), single-threaded: callers parallelise over images.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: (&[f32], usize, usize),
-    rhs: (&[f32], usize, usize),
-) {
-    debug_assert!(dst.len() >= m * n);
-    // SAFETY: the slices hold every element the strides address: dst is m×n row-major, and
-    // the callers size lhs and rhs to their stated shapes.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.0.as_ptr(),
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0.as_ptr(),
-            rhs.2 as isize,
-            rhs.1 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Output positions a matrix product should see at least: below this, `gemm`'s packing and
 /// edge handling dominate (ConvNet-4's last stage has 16 positions per image).
 const MIN_COLUMNS: usize = 512;
@@ -330,7 +292,15 @@ pub fn conv2d_forward(g: &ConvGeometry, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 for (i, x) in x.chunks(g.image_in()).enumerate() {
                     im2col(g, x, &mut col[i * n..], ld);
                 }
-                matmul(co, ld, k, wide, false, (weight, k, 1), (col, ld, 1));
+                matmul(
+                    (co, ld, k),
+                    wide,
+                    ld,
+                    false,
+                    (weight, k, 1),
+                    (col, ld, 1),
+                    1.0,
+                );
                 interleave(co, n, m, wide, out, true);
             },
         );
@@ -388,11 +358,27 @@ pub fn conv2d_backward(
                         im2col(g, x, &mut col[i * n..], ld);
                     }
                     // dW[co×k] += dout[co×mn] · colᵀ[mn×k]
-                    matmul(co, k, ld, &mut dw, true, (&wide, ld, 1), (&col, 1, ld));
+                    matmul(
+                        (co, k, ld),
+                        &mut dw,
+                        k,
+                        true,
+                        (&wide, ld, 1),
+                        (&col, 1, ld),
+                        1.0,
+                    );
                 }
                 if let Some(dx) = dx.as_deref_mut() {
                     // dcol[k×mn] = Wᵀ[k×co] · dout[co×mn]
-                    matmul(k, ld, co, &mut col, false, (weight, 1, k), (&wide, ld, 1));
+                    matmul(
+                        (k, ld, co),
+                        &mut col,
+                        ld,
+                        false,
+                        (weight, 1, k),
+                        (&wide, ld, 1),
+                        1.0,
+                    );
                     let dx = &mut dx[start * g.image_in()..(start + m) * g.image_in()];
                     for (i, dx) in dx.chunks_mut(g.image_in()).enumerate() {
                         col2im(g, &mut col[i * n..], ld, dx);

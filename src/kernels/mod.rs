@@ -3,9 +3,15 @@
 //! The models call [`conv2d_forward`], [`batch_norm`] and [`max_pool2d`], which use the kernels
 //! on the CPU where they apply and burn's own operations elsewhere (the GPUs).
 
+pub mod activation;
+pub mod attention;
 pub mod batchnorm;
 pub mod conv;
+pub mod dropout;
+pub mod layernorm;
+pub mod matmul;
 pub mod pool;
+pub mod transformer;
 
 /// A function whose body is compiled twice, for the baseline x86-64 (SSE2) and for AVX2 with
 /// FMA, and which runs the second where the CPU has them: pretext is built without
@@ -95,11 +101,11 @@ fn geometry(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> C
 
 /// The values of a contiguous f32 tensor (`to_contiguous` copies a strided one; the entry
 /// points send only f32 here).
-fn f32s(t: &FlexTensor) -> &[f32] {
+pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("a contiguous f32 tensor")
 }
 
-fn flex_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
+pub(crate) fn flex_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
@@ -412,7 +418,7 @@ impl Backward<Flex, 3> for BatchNormBackward {
 
 /// Whether pretext's kernels take `x`: f32 on the CPU, unless `PRETEXT_KERNELS=burn` asks for
 /// burn's own operations everywhere (to compare the two on one binary).
-fn ours<const D: usize>(x: &Tensor<D>) -> bool {
+pub(crate) fn ours<const D: usize>(x: &Tensor<D>) -> bool {
     static BURN_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let burn_only =
         *BURN_ONLY.get_or_init(|| std::env::var("PRETEXT_KERNELS").is_ok_and(|v| v == "burn"));

@@ -1,16 +1,27 @@
 //! A BERT-style text encoder: token and learned position embeddings, a pre-LN transformer
-//! encoder (burn's), a final LayerNorm; and the masked-language-model head.
+//! encoder (burn's modules, so that records keep burn's names, computed with pretext's CPU
+//! kernels), a final LayerNorm; and the masked-language-model head.
 
 use burn::module::Module;
+use burn::nn::activation::Activation;
 use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput, TransformerEncoderLayer,
 };
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use burn::tensor::activation::gelu;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
+
+use crate::kernels::transformer::{dropout, gelu, layer_norm, self_attention};
+
+/// Every LayerNorm's epsilon (burn's and BERT's default), set at construction and passed to
+/// the kernel, since burn's `LayerNorm` keeps its own private.
+const LAYER_NORM_EPSILON: f64 = 1e-5;
+
+fn layer_norm_config(width: usize) -> LayerNormConfig {
+    LayerNormConfig::new(width).with_epsilon(LAYER_NORM_EPSILON)
+}
 
 /// The shape of a text encoder (`[text.model]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,8 +99,9 @@ impl BertSpec {
             )
             .with_norm_first(true)
             .with_dropout(self.dropout)
+            .with_layer_norm_eps(LAYER_NORM_EPSILON)
             .init(device),
-            norm: LayerNormConfig::new(self.hidden).init(device),
+            norm: layer_norm_config(self.hidden).init(device),
         }
     }
 }
@@ -112,10 +124,19 @@ impl BertEncoder {
             .reshape([1, len])
             .repeat_dim(0, batch);
         let x = self.tokens.forward(ids) + self.positions.forward(positions);
-        let h = self
-            .encoder
-            .forward(TransformerEncoderInput::new(x).mask_pad(padding));
-        self.norm.forward(h)
+        let pre_ln_gelu = |l: &TransformerEncoderLayer| {
+            l.norm_first && matches!(l.pwff.activation, Activation::Gelu(_))
+        };
+        let h = if self.encoder.layers.iter().all(pre_ln_gelu) {
+            self.encoder
+                .layers
+                .iter()
+                .fold(x, |x, layer| encoder_layer(layer, x, &padding))
+        } else {
+            self.encoder
+                .forward(TransformerEncoderInput::new(x).mask_pad(padding))
+        };
+        layer_norm(&self.norm, LAYER_NORM_EPSILON, h)
     }
 
     /// One feature per sequence: the mean of the hidden states of its non-padding tokens.
@@ -130,6 +151,22 @@ impl BertEncoder {
     }
 }
 
+/// burn's `TransformerEncoderLayer::forward` for a pre-LN layer with GELU, through the kernel
+/// entry points: `x + drop(attn(norm_2(x)))`, then `x + drop(W2·drop(gelu(W1·norm_1(x))))`.
+fn encoder_layer(
+    layer: &TransformerEncoderLayer,
+    x: Tensor<3>,
+    pad: &Tensor<2, Bool>,
+) -> Tensor<3> {
+    let normed = layer_norm(&layer.norm_2, LAYER_NORM_EPSILON, x.clone());
+    let attended = self_attention(&layer.mha, normed, pad.clone());
+    let x = x + dropout(&layer.dropout, attended);
+    let ff = &layer.pwff;
+    let normed = layer_norm(&layer.norm_1, LAYER_NORM_EPSILON, x.clone());
+    let inner = dropout(&ff.dropout, gelu(ff.linear_inner.forward(normed)));
+    x + dropout(&layer.dropout, ff.linear_outer.forward(inner))
+}
+
 /// BERT's MLM head: dense, GELU, LayerNorm, then the vocabulary logits.
 #[derive(Module, Debug)]
 pub struct MlmHead {
@@ -142,15 +179,16 @@ impl MlmHead {
     pub fn new(hidden: usize, vocab: usize, device: &Device) -> Self {
         Self {
             dense: LinearConfig::new(hidden, hidden).init(device),
-            norm: LayerNormConfig::new(hidden).init(device),
+            norm: layer_norm_config(hidden).init(device),
             out: LinearConfig::new(hidden, vocab).init(device),
         }
     }
 
     /// Vocabulary logits `[n, vocab]` of hidden states `[n, hidden]`.
     pub fn forward(&self, hidden: Tensor<2>) -> Tensor<2> {
+        let activated = gelu(self.dense.forward(hidden));
         self.out
-            .forward(self.norm.forward(gelu(self.dense.forward(hidden))))
+            .forward(layer_norm(&self.norm, LAYER_NORM_EPSILON, activated))
     }
 }
 
@@ -176,6 +214,49 @@ mod tests {
             heads: 2,
             feed_forward: 32,
             dropout: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_kernel_path_computes_burns_transformer_encoder() {
+        let device = Device::flex().autodiff();
+        device.seed(9);
+        let enc = tiny().init(&device);
+        let x = Tensor::<3>::random([2, 6, 16], burn::tensor::Distribution::Default, &device);
+        let pad = Tensor::<2, Bool>::from_data(
+            TensorData::new((0..12).map(|i| i >= 10).collect::<Vec<_>>(), [2, 6]),
+            &device,
+        );
+        let run = |kernels: bool| {
+            let x = x.clone().detach().require_grad();
+            let h = if kernels {
+                enc.encoder
+                    .layers
+                    .iter()
+                    .fold(x.clone(), |h, layer| encoder_layer(layer, h, &pad))
+            } else {
+                enc.encoder
+                    .forward(TransformerEncoderInput::new(x.clone()).mask_pad(pad.clone()))
+            };
+            let g = (h.clone() * h.clone()).sum().backward();
+            let layer = &enc.encoder.layers[0];
+            [
+                h.into_data(),
+                x.grad(&g).unwrap().into_data(),
+                layer.mha.key.weight.val().grad(&g).unwrap().into_data(),
+                layer
+                    .pwff
+                    .linear_inner
+                    .weight
+                    .val()
+                    .grad(&g)
+                    .unwrap()
+                    .into_data(),
+                layer.norm_2.gamma.val().grad(&g).unwrap().into_data(),
+            ]
+        };
+        for (ours, burns) in run(true).iter().zip(&run(false)) {
+            ours.assert_approx_eq::<f32>(burns, burn::tensor::Tolerance::absolute(1e-4));
         }
     }
 
