@@ -7,7 +7,7 @@
 # INFERENCE=1 times feature extraction instead (image encoders' forward pass, eval mode, no grad).
 # Env overrides: MODEL (convnet4) BATCH (128; transformer 32) STEPS (20) WARMUP (3) WIDTH (64)
 #                THREADS ("1 2") TORCH_PYTHON (/work/venv-torch/bin/python)
-#                PRETEXT (target/release/pretext)
+#                PRETEXT (target/release/pretext) JSON_OUT (a file the raw JSON lines are appended to)
 set -euo pipefail
 
 MODEL="${MODEL:-convnet4}"
@@ -60,6 +60,7 @@ for n in $THREADS; do
     results+=("$r")
 done
 
+[[ -n "${JSON_OUT:-}" ]] && printf '%s\n' "${results[@]}" >> "$JSON_OUT"
 printf '%s\n' "${results[@]}" | python3 -c '
 import json, sys
 rows = {}

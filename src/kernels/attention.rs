@@ -67,18 +67,15 @@ crate::simd_fn! {
                 }
             }
             max = max8.iter().fold(max, |a, &b| a.max(b));
+            // A plain map loop, which LLVM vectorises (a fused exp-and-sum loop stayed scalar).
+            row.iter_mut().for_each(|v| *v = exp(*v - max));
             let mut sum8 = [0.0f32; LANES];
-            let mut chunks = row.chunks_exact_mut(LANES);
-            for c in chunks.by_ref() {
+            let chunks = row.chunks_exact(LANES);
+            let sum: f32 = chunks.remainder().iter().sum();
+            for c in chunks {
                 for l in 0..LANES {
-                    c[l] = exp(c[l] - max);
                     sum8[l] += c[l];
                 }
-            }
-            let mut sum = 0.0;
-            for v in chunks.into_remainder() {
-                *v = exp(*v - max);
-                sum += *v;
             }
             let inv = 1.0 / (sum + sum8.iter().sum::<f32>());
             row.iter_mut().for_each(|v| *v *= inv);

@@ -9,6 +9,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod dropout;
 pub mod layernorm;
+pub mod linear;
 pub mod matmul;
 pub mod pool;
 pub mod transformer;

@@ -12,16 +12,22 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::nn::attention::{MhaInput, MultiHeadAttention};
-use burn::nn::{Dropout, LayerNorm};
+use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::tensor::{Bool, Device, Distribution, Tensor};
 
 use super::attention::{self, AttentionMasking, AttentionShape};
 use super::dropout::{self, DropMask};
-use super::{activation, f32s, flex_tensor, layernorm, ours};
+use super::{activation, f32s, flex_tensor, layernorm, linear, ours};
 
 /// The transformer operations pretext computes itself on the CPU.
 #[backend_extension(Flex, Autodiff)]
 pub trait TransformerKernels: Backend {
+    /// `x·weight + bias` over the last axis of `x` (`weight` is `[in, out]`, as burn's).
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
     /// LayerNorm over the last axis, with a shift.
     fn layer_norm_last(
         x: FloatTensor<Self>,
@@ -110,7 +116,29 @@ fn masking(masked_score: f32, keep: f32, seed: u64) -> AttentionMasking {
     }
 }
 
+/// The shape of `x` with its last axis `width` wide.
+fn with_last(x: &FlexTensor, width: usize) -> burn::tensor::Shape {
+    let mut shape = x.layout().shape().clone();
+    let last = shape.num_dims() - 1;
+    shape[last] = width;
+    shape
+}
+
 impl TransformerKernels for Flex {
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (xc, weight, bias) = (
+            x.to_contiguous(),
+            weight.to_contiguous(),
+            bias.to_contiguous(),
+        );
+        let y = linear::forward(f32s(&xc), f32s(&weight), f32s(&bias));
+        flex_tensor(y, with_last(&x, f32s(&bias).len()))
+    }
+
     fn layer_norm_last(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -154,6 +182,31 @@ fn retrieve(checkpointer: &mut Checkpointer, id: NodeId) -> FlexTensor {
     checkpointer
         .retrieve_node_output::<FlexTensor>(id)
         .to_contiguous()
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = [NodeId; 2];
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckp: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let [x, weight] = ops.state.map(|id| retrieve(ckp, id));
+        let out = weight.layout().shape()[1];
+        let wanted = ops.parents.each_ref().map(|p| p.is_some());
+        let d = linear::backward(f32s(&x), f32s(&weight), out, f32s(&dy), wanted);
+        let shapes = [
+            x.layout().shape().clone(),
+            weight.layout().shape().clone(),
+            [out].into(),
+        ];
+        for ((node, d), shape) in ops.parents.into_iter().zip(d).zip(shapes) {
+            if let (Some(node), Some(d)) = (node, d) {
+                grads.register::<Flex>(node.id, flex_tensor(d, shape));
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -253,6 +306,33 @@ impl Backward<Flex, 3> for AttentionBackward {
 }
 
 impl<C: CheckpointStrategy> TransformerKernels for Autodiff<Flex, C> {
+    fn linear_rows(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match LinearBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = [prep.checkpoint(&x), prep.checkpoint(&weight)];
+                let y = Flex::linear_rows(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                );
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::linear_rows(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            )),
+        }
+    }
+
     fn layer_norm_last(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -387,6 +467,18 @@ fn draw_seed(device: &Device) -> u64 {
     (word(r[0]) << 32) | word(r[1])
 }
 
+/// `lin.forward(x)`.
+pub fn linear<const D: usize>(lin: &Linear, x: Tensor<D>) -> Tensor<D> {
+    match &lin.bias {
+        Some(bias) if ours(&x) => Tensor::from_dispatch(Dispatch::linear_rows(
+            x.into_dispatch(),
+            lin.weight.val().into_dispatch(),
+            bias.val().into_dispatch(),
+        )),
+        _ => lin.forward(x),
+    }
+}
+
 /// `norm.forward(x)` with LayerNorm's `epsilon` (burn keeps it private; pretext builds every
 /// LayerNorm with the one it passes here).
 pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
@@ -430,8 +522,8 @@ pub fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>, pad: Tensor<2, Boo
         return mha.forward(MhaInput::self_attn(x).mask_pad(pad)).context;
     }
     let device = x.device();
-    let (q, k) = (mha.query.forward(x.clone()), mha.key.forward(x.clone()));
-    let v = mha.value.forward(x);
+    let (q, k) = (linear(&mha.query, x.clone()), linear(&mha.key, x.clone()));
+    let v = linear(&mha.value, x);
     let (keep, seed) = if dropping(&mha.dropout, &device) {
         ((1.0 - mha.dropout.prob) as f32, draw_seed(&device))
     } else {
@@ -447,7 +539,7 @@ pub fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>, pad: Tensor<2, Boo
         keep,
         seed,
     ));
-    mha.output.forward(context)
+    linear(&mha.output, context)
 }
 
 #[cfg(test)]
@@ -464,6 +556,35 @@ mod tests {
 
     fn tol() -> Tolerance<f32> {
         Tolerance::absolute(2e-5)
+    }
+
+    #[test]
+    fn linear_matches_burns_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        device.seed(2);
+        // Rows several partial sums long, and a product large enough for gemm's threads.
+        for (batch, len, inputs, outputs) in [(2, 3, 5, 4), (3, 200, 64, 96)] {
+            let lin = burn::nn::LinearConfig::new(inputs, outputs).init(&device);
+            let x = normal([batch, len, inputs], &device);
+            let r = normal([batch, len, outputs], &device);
+            let run = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+                let x = x.clone().detach().require_grad();
+                let y = f(x.clone());
+                let g = (y.clone() * r.clone()).sum().backward();
+                let bias = lin.bias.as_ref().unwrap().val();
+                [
+                    y.into_data(),
+                    x.grad(&g).unwrap().into_data(),
+                    lin.weight.val().grad(&g).unwrap().into_data(),
+                    bias.grad(&g).unwrap().into_data(),
+                ]
+            };
+            let ours = run(&|x| linear(&lin, x));
+            let burns = run(&|x| lin.forward(x));
+            for (a, b) in ours.iter().zip(&burns) {
+                a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-3));
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use burn::nn::{
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::transformer::{dropout, gelu, layer_norm, self_attention};
+use crate::kernels::transformer::{dropout, gelu, layer_norm, linear, self_attention};
 
 /// Every LayerNorm's epsilon (burn's and BERT's default), set at construction and passed to
 /// the kernel, since burn's `LayerNorm` keeps its own private.
@@ -163,8 +163,8 @@ fn encoder_layer(
     let x = x + dropout(&layer.dropout, attended);
     let ff = &layer.pwff;
     let normed = layer_norm(&layer.norm_1, LAYER_NORM_EPSILON, x.clone());
-    let inner = dropout(&ff.dropout, gelu(ff.linear_inner.forward(normed)));
-    x + dropout(&layer.dropout, ff.linear_outer.forward(inner))
+    let inner = dropout(&ff.dropout, gelu(linear(&ff.linear_inner, normed)));
+    x + dropout(&layer.dropout, linear(&ff.linear_outer, inner))
 }
 
 /// BERT's MLM head: dense, GELU, LayerNorm, then the vocabulary logits.
@@ -186,9 +186,11 @@ impl MlmHead {
 
     /// Vocabulary logits `[n, vocab]` of hidden states `[n, hidden]`.
     pub fn forward(&self, hidden: Tensor<2>) -> Tensor<2> {
-        let activated = gelu(self.dense.forward(hidden));
-        self.out
-            .forward(layer_norm(&self.norm, LAYER_NORM_EPSILON, activated))
+        let activated = gelu(linear(&self.dense, hidden));
+        linear(
+            &self.out,
+            layer_norm(&self.norm, LAYER_NORM_EPSILON, activated),
+        )
     }
 }
 
