@@ -39,7 +39,7 @@ if [[ ! -d "$DATA" ]]; then
     exit 0
 fi
 for t in 1 2; do
-    "$PRETEXT" --threads "$t" bench-augment --data "$DATA" --task rotation --images "$IMAGES" |
+    "$PRETEXT" --threads "$t" bench augment --data "$DATA" --task rotation --images "$IMAGES" |
         tail -n 1 >> "$OUT"
 done
 python3 - "$OUT" <<'PY'

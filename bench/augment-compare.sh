@@ -11,7 +11,7 @@ PRETEXT="${PRETEXT:-target/release/pretext}"
 N="${N:-20000}"
 for rep in $(seq "${REPEAT:-2}"); do
   for t in 1 2; do
-    ours=$("$PRETEXT" --threads "$t" bench-augment --data "$DATA" --task simclr --images "$N")
+    ours=$("$PRETEXT" --threads "$t" bench augment --data "$DATA" --task simclr --images "$N")
     peer=$("$PYTHON" bench/augment_torchvision.py "$DATA" "$t" "$N")
     python3 - "$ours" "$peer" <<'PY'
 import json, sys

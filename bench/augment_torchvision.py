@@ -1,4 +1,4 @@
-"""The torchvision peer of `pretext bench-augment --task simclr`: the same two-view pipeline
+"""The torchvision peer of `pretext bench augment --task simclr`: the same two-view pipeline
 (RandomResizedCrop scale 0.2-1, flip, ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale
 p 0.2, solarisation p 0.2 on the second view, to float and normalised) over the same decoded
 images, with THREADS DataLoader workers of one torch thread each, batches of 256.

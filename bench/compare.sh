@@ -44,7 +44,7 @@ if [[ ! -x "$PRETEXT" ]]; then
     exit 1
 fi
 
-args=(--model "$MODEL" --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
+args=(--model "$MODEL" --batch "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
 [[ "$MODEL" == transformer ]] || args+=(--width "$WIDTH")
 [[ "${INFERENCE:-0}" == 1 ]] && args+=(--inference)
 
@@ -52,7 +52,7 @@ results=()
 for n in $THREADS; do
     echo "threads=$n: pretext ..." >&2
     r=$(OMP_NUM_THREADS="$n" RAYON_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
-        "$PRETEXT" bench-step "${args[@]}" --threads "$n" | tail -n 1)
+        "$PRETEXT" bench step "${args[@]}" --threads "$n" | tail -n 1)
     results+=("$r")
     echo "threads=$n: pytorch ..." >&2
     r=$(OMP_NUM_THREADS="$n" RAYON_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \

@@ -40,8 +40,8 @@ fi
 for case in "${cases[@]}"; do
     read -r model batch <<<"$case"
     echo "== $model batch $batch: pretext on $DEVICE" >&2
-    timeout "$LIMIT" "$PRETEXT" --device "$DEVICE" --quiet bench-step --model "$model" \
-        --batch-size "$batch" --steps "$STEPS" --warmup "$WARMUP" | tail -n 1 | tee -a "$LINES"
+    timeout "$LIMIT" "$PRETEXT" --device "$DEVICE" --quiet bench step --model "$model" \
+        --batch "$batch" --steps "$STEPS" --warmup "$WARMUP" | tail -n 1 | tee -a "$LINES"
     if [[ -n "$TORCH_PYTHON" ]]; then
         echo "== $model batch $batch: pytorch on cuda" >&2
         if [[ "$model" == transformer ]]; then
@@ -49,7 +49,7 @@ for case in "${cases[@]}"; do
         else
             peer=(bench/torch_step.py --model "$model")
         fi
-        timeout "$LIMIT" "$TORCH_PYTHON" "${peer[@]}" --device cuda --batch-size "$batch" \
+        timeout "$LIMIT" "$TORCH_PYTHON" "${peer[@]}" --device cuda --batch "$batch" \
             --steps "$STEPS" --warmup "$WARMUP" | tail -n 1 | tee -a "$LINES"
     fi
 done

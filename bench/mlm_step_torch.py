@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `pretext bench-step --model transformer`: one masked-language-model
+"""PyTorch peer of `pretext bench step --model transformer`: one masked-language-model
 training step of the same BERT-style encoder (fp32, CPU), timed after warm-up.
 
 Token and learned position embeddings, a pre-LN transformer encoder (GELU feed-forward,
@@ -41,7 +41,7 @@ class Bert(nn.Module):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="transformer")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=32)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--hidden", type=int, default=256)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `pretext bench-step`: one ConvNet-4 or ResNet-18 (CIFAR variant)
+"""PyTorch peer of `pretext bench step`: one ConvNet-4 or ResNet-18 (CIFAR variant)
 rotation-pretext training step (fp32; CPU, or CUDA with --device cuda), timed over a number
 of steps after warm-up.
 
@@ -100,7 +100,7 @@ class RotationNet(nn.Module):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="convnet4", choices=["convnet4", "resnet18"])
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)

@@ -83,12 +83,19 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Benchmarks that print one JSON object each: `bench step`, `bench augment`.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
     /// Time one training step (ConvNet-4, ResNet-18 or the MLM transformer) on random data after
     /// warm-up; prints one JSON object (for bench/compare.sh and bench/gpu-check.sh).
-    BenchStep(BenchArgs),
+    Step(BenchArgs),
     /// Time a task's data pipeline alone (augmentation, views, normalisation, batch assembly)
     /// on real images; prints one JSON object (for bench/augment-compare.sh).
-    BenchAugment(BenchAugmentArgs),
+    Augment(BenchAugmentArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -196,7 +203,7 @@ pub struct EmbedArgs {
     pub out: PathBuf,
 }
 
-/// The networks `bench-step` times.
+/// The networks `bench step` times.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchModel {
     Convnet4,
@@ -221,7 +228,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub inference: bool,
     /// Default: 128 images (convnet4), 64 (resnet18), 32 sequences (transformer).
-    #[arg(long)]
+    #[arg(long = "batch", visible_alias = "batch-size")]
     pub batch_size: Option<usize>,
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -250,7 +257,7 @@ pub struct BenchAugmentArgs {
     /// Source images to push through the pipeline (after one warm-up batch).
     #[arg(long, default_value_t = 10000)]
     pub images: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long = "batch", visible_alias = "batch-size", default_value_t = 256)]
     pub batch_size: usize,
 }
 

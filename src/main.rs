@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{BenchCommand, Cli, Command};
 use pretext::config::{PretrainConfig, TrainConfig, read_toml};
 use pretext::models::EncoderSpec;
 use pretext::pipeline;
@@ -272,7 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 pretext::cluster::kmeans_npy(&a.features, &cfg, &a.out, a.labels.as_deref())?;
             println!("{}", serde_json::to_string(&report)?);
         }
-        Command::BenchStep(a) => {
+        Command::Bench(BenchCommand::Step(a)) => {
             let t = threads.unwrap_or(0);
             set_threads(t)?;
             let t = if t == 0 {
@@ -282,7 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let r = match a.model {
                 cli::BenchModel::Transformer if a.inference => {
-                    anyhow::bail!("bench-step: --inference times the image encoders only")
+                    anyhow::bail!("bench step: --inference times the image encoders only")
                 }
                 cli::BenchModel::Transformer => {
                     let spec = pretext::models::bert::BertSpec {
@@ -295,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         dropout: 0.1,
                     };
                     spec.validate("bench")
-                        .map_err(|e| anyhow::anyhow!("bench-step: {e}"))?;
+                        .map_err(|e| anyhow::anyhow!("bench step: {e}"))?;
                     pretext::bench::mlm_step(
                         &spec,
                         a.batch_size.unwrap_or(32),
@@ -341,7 +341,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.report.display()
             );
         }
-        Command::BenchAugment(a) => {
+        Command::Bench(BenchCommand::Augment(a)) => {
             set_threads(threads.unwrap_or(0))?;
             let data = pretext::pipeline::load_data(&pretext::config::DataConfig {
                 path: a.data.clone(),

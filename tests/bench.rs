@@ -1,4 +1,4 @@
-//! `pretext bench-step` prints one JSON object per run, for every model, that scripts can compare.
+//! `pretext bench step` prints one JSON object per run, for every model, that scripts can compare.
 
 mod common;
 use common::*;
@@ -24,15 +24,7 @@ fn bench_step_prints_one_json_object_for_each_model() {
     ] {
         // The test helper runs with --threads 2.
         let mut args = vec![
-            "bench-step",
-            "--model",
-            model,
-            "--batch-size",
-            "4",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
+            "bench", "step", "--model", model, "--batch", "4", "--steps", "2", "--warmup", "1",
         ];
         args.extend(extra);
         let o = pretext(&args);
@@ -58,7 +50,8 @@ fn bench_step_prints_one_json_object_for_each_model() {
     }
     // Feature extraction: the encoder alone, named apart from the training step.
     let o = pretext(&[
-        "bench-step",
+        "bench",
+        "step",
         "--model",
         "resnet18",
         "--inference",
@@ -78,10 +71,10 @@ fn bench_step_prints_one_json_object_for_each_model() {
         serde_json::from_str(String::from_utf8(o.stdout).unwrap().trim()).unwrap();
     assert_eq!(v["model"], "resnet18-features", "{v}");
     assert!(v["samples_per_s"].as_f64().unwrap() > 0.0, "{v}");
-    let o = pretext(&["bench-step", "--model", "transformer", "--inference"]);
+    let o = pretext(&["bench", "step", "--model", "transformer", "--inference"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--inference"), "{}", stderr(&o));
-    let o = pretext(&["bench-step", "--model", "transformer", "--layers", "0"]);
+    let o = pretext(&["bench", "step", "--model", "transformer", "--layers", "0"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("layers"), "{}", stderr(&o));
 }
