@@ -8,8 +8,8 @@
 # `cargo build --release`:
 #   bash bench/all.sh
 # Env: DATA (../shared/data/cifar10-jpeg), TORCH_PYTHON (/work/venv-torch/bin/python),
-#      PRETEXT (target/release/pretext), STEPS (20), IMAGES (20000), OUT (a JSON-lines file;
-#      a temporary one by default).
+#      PRETEXT (target/release/pretext), STEPS (20), REPEAT (1: interleaved rounds, medians
+#      reported), IMAGES (20000), OUT (a JSON-lines file; a temporary one by default).
 set -euo pipefail
 DATA="${DATA:-../shared/data/cifar10-jpeg}"
 PRETEXT="${PRETEXT:-target/release/pretext}"
@@ -27,6 +27,9 @@ compare() {
     env "$@" JSON_OUT="$OUT" bash bench/compare.sh
 }
 compare "ConvNet-4 rotation training step" MODEL=convnet4 BATCH=128
+echo
+echo "== what two threads can give: a matrix product in PyTorch"
+"$TORCH_PYTHON" bench/matmul_scaling.py 2048 "${REPEAT:-1}"
 compare "ResNet-18 training step" MODEL=resnet18 BATCH=64
 compare "masked-language-model training step" MODEL=transformer BATCH=32
 compare "ConvNet-4 feature extraction" MODEL=convnet4 BATCH=128 INFERENCE=1

@@ -6,7 +6,8 @@
 #   bash bench/compare.sh                    MODEL=transformer bash bench/compare.sh
 # INFERENCE=1 times feature extraction instead (image encoders' forward pass, eval mode, no grad).
 # Env overrides: MODEL (convnet4) BATCH (128; transformer 32) STEPS (20) WARMUP (3) WIDTH (64)
-#                THREADS ("1 2") TORCH_PYTHON (/work/venv-torch/bin/python)
+#                THREADS ("1 2") REPEAT (1: rounds; the table gives each side's median)
+#                TORCH_PYTHON (/work/venv-torch/bin/python)
 #                PRETEXT (target/release/pretext) JSON_OUT (a file the raw JSON lines are appended to)
 set -euo pipefail
 
@@ -49,15 +50,17 @@ args=(--model "$MODEL" --batch "$BATCH" --steps "$STEPS" --warmup "$WARMUP")
 [[ "${INFERENCE:-0}" == 1 ]] && args+=(--inference)
 
 results=()
-for n in $THREADS; do
-    echo "threads=$n: pretext ..." >&2
-    r=$(OMP_NUM_THREADS="$n" RAYON_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
-        "$PRETEXT" bench step "${args[@]}" --threads "$n" | tail -n 1)
-    results+=("$r")
-    echo "threads=$n: pytorch ..." >&2
-    r=$(OMP_NUM_THREADS="$n" RAYON_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
-        "$TORCH_PYTHON" "$PEER" "${args[@]}" --threads "$n" | tail -n 1)
-    results+=("$r")
+for round in $(seq "${REPEAT:-1}"); do
+    for n in $THREADS; do
+        echo "round $round, threads=$n: pretext ..." >&2
+        r=$(OMP_NUM_THREADS="$n" RAYON_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
+            "$PRETEXT" bench step "${args[@]}" --threads "$n" | tail -n 1)
+        results+=("$r")
+        echo "round $round, threads=$n: pytorch ..." >&2
+        r=$(OMP_NUM_THREADS="$n" RAYON_NUM_THREADS="$n" MKL_NUM_THREADS="$n" \
+            "$TORCH_PYTHON" "$PEER" "${args[@]}" --threads "$n" | tail -n 1)
+        results+=("$r")
+    done
 done
 
 [[ -n "${JSON_OUT:-}" ]] && printf '%s\n' "${results[@]}" >> "$JSON_OUT"
@@ -72,13 +75,18 @@ for line in sys.stdin:
         d = json.loads(line)
     except json.JSONDecodeError:
         sys.exit("error: not a JSON line: %r" % line)
-    rows.setdefault(int(d["threads"]), {})[d["impl"]] = d
+    rows.setdefault(int(d["threads"]), {}).setdefault(d["impl"], []).append(d["samples_per_s"])
+median = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
 print("model=%s batch=%s width=%s steps=%s warmup=%s" % tuple(sys.argv[1:6]))
-print("%7s  %18s  %18s  %8s" % ("threads", "pretext samples/s", "pytorch samples/s", "ratio"))
+print("%7s  %18s  %18s  %8s  %s" % ("threads", "pretext samples/s", "pytorch samples/s", "ratio", "each round"))
+med = {}
 for n in sorted(rows):
-    p = rows[n].get("pretext", {}).get("samples_per_s")
-    t = rows[n].get("pytorch", {}).get("samples_per_s")
-    ratio = "%.3f" % (p / t) if p and t else "n/a"
+    p, t = rows[n].get("pretext", []), rows[n].get("pytorch", [])
+    med[n] = (median(p) if p else None, median(t) if t else None)
+    ratio = "%.3f" % (med[n][0] / med[n][1]) if p and t else "n/a"
+    each = " ".join("%.2f" % (a / b) for a, b in zip(p, t)) if len(p) > 1 else ""
     fmt = lambda v: "%.1f" % v if v is not None else "n/a"
-    print("%7d  %18s  %18s  %8s" % (n, fmt(p), fmt(t), ratio))
+    print("%7d  %18s  %18s  %8s  %s" % (n, fmt(med[n][0]), fmt(med[n][1]), ratio, each))
+if 1 in med and 2 in med and all(med[1]) and all(med[2]):
+    print("2 threads / 1 thread: pretext %.2fx, pytorch %.2fx" % (med[2][0] / med[1][0], med[2][1] / med[1][1]))
 ' "$MODEL" "$BATCH" "$WIDTH" "$STEPS" "$WARMUP"

@@ -123,6 +123,15 @@ impl SameShift {
         if cut == 0 {
             return;
         }
+        if cut == 1 {
+            // Every 3x3 kernel's case, as one store per image row: `fill` calls memset, whose
+            // call costs more than the store on ResNet-18's 4x4 and 8x8 planes.
+            let at = if self.dj < 0 { 0 } else { self.w - 1 };
+            for row in span.chunks_exact_mut(self.w) {
+                row[at] = 0.0;
+            }
+            return;
+        }
         for row in span.chunks_exact_mut(self.w) {
             if self.dj < 0 {
                 row[..cut].fill(0.0);
