@@ -48,9 +48,11 @@ done
 python3 - "$OUT" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-step = {r["threads"]: r["samples_per_s"] for r in rows
-        if r["impl"] == "pretext" and r.get("model", "").startswith("convnet4") and "samples_per_s" in r
-        and not r["model"].endswith("-features")}
+runs = {}
+for r in rows:
+    if r["impl"] == "pretext" and r.get("model") == "convnet4":
+        runs.setdefault(r["threads"], []).append(r["samples_per_s"])
+step = {t: sorted(v)[len(v) // 2] for t, v in runs.items()}
 for r in rows:
     if r.get("task") == "rotation":
         views = r["images_per_s"] * r["views"] / r["images"]

@@ -554,6 +554,21 @@ mod tests {
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
     }
 
+    /// `f(x)`, x's gradient of `sum(f(x)·r)`, then the parameters' gradients `params` reads.
+    fn output_and_gradients<const D: usize>(
+        f: &dyn Fn(Tensor<D>) -> Tensor<D>,
+        x: &Tensor<D>,
+        r: &Tensor<D>,
+        params: impl Fn(&burn::tensor::Gradients) -> [TensorData; 2],
+    ) -> Vec<TensorData> {
+        let x = x.clone().detach().require_grad();
+        let y = f(x.clone());
+        let g = (y.clone() * r.clone()).sum().backward();
+        let mut out = vec![y.into_data(), x.grad(&g).unwrap().into_data()];
+        out.extend(params(&g));
+        out
+    }
+
     fn tol() -> Tolerance<f32> {
         Tolerance::absolute(2e-5)
     }
@@ -568,16 +583,11 @@ mod tests {
             let x = normal([batch, len, inputs], &device);
             let r = normal([batch, len, outputs], &device);
             let run = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
-                let x = x.clone().detach().require_grad();
-                let y = f(x.clone());
-                let g = (y.clone() * r.clone()).sum().backward();
-                let bias = lin.bias.as_ref().unwrap().val();
-                [
-                    y.into_data(),
-                    x.grad(&g).unwrap().into_data(),
-                    lin.weight.val().grad(&g).unwrap().into_data(),
-                    bias.grad(&g).unwrap().into_data(),
-                ]
+                output_and_gradients(f, &x, &r, |g| {
+                    let bias = lin.bias.as_ref().unwrap().val();
+                    let weight = lin.weight.val().grad(g).unwrap().into_data();
+                    [weight, bias.grad(g).unwrap().into_data()]
+                })
             };
             let ours = run(&|x| linear(&lin, x));
             let burns = run(&|x| lin.forward(x));
@@ -600,16 +610,10 @@ mod tests {
                 .add_scalar(0.5);
             let r = normal([rows, width], &device);
             let run = |f: &dyn Fn(Tensor<2>) -> Tensor<2>| {
-                let x = x.clone().detach().require_grad();
-                let y = f(x.clone());
-                let g = (y.clone() * r.clone()).sum().backward();
-                let beta = norm.beta.as_ref().unwrap().val();
-                [
-                    y.into_data(),
-                    x.grad(&g).unwrap().into_data(),
-                    norm.gamma.val().grad(&g).unwrap().into_data(),
-                    beta.grad(&g).unwrap().into_data(),
-                ]
+                output_and_gradients(f, &x, &r, |g| {
+                    let beta = norm.beta.as_ref().unwrap().val();
+                    [norm.gamma.val().grad(g), beta.grad(g)].map(|d| d.unwrap().into_data())
+                })
             };
             let ours = run(&|x| layer_norm(&norm, 1e-5, x));
             let burns = run(&|x| norm.forward(x));
