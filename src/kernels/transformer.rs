@@ -569,6 +569,12 @@ mod tests {
         out
     }
 
+    fn assert_all_close(ours: &[TensorData], burns: &[TensorData], tolerance: f32) {
+        for (a, b) in ours.iter().zip(burns) {
+            a.assert_approx_eq::<f32>(b, Tolerance::absolute(tolerance));
+        }
+    }
+
     fn tol() -> Tolerance<f32> {
         Tolerance::absolute(2e-5)
     }
@@ -591,9 +597,7 @@ mod tests {
             };
             let ours = run(&|x| linear(&lin, x));
             let burns = run(&|x| lin.forward(x));
-            for (a, b) in ours.iter().zip(&burns) {
-                a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-3));
-            }
+            assert_all_close(&ours, &burns, 1e-3);
         }
     }
 
@@ -617,9 +621,7 @@ mod tests {
             };
             let ours = run(&|x| layer_norm(&norm, 1e-5, x));
             let burns = run(&|x| norm.forward(x));
-            for (a, b) in ours.iter().zip(&burns) {
-                a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-4));
-            }
+            assert_all_close(&ours, &burns, 1e-4);
         }
     }
 
@@ -733,9 +735,7 @@ mod tests {
                 ))
             });
             let burns = run(&|t| attention_by_burn(t, &pad, heads, drop_mask(keep, seed)));
-            for (a, b) in ours.iter().zip(&burns) {
-                a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-4));
-            }
+            assert_all_close(&ours, &burns, 1e-4);
         }
     }
 
@@ -769,8 +769,6 @@ mod tests {
             mha.forward(MhaInput::self_attn(x).mask_pad(pad.clone()))
                 .context
         });
-        for (a, b) in ours.iter().zip(&burns) {
-            a.assert_approx_eq::<f32>(b, Tolerance::absolute(1e-4));
-        }
+        assert_all_close(&ours, &burns, 1e-4);
     }
 }
