@@ -6,8 +6,7 @@
 
 use rayon::prelude::*;
 
-/// Elements per parallel task of the element-wise kernels.
-pub const CHUNK: usize = 1 << 14;
+use super::ELEMENTWISE_CHUNK as CHUNK;
 
 /// `e^x` to about 2 ulp for x ≥ -87, and exactly 0 below (where f32 has only denormals).
 /// Cody and Waite's reduction `x = n·ln2 + r` with |r| ≤ ln2/2, then Cephes' `expf`

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::activation::exp;
 use super::dropout::{DropMask, apply_chunk};
+use super::lanes;
 use super::matmul::matmul;
 
 /// `[batch, len, heads·head_dim]` queries, keys, values and context.
@@ -47,8 +48,6 @@ pub struct AttentionMasking {
     pub dropout: Option<DropMask>,
 }
 
-const LANES: usize = 8;
-
 crate::simd_fn! {
     /// Each row of `scores` (`len` wide) becomes its softmax, padding keys filled first.
     fn softmax_rows(scores: &mut [f32], pad: &[bool], masked_score: f32) -> () {
@@ -58,26 +57,10 @@ crate::simd_fn! {
                     *v = masked_score;
                 }
             }
-            let mut max8 = [f32::NEG_INFINITY; LANES];
-            let chunks = row.chunks_exact(LANES);
-            let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            for c in chunks {
-                for l in 0..LANES {
-                    max8[l] = max8[l].max(c[l]);
-                }
-            }
-            max = max8.iter().fold(max, |a, &b| a.max(b));
+            let max = lanes::max(row);
             // A plain map loop, which LLVM vectorises (a fused exp-and-sum loop stayed scalar).
             row.iter_mut().for_each(|v| *v = exp(*v - max));
-            let mut sum8 = [0.0f32; LANES];
-            let chunks = row.chunks_exact(LANES);
-            let sum: f32 = chunks.remainder().iter().sum();
-            for c in chunks {
-                for l in 0..LANES {
-                    sum8[l] += c[l];
-                }
-            }
-            let inv = 1.0 / (sum + sum8.iter().sum::<f32>());
+            let inv = 1.0 / lanes::sum_of(row, |v| v);
             row.iter_mut().for_each(|v| *v *= inv);
         }
     }
@@ -89,15 +72,7 @@ crate::simd_fn! {
     fn softmax_backward_rows(p: &[f32], dp: &mut [f32], pad: &[bool]) -> () {
         let len = pad.len();
         for (pr, dr) in p.chunks_exact(len).zip(dp.chunks_exact_mut(len)) {
-            let mut dot8 = [0.0f32; LANES];
-            let (pc, dc) = (pr.chunks_exact(LANES), dr.chunks_exact(LANES));
-            let mut dot: f32 = pc.remainder().iter().zip(dc.remainder()).map(|(a, b)| a * b).sum();
-            for (pc, dc) in pc.zip(dc) {
-                for l in 0..LANES {
-                    dot8[l] += pc[l] * dc[l];
-                }
-            }
-            dot += dot8.iter().sum::<f32>();
+            let dot = lanes::dot(pr, dr);
             for ((d, &p), &m) in dr.iter_mut().zip(pr).zip(pad) {
                 *d = if m { 0.0 } else { p * (*d - dot) };
             }

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::activation::CHUNK;
+use super::ELEMENTWISE_CHUNK as CHUNK;
 
 /// Which elements a dropout keeps, and the scale `1/keep` of the kept ones.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -7,30 +7,11 @@
 
 use rayon::prelude::*;
 
+use super::lanes::{self, LANES};
+
 /// Rows per parallel task. Fixed, not derived from the thread count, so that the parameter
 /// gradients are summed in the same order on any number of threads.
 const ROWS_PER_TASK: usize = 64;
-const LANES: usize = 8;
-
-crate::simd_fn! {
-    /// The sum of `f(v)` over a row in eight f32 lanes.
-    fn lane_sum(row: &[f32], centre: f32, square: bool) -> f32 {
-        let mut acc = [0.0f32; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let mut tail = 0.0;
-        for &v in chunks.remainder() {
-            let d = v - centre;
-            tail += if square { d * d } else { d };
-        }
-        for c in chunks {
-            for l in 0..LANES {
-                let d = c[l] - centre;
-                acc[l] += if square { d * d } else { d };
-            }
-        }
-        acc.iter().sum::<f32>() + tail
-    }
-}
 
 /// Mean and `1/√(var + ε)` (biased variance) of each row.
 pub type RowStats = (Vec<f32>, Vec<f32>);
@@ -47,8 +28,8 @@ crate::simd_fn! {
     ) -> () {
         let width = gamma.len();
         for (r, (xr, yr)) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)).enumerate() {
-            let m = lane_sum(xr, 0.0, false) / width as f32;
-            let var = lane_sum(xr, m, true) / width as f32;
+            let m = lanes::sum_of(xr, |v| v) / width as f32;
+            let var = lanes::sum_of(xr, |v| (v - m) * (v - m)) / width as f32;
             let s = 1.0 / (var + epsilon).sqrt();
             for (((y, &x), &g), &b) in yr.iter_mut().zip(xr).zip(gamma).zip(beta) {
                 *y = (x - m) * s * g + b;

@@ -1,13 +1,18 @@
-//! pretext's own CPU kernels, plugged into burn through a backend extension: the forward pass
-//! runs on the flex backend, and the autodiff backend records a handwritten backward pass.
-//! The models call [`conv2d_forward`], [`batch_norm`] and [`max_pool2d`], which use the kernels
-//! on the CPU where they apply and burn's own operations elsewhere (the GPUs).
+//! pretext's own CPU kernels, plugged into burn through two backend extensions (this module's
+//! `CpuKernels` for images, `transformer::TransformerKernels`): the forward pass runs on the
+//! flex backend, and the autodiff backend records a handwritten backward pass. The models call
+//! [`conv2d_forward`], [`batch_norm`], [`max_pool2d`] and `transformer`'s entry points, which use
+//! the kernels on the CPU where they apply and burn's own operations elsewhere (the GPUs).
+
+/// Elements per parallel task of the element-wise kernels (GELU, dropout).
+pub const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 pub mod activation;
 pub mod attention;
 pub mod batchnorm;
 pub mod conv;
 pub mod dropout;
+pub mod lanes;
 pub mod layernorm;
 pub mod linear;
 pub mod matmul;
