@@ -326,6 +326,9 @@ pub struct ClusterTransferArgs {
     /// Principal components kept before clustering (0: none).
     #[arg(long)]
     pub pca: Option<usize>,
+    /// Scale the principal components to unit variance (needs --pca).
+    #[arg(long)]
+    pub whiten: bool,
     /// Do not L2-normalise the features before clustering.
     #[arg(long)]
     pub no_l2: bool,

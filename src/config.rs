@@ -434,6 +434,14 @@ pub struct TransferConfig {
     pub probe_epochs: usize,
     pub probe_lr: f64,
     pub probe_weight_decay: f64,
+    /// The probe (and the random encoder's) also trains on this many randomly cropped and
+    /// flipped views of each labelled image (`transfer.finetune.augment`), as SimCLR's linear
+    /// evaluation does; 0: the labelled images alone.
+    pub probe_augmented_views: usize,
+    /// L2 penalties on the probe's weights (`l2 / 2 * |W|^2` added to the mean cross-entropy):
+    /// empty for none, one value, or several for 5-fold cross-validation on the labelled
+    /// images to choose from.
+    pub probe_l2: Vec<f64>,
     /// k-NN: neighbours and the temperature of the exp(similarity / T) weights.
     pub knn_k: usize,
     pub knn_temperature: f64,
@@ -467,6 +475,8 @@ impl Default for TransferConfig {
             probe_epochs: 300,
             probe_lr: 0.01,
             probe_weight_decay: 1e-4,
+            probe_augmented_views: 0,
+            probe_l2: Vec::new(),
             knn_k: 20,
             knn_temperature: 0.07,
             test_limit: 0,
@@ -492,6 +502,22 @@ impl TransferConfig {
             return Err(invalid(
                 "transfer.probe_lr",
                 format!("must be a positive number, got {}", self.probe_lr),
+            ));
+        }
+        if self.probe_augmented_views > 100 {
+            return Err(invalid(
+                "transfer.probe_augmented_views",
+                format!("must be at most 100, got {}", self.probe_augmented_views),
+            ));
+        }
+        if let Some(bad) = self
+            .probe_l2
+            .iter()
+            .find(|l| !(l.is_finite() && **l >= 0.0))
+        {
+            return Err(invalid(
+                "transfer.probe_l2",
+                format!("every penalty must be >= 0, got {bad}"),
             ));
         }
         if self.knn_k == 0 {

@@ -251,6 +251,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(p) = a.pca {
                 c.pca = p;
             }
+            if a.whiten {
+                c.whiten = true;
+            }
             if a.no_l2 {
                 c.l2_normalize = false;
             }

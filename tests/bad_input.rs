@@ -135,6 +135,10 @@ fn bad_config_values_name_their_key() {
     std::fs::write(&bad, "[transfer]\nseeds = 0\n").unwrap();
     let o = pretext(&["pretrain", "--config", bad.to_str().unwrap()]);
     assert_clean_failure(&o, "transfer.seeds");
+
+    std::fs::write(&bad, "[transfer]\nprobe_augmented_views = 1000\n").unwrap();
+    let o = pretext(&["pretrain", "--config", bad.to_str().unwrap()]);
+    assert_clean_failure(&o, "transfer.probe_augmented_views");
 }
 
 #[test]

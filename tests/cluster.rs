@@ -102,6 +102,38 @@ fn cluster_transfer_trains_a_student_on_teacher_clusters() {
             .unwrap()
             > 0.0
     );
+
+    // A student can teach the next one (DeepCluster-style rounds), here through whitened PCA.
+    let second = root.path().join("second");
+    let o = pretext(&[
+        "cluster-transfer",
+        "--teacher",
+        student.to_str().unwrap(),
+        "--k",
+        "6",
+        "--pca",
+        "4",
+        "--whiten",
+        "--epochs",
+        "1",
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config = std::fs::read_to_string(second.join("config.toml")).unwrap();
+    assert!(config.contains("whiten = true"), "{config}");
+    let clustering = &json(&second.join("results.json"))["clustering"];
+    assert_eq!(clustering["k"], 6);
+    assert_eq!(clustering["clustered_dim"], 4);
+    let o = pretext(&[
+        "cluster-transfer",
+        "--teacher",
+        student.to_str().unwrap(),
+        "--whiten",
+        "--out",
+        root.path().join("unwhitened").to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "task.cluster.whiten");
 }
 
 #[test]

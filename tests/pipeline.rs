@@ -57,12 +57,13 @@ fn pretrain_transfer_embed_end_to_end() {
 
     // LP-FT: fine-tuning's head starts as the probe, so after one step at a negligible rate
     // its predictions are the probe's (up to BatchNorm's one-step drift of running statistics).
+    // Both train on the same augmented views of the labelled images.
     let lpft = dir.path().join("lpft.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let text = text
         .replace(
             "probe_epochs = 50",
-            "probe_epochs = 50\nfinetune_head = \"probe\"\nencoder_lr_scale = 1.0",
+            "probe_epochs = 50\nfinetune_head = \"probe\"\nencoder_lr_scale = 1.0\nprobe_augmented_views = 2",
         )
         .replace("lr = 0.001", "lr = 1e-9\nmax_steps = 1");
     std::fs::write(&lpft, text).unwrap();

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::ImageSet;
-use super::augment::{hflip, random_crop_padded};
+use super::augment::{Shape, hflip, random_crop_padded};
 use crate::tasks::{Examples, Task};
 
 /// Per-channel normalisation of pixel/255.
@@ -90,6 +90,15 @@ impl Augment {
         crop_padding: 0,
         hflip: false,
     };
+
+    /// One random crop and flip of a normalised image.
+    pub fn apply(&self, img: &[f32], shape: Shape, rng: &mut impl rand::Rng) -> Vec<f32> {
+        let mut out = random_crop_padded(img, shape, self.crop_padding, rng);
+        if self.hflip && rng.random_bool(0.5) {
+            hflip(&mut out, shape);
+        }
+        out
+    }
 }
 
 /// Where a training loop's batches come from: the order of the items of each epoch, cut into
@@ -217,12 +226,8 @@ impl<'a> BatchPlan<'a> {
                 let img = set.image(i).iter().map(|&p| p as f32 / 255.0).collect();
                 return (img, rng);
             }
-            let mut img = self.normalizer.apply(set.image(i), set.channels);
-            img = random_crop_padded(&img, shape, self.augment.crop_padding, &mut rng);
-            if self.augment.hflip && rand::Rng::random_bool(&mut rng, 0.5) {
-                hflip(&mut img, shape);
-            }
-            (img, rng)
+            let img = self.normalizer.apply(set.image(i), set.channels);
+            (self.augment.apply(&img, shape, &mut rng), rng)
         };
         let new_examples = || Examples::new(self.task.view_shape(shape), self.task.arity());
         let label = |i: usize| set.labels.as_ref().map(|l| l[i]);

@@ -310,6 +310,11 @@ pub struct TextTransferInputs<'a> {
 /// `cfg.labels_per_class` texts per class (all of a class that has fewer).
 pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<TransferResults, Error> {
     cfg.validate()?;
+    // Texts have no crops or flips: the probe trains on the labelled texts alone.
+    let cfg = &TransferConfig {
+        probe_augmented_views: 0,
+        ..cfg.clone()
+    };
     let started = Instant::now();
     let task = inputs.task;
     let classes = task.class_names.len();

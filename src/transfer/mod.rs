@@ -17,10 +17,10 @@ use crate::data::ImageSet;
 use crate::data::loader::Normalizer;
 use crate::data::split::few_labels;
 use crate::encoder::TrainedEncoder;
-use crate::models::{Classifier, ClassifierHead, EncoderSpec};
+use crate::models::{Classifier, ClassifierHead, Encoder, EncoderSpec};
 use crate::tasks::Supervised;
 use crate::train::{Fit, fit, predict, train_device};
-use features::{Features, extract};
+use features::{Features, extract, extract_augmented};
 
 /// Accuracies of one mode over the seeds, as fractions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,6 +156,36 @@ impl<'a> Transferer<'a> {
         }))
     }
 
+    /// The linear probe's training rows: `plain`, the features of the labelled images `subset`,
+    /// then those of `transfer.probe_augmented_views` random crops and flips of each.
+    fn probe_rows(
+        &self,
+        encoder: &Encoder,
+        subset: &[usize],
+        plain: Features,
+        labels: &[u32],
+        cfg: &TransferConfig,
+        seed: u64,
+    ) -> (Features, Vec<u32>) {
+        let views = cfg.probe_augmented_views;
+        if views == 0 {
+            return (plain, labels.to_vec());
+        }
+        let augmented = extract_augmented(
+            encoder,
+            &self.inputs.train.subset(subset),
+            &self.normalizer,
+            &cfg.finetune.augment,
+            views,
+            seed,
+        );
+        let mut rows = plain;
+        rows.values.extend(augmented.values);
+        rows.rows += augmented.rows;
+        let labels = labels.iter().cycle().take(rows.rows).copied().collect();
+        (rows, labels)
+    }
+
     /// Test-set predictions of `mode` trained on the images `subset` of the training split;
     /// `seed` picks the random initialisations and the training order.
     pub fn predict(
@@ -178,15 +208,19 @@ impl<'a> Transferer<'a> {
                         "modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)",
                     )
                 })?;
-                frozen_predict(
-                    mode,
-                    &train_f.select(subset),
-                    &subset_labels,
-                    test_f,
-                    classes,
-                    cfg,
-                    seed,
-                )
+                let p = inputs.pretrained.expect("features exist");
+                let (rows, labels) = match mode {
+                    TransferMode::Probe => self.probe_rows(
+                        &p.encoder,
+                        subset,
+                        train_f.select(subset),
+                        &subset_labels,
+                        cfg,
+                        seed,
+                    ),
+                    _ => (train_f.select(subset), subset_labels),
+                };
+                frozen_predict(mode, &rows, &labels, test_f, classes, cfg, seed)
             }
             TransferMode::Random => {
                 let device = train_device();
@@ -198,14 +232,16 @@ impl<'a> Transferer<'a> {
                     &self.normalizer,
                     256,
                 );
+                let (rows, labels) =
+                    self.probe_rows(&encoder, subset, train_f, &subset_labels, cfg, seed);
                 let mut cache = self.random_test_features.lock().expect("not poisoned");
                 let test_f = cache
                     .entry(seed)
                     .or_insert_with(|| extract(&encoder, inputs.test, &self.normalizer, 256));
                 frozen_predict(
                     TransferMode::Probe,
-                    &train_f,
-                    &subset_labels,
+                    &rows,
+                    &labels,
                     test_f,
                     classes,
                     cfg,
@@ -232,12 +268,15 @@ impl<'a> Transferer<'a> {
                 let mut head = ClassifierHead::linear(self.spec.feature_dim(), classes, &device);
                 if cfg.head_from_probe(mode) {
                     let (train_f, _) = self.features().expect("finetune has a pretrained encoder");
-                    head.out = probe::fit(
-                        &train_f.select(subset),
+                    let (rows, labels) = self.probe_rows(
+                        &encoder,
+                        subset,
+                        train_f.select(subset),
                         &subset_labels,
-                        classes,
-                        &probe_recipe(cfg, seed),
+                        cfg,
+                        seed,
                     );
+                    head.out = probe::fit(&rows, &labels, classes, &probe_recipe(cfg, seed));
                 }
                 let model = Classifier { encoder, head };
                 let labelled = inputs.train.subset(subset);
@@ -321,12 +360,14 @@ pub fn frozen_predict(
     probe::fit_predict(memory, labels, test, classes, &probe_recipe(cfg, seed))
 }
 
-/// The linear probe's recipe of `cfg`, seeded.
+/// The linear probe's recipe of `cfg`, seeded, for rows made by [`Transferer::probe_rows`].
 pub fn probe_recipe(cfg: &TransferConfig, seed: u64) -> probe::ProbeRecipe {
     probe::ProbeRecipe {
         epochs: cfg.probe_epochs,
         lr: cfg.probe_lr,
         weight_decay: cfg.probe_weight_decay,
+        l2: cfg.probe_l2.clone(),
+        views_per_image: 1 + cfg.probe_augmented_views,
         seed,
     }
 }

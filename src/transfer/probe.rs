@@ -1,5 +1,6 @@
 //! Linear probe: a softmax classifier on frozen, standardised features, trained full-batch
-//! with AdamW.
+//! with AdamW, with an L2 penalty on its weights that cross-validation on the labelled images
+//! can pick.
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -13,9 +14,19 @@ use crate::train::{infer_device, train_device};
 pub struct ProbeRecipe {
     pub epochs: usize,
     pub lr: f64,
+    /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
+    /// Candidate L2 penalties (`l2 / 2 * |W|^2` added to the mean cross-entropy): none, one, or
+    /// several to choose from by cross-validation.
+    pub l2: Vec<f64>,
+    /// The training rows are this many view-major copies of the labelled images (the image
+    /// itself, then augmented views); cross-validation keeps an image's views in one fold.
+    pub views_per_image: usize,
     pub seed: u64,
 }
+
+/// Folds of the cross-validation that picks the L2 penalty.
+const FOLDS: usize = 5;
 
 /// Per-dimension mean and standard deviation of the training features.
 fn standardiser(f: &Features) -> (Vec<f32>, Vec<f32>) {
@@ -52,17 +63,22 @@ pub fn fit_predict(
     classes: usize,
     recipe: &ProbeRecipe,
 ) -> Vec<u32> {
-    let linear = fit(train, labels, classes, recipe);
+    predict(&fit(train, labels, classes, recipe), test)
+}
+
+/// The class `linear` gives every row of `features`.
+fn predict(linear: &Linear, features: &Features) -> Vec<u32> {
     let device = infer_device();
-    let xt = Tensor::<2>::from_data(
-        TensorData::new(test.values.clone(), [test.rows, test.dim]),
+    let x = Tensor::<2>::from_data(
+        TensorData::new(features.values.clone(), [features.rows, features.dim]),
         &device,
     );
     let predicted = linear
+        .clone()
         .fork(&device)
-        .forward(xt)
+        .forward(x)
         .argmax(1)
-        .reshape([test.rows]);
+        .reshape([features.rows]);
     predicted
         .into_data()
         .iter::<i64>()
@@ -73,6 +89,55 @@ pub fn fit_predict(
 /// The probe trained on (`train`, `labels`): a linear layer on the raw features, the
 /// standardisation folded into its weights so that it can also start a fine-tuning head.
 pub fn fit(train: &Features, labels: &[u32], classes: usize, recipe: &ProbeRecipe) -> Linear {
+    let l2 = match recipe.l2.as_slice() {
+        [] => 0.0,
+        [only] => *only,
+        grid => cross_validated_l2(train, labels, classes, recipe, grid),
+    };
+    fit_penalised(train, labels, classes, recipe, l2)
+}
+
+/// The penalty of `grid` whose probes, each trained without one of `FOLDS` folds of the
+/// images, classify the held-out images (their un-augmented rows) best; the first wins ties.
+fn cross_validated_l2(
+    train: &Features,
+    labels: &[u32],
+    classes: usize,
+    recipe: &ProbeRecipe,
+    grid: &[f64],
+) -> f64 {
+    let images = train.rows / recipe.views_per_image.max(1);
+    let fold_of = |row: usize| (row % images.max(1)) % FOLDS;
+    let mut correct = vec![0usize; grid.len()];
+    for fold in 0..FOLDS.min(images) {
+        let (kept, held): (Vec<usize>, Vec<usize>) =
+            (0..train.rows).partition(|&r| fold_of(r) != fold);
+        let held: Vec<usize> = held.into_iter().filter(|&r| r < images).collect();
+        let kept_labels: Vec<u32> = kept.iter().map(|&r| labels[r]).collect();
+        let held_features = train.select(&held);
+        for (hits, &l2) in correct.iter_mut().zip(grid) {
+            let probe = fit_penalised(&train.select(&kept), &kept_labels, classes, recipe, l2);
+            *hits += predict(&probe, &held_features)
+                .iter()
+                .zip(&held)
+                .filter(|&(p, &r)| *p == labels[r])
+                .count();
+        }
+    }
+    let best = (0..grid.len())
+        .max_by_key(|&i| (correct[i], std::cmp::Reverse(i)))
+        .expect("a grid of at least two");
+    grid[best]
+}
+
+/// The probe trained with the L2 penalty `l2`.
+fn fit_penalised(
+    train: &Features,
+    labels: &[u32],
+    classes: usize,
+    recipe: &ProbeRecipe,
+    l2: f64,
+) -> Linear {
     let device = train_device();
     device.seed(recipe.seed);
     let (mean, std) = standardiser(train);
@@ -93,7 +158,16 @@ pub fn fit(train: &Features, labels: &[u32], classes: usize, recipe: &ProbeRecip
         .with_epsilon(1e-8)
         .init();
     for _ in 0..recipe.epochs {
-        let loss = cross_entropy(linear.forward(x.clone()), y.clone());
+        let mut loss = cross_entropy(linear.forward(x.clone()), y.clone());
+        if l2 > 0.0 {
+            loss = loss
+                + linear
+                    .weight
+                    .val()
+                    .powi_scalar(2)
+                    .sum()
+                    .mul_scalar(l2 / 2.0);
+        }
         let grads = GradientsParams::from_grads(loss.backward(), &linear);
         linear = optim.step(recipe.lr, linear, grads);
     }
@@ -164,11 +238,53 @@ mod tests {
                 epochs: 200,
                 lr: 0.05,
                 weight_decay: 0.0,
+                l2: vec![],
+                views_per_image: 1,
                 seed: 0,
             },
         );
         let acc = pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / 40.0;
         assert!(acc > 0.95, "probe accuracy {acc}");
+    }
+
+    #[test]
+    fn cross_validation_rejects_a_penalty_that_crushes_the_weights() {
+        // Two classes apart along the first axis, one twice as common; a penalty of 1e3 leaves
+        // the weights near 0 and the bias predicting the common class (2/3 right), so 5-fold
+        // cross-validation must pick 0.
+        let (values, labels): (Vec<Vec<f32>>, Vec<u32>) = (0..60)
+            .map(|i| {
+                let c = u32::from(i % 3 == 0);
+                let t = i as f32 * 0.61;
+                (
+                    vec![if c == 0 { 1.0 } else { -1.0 } + 0.3 * t.sin(), t.cos()],
+                    c,
+                )
+            })
+            .unzip();
+        let train = Features {
+            rows: 60,
+            dim: 2,
+            values: values.concat(),
+        };
+        let recipe = |l2: Vec<f64>| ProbeRecipe {
+            epochs: 100,
+            lr: 0.05,
+            weight_decay: 0.0,
+            l2,
+            views_per_image: 2,
+            seed: 0,
+        };
+        let accuracy = |l2: Vec<f64>| {
+            let pred = fit_predict(&train, &labels, &train, 2, &recipe(l2));
+            pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / 60.0
+        };
+        assert!(accuracy(vec![1e3]) < 0.7, "the penalty is applied");
+        assert_eq!(
+            cross_validated_l2(&train, &labels, 2, &recipe(vec![]), &[1e3, 0.0]),
+            0.0
+        );
+        assert!(accuracy(vec![1e3, 0.0]) > 0.95);
     }
 
     #[test]
