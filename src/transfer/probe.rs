@@ -114,9 +114,9 @@ fn cross_validated_l2(
             (0..train.rows).partition(|&r| fold_of(r) != fold);
         let held: Vec<usize> = held.into_iter().filter(|&r| r < images).collect();
         let kept_labels: Vec<u32> = kept.iter().map(|&r| labels[r]).collect();
-        let held_features = train.select(&held);
+        let (kept_features, held_features) = (train.select(&kept), train.select(&held));
         for (hits, &l2) in correct.iter_mut().zip(grid) {
-            let probe = fit_penalised(&train.select(&kept), &kept_labels, classes, recipe, l2);
+            let probe = fit_penalised(&kept_features, &kept_labels, classes, recipe, l2);
             *hits += predict(&probe, &held_features)
                 .iter()
                 .zip(&held)
@@ -276,8 +276,10 @@ mod tests {
             seed: 0,
         };
         let accuracy = |l2: Vec<f64>| {
-            let pred = fit_predict(&train, &labels, &train, 2, &recipe(l2));
-            pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / 60.0
+            crate::transfer::accuracy(
+                &fit_predict(&train, &labels, &train, 2, &recipe(l2)),
+                &labels,
+            )
         };
         assert!(accuracy(vec![1e3]) < 0.7, "the penalty is applied");
         assert_eq!(
