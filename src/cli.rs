@@ -201,6 +201,12 @@ pub struct EmbedArgs {
     pub format: Option<FormatArg>,
     #[arg(long)]
     pub out: PathBuf,
+    /// Encoder stage (1-4) whose output is written.
+    #[arg(long, default_value_t = 4)]
+    pub stage: usize,
+    /// Average-pool the stage's map to GRID x GRID (1: global pooling).
+    #[arg(long, default_value_t = 1)]
+    pub grid: usize,
 }
 
 /// The networks `bench step` times.

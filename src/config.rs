@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Format;
 use crate::data::loader::Augment;
-use crate::models::Arch;
+use crate::models::{Arch, FeatureLayer};
 use crate::tasks::TaskKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -442,6 +442,12 @@ pub struct TransferConfig {
     /// empty for none, one value, or several for 5-fold cross-validation on the labelled
     /// images to choose from.
     pub probe_l2: Vec<f64>,
+    /// Image encoders: the frozen features of the probe, k-NN and the random encoder are the
+    /// output of stage `feature_stage` (1 to 4), average-pooled to a `feature_grid` x
+    /// `feature_grid` map (1 to 8; 1: global pooling) and flattened. 4 and 1: the encoder's
+    /// output.
+    pub feature_stage: usize,
+    pub feature_grid: usize,
     /// k-NN: neighbours and the temperature of the exp(similarity / T) weights.
     pub knn_k: usize,
     pub knn_temperature: f64,
@@ -477,6 +483,8 @@ impl Default for TransferConfig {
             probe_weight_decay: 1e-4,
             probe_augmented_views: 0,
             probe_l2: Vec::new(),
+            feature_stage: 4,
+            feature_grid: 1,
             knn_k: 20,
             knn_temperature: 0.07,
             test_limit: 0,
@@ -520,6 +528,14 @@ impl TransferConfig {
                 format!("every penalty must be >= 0, got {bad}"),
             ));
         }
+        let layer = FeatureLayer::new(self.feature_stage, self.feature_grid)
+            .map_err(|e| invalid("transfer.feature_stage / feature_grid", e))?;
+        if self.finetune_head == HeadStart::Probe && layer != FeatureLayer::OUTPUT {
+            return Err(invalid(
+                "transfer.finetune_head",
+                "\"probe\" puts the probe on the encoder's output, so it needs feature_stage = 4 and feature_grid = 1",
+            ));
+        }
         if self.knn_k == 0 {
             return Err(invalid("transfer.knn_k", "must be at least 1"));
         }
@@ -530,6 +546,14 @@ impl TransferConfig {
             ));
         }
         self.finetune.validate("transfer.finetune")
+    }
+
+    /// Where the frozen features are read from the encoder.
+    pub fn feature_layer(&self) -> FeatureLayer {
+        FeatureLayer {
+            stage: self.feature_stage,
+            grid: self.feature_grid,
+        }
     }
 
     /// Whether `mode` is fine-tuning that starts its head from the linear probe (LP-FT).

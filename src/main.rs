@@ -164,7 +164,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(f) = args.format {
                 cfg.data.format = Some(f.into());
             }
-            for path in pipeline::embed(&args.run, &cfg.data, &args.out)? {
+            let layer = pretext::models::FeatureLayer::new(args.stage, args.grid)
+                .map_err(|e| pretext::Error::msg(format!("--stage/--grid: {e}")))?;
+            for path in pipeline::embed(&args.run, &cfg.data, layer, &args.out)? {
                 println!("wrote {}", path.display());
             }
         }

@@ -13,7 +13,7 @@ use crate::data::loader::Normalizer;
 use crate::data::synthetic::{SyntheticConfig, generate};
 use crate::data::{Dataset, ImageSet, split};
 use crate::encoder::TrainedEncoder;
-use crate::models::{Classifier, Encoder, EncoderSpec};
+use crate::models::{Classifier, Encoder, EncoderSpec, FeatureLayer};
 use crate::tasks::TaskKind;
 use crate::train::checkpoint::write_atomic;
 use crate::train::monitor::EpochMonitor;
@@ -385,11 +385,31 @@ pub fn transfer(
         cfg,
     )?;
     transfer::write_results(out, &results)?;
+    // What reproduces these results, beside them: `pretext transfer --config` reads it back.
+    write_toml(
+        &out.join(CONFIG_FILE),
+        &TransferRecord {
+            data: data_cfg,
+            transfer: cfg,
+        },
+    )?;
     Ok(results)
 }
 
+/// A transfer run's settings, as a config file with the `[data]` and `[transfer]` sections.
+#[derive(Serialize)]
+struct TransferRecord<'a> {
+    data: &'a DataConfig,
+    transfer: &'a TransferConfig,
+}
+
 /// Write the frozen features of both splits as `.npy` (float32 N x D) with labels (int64 N).
-pub fn embed(run_dir: &Path, data_cfg: &DataConfig, out: &Path) -> Result<Vec<PathBuf>, Error> {
+pub fn embed(
+    run_dir: &Path,
+    data_cfg: &DataConfig,
+    layer: FeatureLayer,
+    out: &Path,
+) -> Result<Vec<PathBuf>, Error> {
     let trained = TrainedEncoder::load(run_dir, &train_device())?;
     let data = load_data(data_cfg)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -402,7 +422,7 @@ pub fn embed(run_dir: &Path, data_cfg: &DataConfig, out: &Path) -> Result<Vec<Pa
         .chain(data.test.as_ref().map(|t| ("test", t)))
         .collect();
     for (name, set) in splits {
-        let f = transfer::features::extract(&trained.encoder, set, &normalizer, 256);
+        let f = transfer::features::extract_layer(&trained.encoder, set, &normalizer, 256, layer);
         let path = out.join(format!("{name}_features.npy"));
         crate::npy::write(&path, &f.values, &[f.rows as u64, f.dim as u64])?;
         written.push(path);

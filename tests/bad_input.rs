@@ -139,6 +139,18 @@ fn bad_config_values_name_their_key() {
     std::fs::write(&bad, "[transfer]\nprobe_augmented_views = 1000\n").unwrap();
     let o = pretext(&["pretrain", "--config", bad.to_str().unwrap()]);
     assert_clean_failure(&o, "transfer.probe_augmented_views");
+
+    std::fs::write(&bad, "[transfer]\nfeature_stage = 5\n").unwrap();
+    let o = pretext(&["pretrain", "--config", bad.to_str().unwrap()]);
+    assert_clean_failure(&o, "transfer.feature_stage");
+    // LP-FT's head sits on the encoder's output, so it cannot start from another layer's probe.
+    std::fs::write(
+        &bad,
+        "[transfer]\nfeature_stage = 3\nfinetune_head = \"probe\"\n",
+    )
+    .unwrap();
+    let o = pretext(&["pretrain", "--config", bad.to_str().unwrap()]);
+    assert_clean_failure(&o, "transfer.finetune_head");
 }
 
 #[test]

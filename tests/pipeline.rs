@@ -111,6 +111,45 @@ fn pretrain_transfer_embed_end_to_end() {
     assert_eq!(npy.dtype(), npyz::DType::Plain("<i8".parse().unwrap()));
     let labels: Vec<i64> = npy.into_vec().unwrap();
     assert_eq!(labels.len(), 200);
+
+    // Stage 3 (16 channels of the width-4 network) pooled to a 2x2 grid: 64 features.
+    let emb = dir.path().join("emb-stage3");
+    let args = |grid: &str| {
+        let mut a = vec!["embed", "--run", run.to_str().unwrap(), "--stage", "3"];
+        a.extend(["--grid", grid, "--out", emb.to_str().unwrap()]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let o = pretext(&args("2").iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(emb.join("test_features.npy")).unwrap();
+    assert_eq!(npyz::NpyFile::new(&bytes[..]).unwrap().shape(), &[200, 64]);
+    let o = pretext(&args("9").iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert_clean_failure(&o, "--stage/--grid");
+
+    // The frozen modes read the same layer when transfer.feature_stage/feature_grid say so.
+    let layered = dir.path().join("layered.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "probe_epochs = 50",
+        "probe_epochs = 50\nfeature_stage = 3\nfeature_grid = 2",
+    );
+    std::fs::write(&layered, text).unwrap();
+    let out = dir.path().join("transfer-layered");
+    let o = pretext(&[
+        "transfer",
+        "--config",
+        layered.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--mode",
+        "random,probe,knn",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value = json(&out.join("results.json"));
+    assert_eq!(results["results"].as_array().unwrap().len(), 3);
+    let saved = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(saved.contains("feature_grid = 2"), "{saved}");
 }
 
 #[test]

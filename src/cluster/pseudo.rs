@@ -15,7 +15,8 @@ use crate::config::ClusterConfig;
 use crate::data::ImageSet;
 use crate::data::loader::Normalizer;
 use crate::encoder::TrainedEncoder;
-use crate::transfer::features::extract_stage;
+use crate::models::FeatureLayer;
+use crate::transfer::features::extract_layer;
 
 pub const LABELS_FILE: &str = "pseudo_labels.npy";
 
@@ -56,7 +57,13 @@ impl FeatureMap {
             mean: self.teacher.spec.mean.clone(),
             std: self.teacher.spec.std.clone(),
         };
-        let f = extract_stage(&self.teacher.encoder, set, &normalizer, 256, self.stage);
+        let f = extract_layer(
+            &self.teacher.encoder,
+            set,
+            &normalizer,
+            256,
+            FeatureLayer::stage(self.stage),
+        );
         (f.values, f.dim)
     }
 

@@ -57,11 +57,11 @@ impl ConvNet4 {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_to_stage(x, 4)
+        global_avg_pool(self.stage_map(x, 4))
     }
 
-    /// The globally pooled output of block `stage` (1 to 4).
-    pub fn forward_to_stage(&self, mut x: Tensor<4>, stage: usize) -> Tensor<2> {
+    /// The feature map `[b, c, h, w]` after block `stage` (1 to 4).
+    pub fn stage_map(&self, mut x: Tensor<4>, stage: usize) -> Tensor<4> {
         for (i, block) in self.blocks.iter().take(stage).enumerate() {
             x = block.forward(x);
             // Pool after the first three blocks, while the map is still big enough to halve.
@@ -69,6 +69,6 @@ impl ConvNet4 {
                 x = crate::kernels::max_pool2d(&self.pool, x);
             }
         }
-        global_avg_pool(x)
+        x
     }
 }

@@ -87,13 +87,50 @@ impl Encoder {
         }
     }
 
-    /// Globally pooled features after stage `stage` of 4 (4: the usual output); stage `s` has
-    /// `width · 2^(s-1)` channels.
-    pub fn forward_to_stage(&self, images: Tensor<4>, stage: usize) -> Tensor<2> {
-        match self {
-            Encoder::ConvNet4(net) => net.forward_to_stage(images, stage),
-            Encoder::ResNet18(net) => net.forward_to_stage(images, stage),
+    /// The features of `layer`: its stage's map average-pooled to a `grid x grid` map and
+    /// flattened.
+    pub fn features(&self, images: Tensor<4>, layer: FeatureLayer) -> Tensor<2> {
+        let map = match self {
+            Encoder::ConvNet4(net) => net.stage_map(images, layer.stage),
+            Encoder::ResNet18(net) => net.stage_map(images, layer.stage),
+        };
+        if layer.grid == 1 {
+            return global_avg_pool(map);
         }
+        let b = map.dims()[0];
+        let pooled = burn::tensor::module::adaptive_avg_pool2d(map, [layer.grid, layer.grid]);
+        pooled.reshape([b as i32, -1])
+    }
+}
+
+/// Where frozen features are read from an encoder: the output of stage `stage` (1 to 4; stage
+/// `s` has `width · 2^(s-1)` channels), average-pooled to a `grid x grid` map (1: global
+/// pooling, the encoder's usual output). Earlier stages and finer grids keep more of what a
+/// pretext task did not need: the usual linear evaluation of Noroozi et al. and of RotNet probes
+/// every stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureLayer {
+    pub stage: usize,
+    pub grid: usize,
+}
+
+impl FeatureLayer {
+    /// The encoder's own output.
+    pub const OUTPUT: FeatureLayer = FeatureLayer { stage: 4, grid: 1 };
+
+    /// A layer of stage 1 to 4 and a grid of 1 to 8.
+    pub fn new(stage: usize, grid: usize) -> Result<Self, String> {
+        if !(1..=4).contains(&stage) {
+            return Err(format!("the stage must be 1, 2, 3 or 4, not {stage}"));
+        }
+        if !(1..=8).contains(&grid) {
+            return Err(format!("the grid must be 1 to 8, not {grid}"));
+        }
+        Ok(FeatureLayer { stage, grid })
+    }
+
+    pub fn stage(stage: usize) -> Self {
+        FeatureLayer { stage, grid: 1 }
     }
 }
 
@@ -177,6 +214,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn feature_layers_pool_a_stage_to_a_grid_whose_cells_average_to_the_global_pool() {
+        let dev = Device::flex();
+        for arch in [Arch::Convnet4, Arch::Resnet18] {
+            let encoder = spec(arch, 2, 3).init(&dev);
+            // 32 pixels: both stage-3 maps are 8x8, which a 2x2 grid splits evenly.
+            let x = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &dev);
+            let output = encoder.features(x.clone(), FeatureLayer::OUTPUT);
+            let forward = encoder.forward(x.clone());
+            assert_eq!(output.to_data(), forward.to_data(), "{arch}");
+            let global = encoder
+                .features(x.clone(), FeatureLayer::stage(3))
+                .to_data();
+            let grid = encoder
+                .features(x, FeatureLayer { stage: 3, grid: 2 })
+                .to_data()
+                .to_vec::<f32>()
+                .unwrap();
+            // Stage 3 has 4 * width = 8 channels, each flattened as a 2x2 grid of cells.
+            assert_eq!(grid.len(), 2 * 8 * 4, "{arch}");
+            let cell_means: Vec<f32> = grid
+                .chunks(4)
+                .map(|c| c.iter().sum::<f32>() / 4.0)
+                .collect();
+            for (a, b) in cell_means.iter().zip(global.to_vec::<f32>().unwrap()) {
+                assert!((a - b).abs() < 1e-5, "{arch}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn feature_layers_outside_the_encoder_are_refused() {
+        assert!(FeatureLayer::new(4, 1).is_ok());
+        assert!(FeatureLayer::new(0, 1).unwrap_err().contains("stage"));
+        assert!(FeatureLayer::new(5, 1).unwrap_err().contains("stage"));
+        assert!(FeatureLayer::new(3, 0).unwrap_err().contains("grid"));
+        assert!(FeatureLayer::new(3, 9).unwrap_err().contains("grid"));
     }
 
     #[test]

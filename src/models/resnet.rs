@@ -83,15 +83,15 @@ impl ResNet18 {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_to_stage(x, 4)
+        global_avg_pool(self.stage_map(x, 4))
     }
 
-    /// The globally pooled output of stage `stage` (1 to 4, two blocks each).
-    pub fn forward_to_stage(&self, x: Tensor<4>, stage: usize) -> Tensor<2> {
+    /// The feature map `[b, c, h, w]` after stage `stage` (1 to 4, two blocks each).
+    pub fn stage_map(&self, x: Tensor<4>, stage: usize) -> Tensor<4> {
         let mut x = self.stem.forward(x);
         for block in self.blocks.iter().take(2 * stage) {
             x = block.forward(x);
         }
-        global_avg_pool(x)
+        x
     }
 }

@@ -375,7 +375,7 @@ pub fn run_study(file: &StudyFile, quiet: bool) -> Result<StudyOutcome, Error> {
             spec: baseline_spec.clone(),
             quiet: true,
         };
-        let cells_of = Transferer::new(&inputs)?;
+        let cells_of = Transferer::new(&inputs, file.transfer.feature_layer())?;
         for &budget in &s.budgets {
             for seed in 0..s.seeds as u64 {
                 if done.contains(&(method.clone(), mode_name.to_string(), budget, seed)) {

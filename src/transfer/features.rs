@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::ImageSet;
 use crate::data::loader::{Augment, Normalizer, mix};
-use crate::models::Encoder;
+use crate::models::{Encoder, FeatureLayer};
 use crate::train::infer_device;
 
 /// Features as a row-major `[n, d]` matrix.
@@ -45,35 +45,36 @@ pub fn extract(
     normalizer: &Normalizer,
     batch_size: usize,
 ) -> Features {
-    extract_stage(encoder, set, normalizer, batch_size, 4)
+    extract_layer(encoder, set, normalizer, batch_size, FeatureLayer::OUTPUT)
 }
 
-/// As [`extract`], with the globally pooled output of stage `stage` (1 to 4) as the feature.
-pub fn extract_stage(
+/// As [`extract`], with the features of `layer`.
+pub fn extract_layer(
     encoder: &Encoder,
     set: &ImageSet,
     normalizer: &Normalizer,
     batch_size: usize,
-    stage: usize,
+    layer: FeatureLayer,
 ) -> Features {
     let c = set.channels;
-    encode(encoder, set, set.len, batch_size, stage, |i| {
+    encode(encoder, set, set.len, batch_size, layer, |i| {
         normalizer.apply(set.image(i), c)
     })
 }
 
-/// Features of `views` random crops and flips (`augment`) of every image of `set`, view-major:
-/// row `v * set.len + i` is a view of image `i`. The views depend on `seed` only.
+/// Features of `layer` for `views` random crops and flips (`augment`) of every image of `set`,
+/// view-major: row `v * set.len + i` is a view of image `i`. The views depend on `seed` only.
 pub fn extract_augmented(
     encoder: &Encoder,
     set: &ImageSet,
     normalizer: &Normalizer,
+    layer: FeatureLayer,
     augment: &Augment,
     views: usize,
     seed: u64,
 ) -> Features {
     let shape = [set.channels, set.height, set.width];
-    encode(encoder, set, views * set.len, 256, 4, |row| {
+    encode(encoder, set, views * set.len, 256, layer, |row| {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0, row as u64));
         let img = normalizer.apply(set.image(row % set.len.max(1)), set.channels);
         augment.apply(&img, shape, &mut rng)
@@ -86,7 +87,7 @@ fn encode(
     set: &ImageSet,
     rows: usize,
     batch_size: usize,
-    stage: usize,
+    layer: FeatureLayer,
     image: impl Fn(usize) -> Vec<f32> + Sync,
 ) -> Features {
     let encoder = encoder.valid();
@@ -98,7 +99,7 @@ fn encode(
     for chunk in indices.chunks(batch_size.max(1)) {
         let pixels: Vec<f32> = chunk.par_iter().flat_map_iter(|&i| image(i)).collect();
         let x = Tensor::<4>::from_data(TensorData::new(pixels, [chunk.len(), c, h, w]), &device);
-        let f = encoder.forward_to_stage(x, stage);
+        let f = encoder.features(x, layer);
         dim = f.dims()[1];
         values.extend(
             f.into_data()
@@ -141,17 +142,50 @@ mod tests {
             crop_padding: 3,
             hflip: true,
         };
-        let views = extract_augmented(&encoder, &set, &normalizer, &crops, 3, 7);
+        let views = extract_augmented(
+            &encoder,
+            &set,
+            &normalizer,
+            FeatureLayer::OUTPUT,
+            &crops,
+            3,
+            7,
+        );
         assert_eq!((views.rows, views.dim), (18, plain.dim));
         assert_eq!(
             views.values,
-            extract_augmented(&encoder, &set, &normalizer, &crops, 3, 7).values
+            extract_augmented(
+                &encoder,
+                &set,
+                &normalizer,
+                FeatureLayer::OUTPUT,
+                &crops,
+                3,
+                7
+            )
+            .values
         );
-        let other_seed = extract_augmented(&encoder, &set, &normalizer, &crops, 3, 8);
+        let other_seed = extract_augmented(
+            &encoder,
+            &set,
+            &normalizer,
+            FeatureLayer::OUTPUT,
+            &crops,
+            3,
+            8,
+        );
         assert_ne!(views.values, other_seed.values);
         assert_ne!(&views.values[..6 * plain.dim], &plain.values[..]);
         // Without augmentation every view is the image itself, in the documented row order.
-        let unchanged = extract_augmented(&encoder, &set, &normalizer, &Augment::NONE, 2, 7);
+        let unchanged = extract_augmented(
+            &encoder,
+            &set,
+            &normalizer,
+            FeatureLayer::OUTPUT,
+            &Augment::NONE,
+            2,
+            7,
+        );
         for (a, b) in unchanged.values.iter().zip(plain.values.iter().cycle()) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }

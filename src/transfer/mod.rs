@@ -17,10 +17,10 @@ use crate::data::ImageSet;
 use crate::data::loader::Normalizer;
 use crate::data::split::few_labels;
 use crate::encoder::TrainedEncoder;
-use crate::models::{Classifier, ClassifierHead, Encoder, EncoderSpec};
+use crate::models::{Classifier, ClassifierHead, Encoder, EncoderSpec, FeatureLayer};
 use crate::tasks::Supervised;
 use crate::train::{Fit, fit, predict, train_device};
-use features::{Features, extract, extract_augmented};
+use features::{Features, extract_augmented, extract_layer};
 
 /// Accuracies of one mode over the seeds, as fractions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,13 +113,15 @@ pub struct Transferer<'a> {
     pub spec: EncoderSpec,
     normalizer: Normalizer,
     classes: usize,
+    /// Where the frozen features come from.
+    layer: FeatureLayer,
     pretrained_features: std::sync::OnceLock<(Features, Features)>,
     /// Test features of the random encoder of each seed.
     random_test_features: std::sync::Mutex<std::collections::BTreeMap<u64, Features>>,
 }
 
 impl<'a> Transferer<'a> {
-    pub fn new(inputs: &'a TransferInputs<'a>) -> Result<Self, Error> {
+    pub fn new(inputs: &'a TransferInputs<'a>, layer: FeatureLayer) -> Result<Self, Error> {
         if inputs.test.labels.is_none() {
             return Err(Error::msg("the test split has no labels"));
         }
@@ -136,6 +138,7 @@ impl<'a> Transferer<'a> {
             classes: inputs.train.num_classes(),
             spec,
             normalizer,
+            layer,
             pretrained_features: std::sync::OnceLock::new(),
             random_test_features: Default::default(),
         })
@@ -150,10 +153,14 @@ impl<'a> Transferer<'a> {
         let p = self.inputs.pretrained?;
         Some(self.pretrained_features.get_or_init(|| {
             (
-                extract(&p.encoder, self.inputs.train, &self.normalizer, 256),
-                extract(&p.encoder, self.inputs.test, &self.normalizer, 256),
+                self.extract(&p.encoder, self.inputs.train),
+                self.extract(&p.encoder, self.inputs.test),
             )
         }))
+    }
+
+    fn extract(&self, encoder: &Encoder, set: &ImageSet) -> Features {
+        extract_layer(encoder, set, &self.normalizer, 256, self.layer)
     }
 
     /// The linear probe's training rows: `plain`, the features of the labelled images `subset`,
@@ -175,6 +182,7 @@ impl<'a> Transferer<'a> {
             encoder,
             &self.inputs.train.subset(subset),
             &self.normalizer,
+            self.layer,
             &cfg.finetune.augment,
             views,
             seed,
@@ -226,18 +234,13 @@ impl<'a> Transferer<'a> {
                 let device = train_device();
                 device.seed(seed.wrapping_add(1_000));
                 let encoder = self.spec.init(&device);
-                let train_f = extract(
-                    &encoder,
-                    &inputs.train.subset(subset),
-                    &self.normalizer,
-                    256,
-                );
+                let train_f = self.extract(&encoder, &inputs.train.subset(subset));
                 let (rows, labels) =
                     self.probe_rows(&encoder, subset, train_f, &subset_labels, cfg, seed);
                 let mut cache = self.random_test_features.lock().expect("not poisoned");
                 let test_f = cache
                     .entry(seed)
-                    .or_insert_with(|| extract(&encoder, inputs.test, &self.normalizer, 256));
+                    .or_insert_with(|| self.extract(&encoder, inputs.test));
                 frozen_predict(
                     TransferMode::Probe,
                     &rows,
@@ -310,7 +313,7 @@ impl<'a> Transferer<'a> {
 /// Run every configured mode over `cfg.seeds` labelled subsets.
 pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResults, Error> {
     let started = Instant::now();
-    let cells = Transferer::new(inputs)?;
+    let cells = Transferer::new(inputs, cfg.feature_layer())?;
     let per_class = (cfg.labels_per_class > 0).then_some(cfg.labels_per_class);
     let subsets: Vec<Vec<usize>> = (0..cfg.seeds as u64)
         .map(|s| few_labels(inputs.train, per_class, s))
