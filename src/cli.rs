@@ -329,6 +329,9 @@ pub struct ClusterTransferArgs {
     /// Teacher stage (1-4) whose pooled output is clustered.
     #[arg(long)]
     pub teacher_stage: Option<usize>,
+    /// Average-pool the teacher stage's map to GRID x GRID (1: global pooling).
+    #[arg(long)]
+    pub teacher_grid: Option<usize>,
     /// Principal components kept before clustering (0: none).
     #[arg(long)]
     pub pca: Option<usize>,

@@ -247,8 +247,11 @@ impl TaskConfig {
 pub struct ClusterConfig {
     /// The teacher's run directory (its `encoder.safetensors` and `encoder.json`).
     pub teacher: PathBuf,
-    /// Teacher stage whose globally pooled output is the feature (1 to 4; 4 is the last).
+    /// Teacher stage whose pooled output is the feature (1 to 4; 4 is the last).
     pub teacher_stage: usize,
+    /// The stage's map is average-pooled to `teacher_grid` x `teacher_grid` (1 to 8; 1: global
+    /// pooling) and flattened.
+    pub teacher_grid: usize,
     /// Clusters, which become the student's classes.
     pub k: usize,
     /// Principal components kept before clustering (0: no PCA).
@@ -268,6 +271,7 @@ impl Default for ClusterConfig {
         Self {
             teacher: PathBuf::new(),
             teacher_stage: 4,
+            teacher_grid: 1,
             k: 100,
             pca: 0,
             whiten: false,
@@ -298,12 +302,8 @@ impl ClusterConfig {
                 "must name the teacher's run directory",
             ));
         }
-        if !(1..=4).contains(&self.teacher_stage) {
-            return Err(invalid(
-                "task.cluster.teacher_stage",
-                "must be 1, 2, 3 or 4",
-            ));
-        }
+        FeatureLayer::new(self.teacher_stage, self.teacher_grid)
+            .map_err(|e| invalid("task.cluster.teacher_stage / teacher_grid", e))?;
         if self.k < 2 {
             return Err(invalid("task.cluster.k", "must be at least 2"));
         }

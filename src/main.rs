@@ -250,6 +250,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(s) = a.teacher_stage {
                 c.teacher_stage = s;
             }
+            if let Some(g) = a.teacher_grid {
+                c.teacher_grid = g;
+            }
             if let Some(p) = a.pca {
                 c.pca = p;
             }

@@ -103,12 +103,17 @@ fn cluster_transfer_trains_a_student_on_teacher_clusters() {
             > 0.0
     );
 
-    // A student can teach the next one (DeepCluster-style rounds), here through whitened PCA.
+    // A student can teach the next one (DeepCluster-style rounds), here through whitened PCA of
+    // its stage 3 (16 channels at width 4) pooled to a 2x2 grid.
     let second = root.path().join("second");
     let o = pretext(&[
         "cluster-transfer",
         "--teacher",
         student.to_str().unwrap(),
+        "--teacher-stage",
+        "3",
+        "--teacher-grid",
+        "2",
         "--k",
         "6",
         "--pca",
@@ -124,6 +129,8 @@ fn cluster_transfer_trains_a_student_on_teacher_clusters() {
     assert!(config.contains("whiten = true"), "{config}");
     let clustering = &json(&second.join("results.json"))["clustering"];
     assert_eq!(clustering["k"], 6);
+    assert_eq!(clustering["teacher_grid"], 2);
+    assert_eq!(clustering["feature_dim"], 64);
     assert_eq!(clustering["clustered_dim"], 4);
     let o = pretext(&[
         "cluster-transfer",

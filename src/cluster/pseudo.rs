@@ -26,6 +26,8 @@ pub struct ClusteringSummary {
     pub teacher: String,
     pub teacher_arch: String,
     pub teacher_stage: usize,
+    #[serde(default = "global_pooling")]
+    pub teacher_grid: usize,
     pub feature_dim: usize,
     /// Dimensions clustered (after PCA, if any).
     pub clustered_dim: usize,
@@ -43,10 +45,15 @@ pub struct ClusteringSummary {
     pub test_quality: Option<ClusterQuality>,
 }
 
+/// Summaries written before `teacher_grid` existed pooled globally.
+fn global_pooling() -> usize {
+    1
+}
+
 /// The teacher's features of `set`, transformed as the clustering needs them.
 struct FeatureMap {
     teacher: TrainedEncoder,
-    stage: usize,
+    layer: FeatureLayer,
     pca: Option<Pca>,
     l2: bool,
 }
@@ -57,13 +64,7 @@ impl FeatureMap {
             mean: self.teacher.spec.mean.clone(),
             std: self.teacher.spec.std.clone(),
         };
-        let f = extract_layer(
-            &self.teacher.encoder,
-            set,
-            &normalizer,
-            256,
-            FeatureLayer::stage(self.stage),
-        );
+        let f = extract_layer(&self.teacher.encoder, set, &normalizer, 256, self.layer);
         (f.values, f.dim)
     }
 
@@ -100,7 +101,10 @@ pub fn pseudo_labels(
     let t0 = Instant::now();
     let mut map = FeatureMap {
         teacher,
-        stage: cfg.teacher_stage,
+        layer: FeatureLayer {
+            stage: cfg.teacher_stage,
+            grid: cfg.teacher_grid,
+        },
         pca: None,
         l2: cfg.l2_normalize,
     };
@@ -149,6 +153,7 @@ pub fn pseudo_labels(
         teacher: cfg.teacher.display().to_string(),
         teacher_arch: map.teacher.spec.arch.to_string(),
         teacher_stage: cfg.teacher_stage,
+        teacher_grid: cfg.teacher_grid,
         feature_dim,
         clustered_dim: dim,
         k: km.k,
