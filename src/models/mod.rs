@@ -232,7 +232,7 @@ mod tests {
             let grid = encoder
                 .features(x, FeatureLayer { stage: 3, grid: 2 })
                 .to_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap();
             // Stage 3 has 4 * width = 8 channels, each flattened as a 2x2 grid of cells.
             assert_eq!(grid.len(), 2 * 8 * 4, "{arch}");
@@ -240,7 +240,7 @@ mod tests {
                 .chunks(4)
                 .map(|c| c.iter().sum::<f32>() / 4.0)
                 .collect();
-            for (a, b) in cell_means.iter().zip(global.to_vec::<f32>().unwrap()) {
+            for (a, b) in cell_means.iter().zip(global.try_to_vec::<f32>().unwrap()) {
                 assert!((a - b).abs() < 1e-5, "{arch}: {a} vs {b}");
             }
         }
