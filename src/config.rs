@@ -295,6 +295,14 @@ impl ClusterConfig {
         }
     }
 
+    /// Where the clustered features are read from the teacher.
+    pub fn teacher_layer(&self) -> FeatureLayer {
+        FeatureLayer {
+            stage: self.teacher_stage,
+            grid: self.teacher_grid,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.teacher.as_os_str().is_empty() {
             return Err(invalid(

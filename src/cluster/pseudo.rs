@@ -101,10 +101,7 @@ pub fn pseudo_labels(
     let t0 = Instant::now();
     let mut map = FeatureMap {
         teacher,
-        layer: FeatureLayer {
-            stage: cfg.teacher_stage,
-            grid: cfg.teacher_grid,
-        },
+        layer: cfg.teacher_layer(),
         pca: None,
         l2: cfg.l2_normalize,
     };

@@ -128,10 +128,6 @@ impl FeatureLayer {
         }
         Ok(FeatureLayer { stage, grid })
     }
-
-    pub fn stage(stage: usize) -> Self {
-        FeatureLayer { stage, grid: 1 }
-    }
 }
 
 /// Mean over the spatial dimensions: `[b, c, h, w]` to `[b, c]`.
@@ -227,7 +223,7 @@ mod tests {
             let forward = encoder.forward(x.clone());
             assert_eq!(output.to_data(), forward.to_data(), "{arch}");
             let global = encoder
-                .features(x.clone(), FeatureLayer::stage(3))
+                .features(x.clone(), FeatureLayer { stage: 3, grid: 1 })
                 .to_data();
             let grid = encoder
                 .features(x, FeatureLayer { stage: 3, grid: 2 })

@@ -142,50 +142,18 @@ mod tests {
             crop_padding: 3,
             hflip: true,
         };
-        let views = extract_augmented(
-            &encoder,
-            &set,
-            &normalizer,
-            FeatureLayer::OUTPUT,
-            &crops,
-            3,
-            7,
-        );
+        let augmented = |augment: &Augment, views: usize, seed: u64| {
+            let output = FeatureLayer::OUTPUT;
+            extract_augmented(&encoder, &set, &normalizer, output, augment, views, seed)
+        };
+        let views = augmented(&crops, 3, 7);
         assert_eq!((views.rows, views.dim), (18, plain.dim));
-        assert_eq!(
-            views.values,
-            extract_augmented(
-                &encoder,
-                &set,
-                &normalizer,
-                FeatureLayer::OUTPUT,
-                &crops,
-                3,
-                7
-            )
-            .values
-        );
-        let other_seed = extract_augmented(
-            &encoder,
-            &set,
-            &normalizer,
-            FeatureLayer::OUTPUT,
-            &crops,
-            3,
-            8,
-        );
+        assert_eq!(views.values, augmented(&crops, 3, 7).values);
+        let other_seed = augmented(&crops, 3, 8);
         assert_ne!(views.values, other_seed.values);
         assert_ne!(&views.values[..6 * plain.dim], &plain.values[..]);
         // Without augmentation every view is the image itself, in the documented row order.
-        let unchanged = extract_augmented(
-            &encoder,
-            &set,
-            &normalizer,
-            FeatureLayer::OUTPUT,
-            &Augment::NONE,
-            2,
-            7,
-        );
+        let unchanged = augmented(&Augment::NONE, 2, 7);
         for (a, b) in unchanged.values.iter().zip(plain.values.iter().cycle()) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
