@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::losses::cross_entropy;
-use crate::models::{Arch, Classifier, ClassifierHead, EncoderSpec};
+use crate::models::{Arch, Classifier, ClassifierHead, EncoderSpec, Stem};
 use crate::train::train_device;
 
 #[derive(Debug, Serialize)]
@@ -20,6 +20,9 @@ pub struct StepBench {
     pub implementation: &'static str,
     pub model: String,
     pub width: usize,
+    /// The ResNets' stem (absent for the other networks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stem: Option<Stem>,
     /// Samples per step (images, or sequences).
     pub batch: usize,
     pub threads: usize,
@@ -28,6 +31,23 @@ pub struct StepBench {
     pub steps: usize,
     pub seconds: f64,
     pub samples_per_s: f64,
+}
+
+/// The image network a benchmark times.
+#[derive(Clone, Copy, Debug)]
+pub struct Backbone {
+    pub arch: Arch,
+    /// Width of the first stage.
+    pub width: usize,
+    /// Ignored by ConvNet-4.
+    pub stem: Stem,
+}
+
+impl Backbone {
+    /// The stem to report: `None` for an architecture without one.
+    fn reported_stem(&self) -> Option<Stem> {
+        self.arch.has_stem().then_some(self.stem)
+    }
 }
 
 /// The random input batch of the image benchmarks: `batch` images of `channels x size x size`.
@@ -46,13 +66,14 @@ impl ImageBatch {
             .collect()
     }
     /// The encoder for these images; the random pixels need no normalisation.
-    fn encoder_spec(&self, arch: Arch, width: usize) -> EncoderSpec {
+    fn encoder_spec(&self, net: Backbone) -> EncoderSpec {
         EncoderSpec {
-            arch,
-            width,
+            arch: net.arch,
+            width: net.width,
             in_channels: self.channels,
             mean: vec![0.0; self.channels],
             std: vec![1.0; self.channels],
+            stem: net.stem,
         }
     }
     fn dims(&self) -> [usize; 4] {
@@ -63,8 +84,7 @@ impl ImageBatch {
 /// Feature extraction: the encoder's forward pass in evaluation mode on the inference device
 /// (no autodiff), as `pretext embed` and the frozen transfer modes run it.
 pub fn feature_extraction(
-    arch: Arch,
-    width: usize,
+    net: Backbone,
     shape: ImageBatch,
     steps: usize,
     warmup: usize,
@@ -72,7 +92,7 @@ pub fn feature_extraction(
 ) -> StepBench {
     let device = crate::train::infer_device();
     device.seed(0);
-    let encoder = shape.encoder_spec(arch, width).init(&device);
+    let encoder = shape.encoder_spec(net).init(&device);
     let pixels = shape.pixels();
     let run = |n: usize| {
         for _ in 0..n {
@@ -86,14 +106,17 @@ pub fn feature_extraction(
         }
     };
     let seconds = time_after_warmup(warmup, steps, run);
-    StepBench::pretext(
-        format!("{arch}-features"),
-        width,
-        shape.batch,
-        threads,
-        steps,
-        seconds,
-    )
+    StepBench {
+        stem: net.reported_stem(),
+        ..StepBench::pretext(
+            format!("{}-features", net.arch),
+            net.width,
+            shape.batch,
+            threads,
+            steps,
+            seconds,
+        )
+    }
 }
 
 impl StepBench {
@@ -110,6 +133,7 @@ impl StepBench {
             implementation: "pretext",
             model,
             width,
+            stem: None,
             batch,
             threads,
             device: crate::device::selected().to_string(),
@@ -121,8 +145,7 @@ impl StepBench {
 }
 
 pub fn training_step(
-    arch: Arch,
-    width: usize,
+    net: Backbone,
     shape: ImageBatch,
     steps: usize,
     warmup: usize,
@@ -131,7 +154,7 @@ pub fn training_step(
     let batch_size = shape.batch;
     let device = train_device();
     device.seed(0);
-    let spec = shape.encoder_spec(arch, width);
+    let spec = shape.encoder_spec(net);
     let mut model = Classifier {
         encoder: spec.init(&device),
         head: ClassifierHead::linear(spec.feature_dim(), 4, &device),
@@ -164,7 +187,17 @@ pub fn training_step(
             .unwrap_or_default();
     };
     let seconds = time_after_warmup(warmup, steps, run);
-    StepBench::pretext(arch.to_string(), width, batch_size, threads, steps, seconds)
+    StepBench {
+        stem: net.reported_stem(),
+        ..StepBench::pretext(
+            net.arch.to_string(),
+            net.width,
+            batch_size,
+            threads,
+            steps,
+            seconds,
+        )
+    }
 }
 
 /// Seconds that `run(steps)` takes after an untimed `run(warmup)`.
@@ -210,13 +243,15 @@ pub fn data_pipeline(
         shuffle: false,
         seed: 0,
         epoch: 0,
+        training: true,
+        pool: None,
     };
     let order: Vec<usize> = (0..images.max(1)).map(|i| i % set.len).collect();
-    let _ = plan.make(&order[..batch_size.min(order.len())]);
+    let _ = plan.make(&order[..batch_size.min(order.len())]).expect(crate::train::IN_MEMORY);
     let started = Instant::now();
     let mut views = 0;
     for chunk in order.chunks(batch_size.max(1)) {
-        views += plan.make(chunk).num_views();
+        views += plan.make(chunk).expect(crate::train::IN_MEMORY).num_views();
     }
     let seconds = started.elapsed().as_secs_f64();
     PipelineBench {

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use pretext::config::{PretrainConfig, TransferMode, read_toml};
+use pretext::config::{DataConfig, PretrainConfig, StreamMode, TransferMode, read_toml};
 use pretext::data::Format;
-use pretext::models::Arch;
+use pretext::models::{Arch, Stem};
 use pretext::tasks::TaskKind;
 
 #[derive(Parser)]
@@ -53,6 +53,13 @@ pub enum Command {
         format: Option<FormatArg>,
         #[arg(long)]
         skip_corrupt: bool,
+        /// Image folders: also decode every image and list the broken ones (by default only
+        /// headers are read).
+        #[arg(long)]
+        check: bool,
+        /// Image folders: refuse images declaring more pixels (data.max_image_pixels).
+        #[arg(long, default_value_t = pretext::data::decode::DEFAULT_MAX_PIXELS)]
+        max_image_pixels: u64,
         /// Text: replace invalid UTF-8 instead of failing.
         #[arg(long)]
         lossy_utf8: bool,
@@ -90,8 +97,8 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Time one training step (ConvNet-4, ResNet-18 or the MLM transformer) on random data after
-    /// warm-up; prints one JSON object (for bench/compare.sh and bench/gpu-check.sh).
+    /// Time one training step (ConvNet-4, ResNet-18, ResNet-50 or the MLM transformer) on random
+    /// data after warm-up; prints one JSON object (for bench/compare.sh and bench/gpu-check.sh).
     Step(BenchArgs),
     /// Time a task's data pipeline alone (augmentation, views, normalisation, batch assembly)
     /// on real images; prints one JSON object (for bench/augment-compare.sh).
@@ -104,6 +111,7 @@ pub enum FormatArg {
     Idx,
     Cifar10,
     Cifar100,
+    Stl10,
     Folder,
 }
 
@@ -114,7 +122,42 @@ impl From<FormatArg> for Format {
             FormatArg::Idx => Format::Idx,
             FormatArg::Cifar10 => Format::Cifar10,
             FormatArg::Cifar100 => Format::Cifar100,
+            FormatArg::Stl10 => Format::Stl10,
             FormatArg::Folder => Format::Folder,
+        }
+    }
+}
+
+/// How image files become the model's input: the flags over `[data]`'s framing keys.
+#[derive(Args, Default, Clone)]
+pub struct FramingArgs {
+    /// Side of the square images the model sees (data.image_size).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Image folders: read on demand or decoded into memory (data.stream).
+    #[arg(long)]
+    pub stream: Option<StreamMode>,
+    /// Share of the shorter side evaluation's centre crop keeps (data.eval_crop).
+    #[arg(long)]
+    pub eval_crop: Option<f64>,
+    /// Threads decoding streamed images (data.workers; 0: --threads).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+impl FramingArgs {
+    pub fn apply(&self, data: &mut DataConfig) {
+        if let Some(s) = self.image_size {
+            data.image_size = Some(s);
+        }
+        if let Some(m) = self.stream {
+            data.stream = m;
+        }
+        if let Some(c) = self.eval_crop {
+            data.eval_crop = c;
+        }
+        if let Some(w) = self.workers {
+            data.workers = w;
         }
     }
 }
@@ -133,6 +176,8 @@ pub struct CommonArgs {
     /// Skip undecodable images with a warning instead of failing.
     #[arg(long)]
     pub skip_corrupt: bool,
+    #[command(flatten)]
+    pub framing: FramingArgs,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
@@ -162,6 +207,9 @@ pub struct PretrainArgs {
     /// Width of the first stage (64: the standard network).
     #[arg(long)]
     pub width: Option<usize>,
+    /// ResNet stem: cifar or imagenet (default: imagenet for images of 96 pixels and more).
+    #[arg(long)]
+    pub stem: Option<Stem>,
 }
 
 #[derive(Args)]
@@ -188,6 +236,9 @@ pub struct TransferArgs {
     pub model: Option<Arch>,
     #[arg(long)]
     pub width: Option<usize>,
+    /// ResNet stem for scratch and random when no --run is given (default: cifar).
+    #[arg(long)]
+    pub stem: Option<Stem>,
 }
 
 #[derive(Args)]
@@ -199,6 +250,8 @@ pub struct EmbedArgs {
     pub data: Option<String>,
     #[arg(long)]
     pub format: Option<FormatArg>,
+    #[command(flatten)]
+    pub framing: FramingArgs,
     #[arg(long)]
     pub out: PathBuf,
     /// Encoder stage (1-4) whose output is written.
@@ -214,6 +267,7 @@ pub struct EmbedArgs {
 pub enum BenchModel {
     Convnet4,
     Resnet18,
+    Resnet50,
     /// The BERT-style encoder's masked-language-model step.
     Transformer,
 }
@@ -227,13 +281,18 @@ pub struct BenchArgs {
     pub width: usize,
     #[arg(long, default_value_t = 3)]
     pub channels: usize,
-    #[arg(long, default_value_t = 32)]
-    pub size: usize,
+    /// Image networks: side of the random square images, in pixels.
+    #[arg(long, visible_alias = "size", default_value_t = 32)]
+    pub image_size: usize,
+    /// ResNets: the stem (default: imagenet at 96 pixels and more, cifar below).
+    #[arg(long)]
+    pub stem: Option<Stem>,
     /// Image networks: time feature extraction instead (the encoder's forward pass in
     /// evaluation mode, without gradients).
     #[arg(long)]
     pub inference: bool,
-    /// Default: 128 images (convnet4), 64 (resnet18), 32 sequences (transformer).
+    /// Default: 128 images (convnet4), 64 (resnet18), 32 (resnet50), 32 sequences
+    /// (transformer).
     #[arg(long = "batch", visible_alias = "batch-size")]
     pub batch_size: Option<usize>,
     #[arg(long, default_value_t = 20)]
@@ -282,6 +341,8 @@ impl CommonArgs {
             cfg.data.format = Some(f.into());
         }
         cfg.data.skip_corrupt |= self.skip_corrupt;
+        self.framing.apply(&mut cfg.data);
+        cfg.data.validate()?;
         Ok(cfg)
     }
 }
@@ -323,6 +384,9 @@ pub struct ClusterTransferArgs {
     /// The student's width (default: the teacher's).
     #[arg(long)]
     pub width: Option<usize>,
+    /// The student's ResNet stem (default: the teacher's config, else by image size).
+    #[arg(long)]
+    pub stem: Option<Stem>,
     /// Clusters, i.e. the student's classes.
     #[arg(long)]
     pub k: Option<usize>,

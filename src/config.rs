@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Format;
 use crate::data::loader::Augment;
-use crate::models::{Arch, FeatureLayer};
+use crate::models::{Arch, FeatureLayer, Stem};
 use crate::tasks::TaskKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,50 @@ pub struct DataConfig {
     pub synthetic_train: usize,
     pub synthetic_test: usize,
     pub synthetic_size: usize,
+    /// Side of the square images the model sees (`--image-size`). Unset: the data's own size in
+    /// memory; when streaming, the first image's shorter side, at most 224.
+    pub image_size: Option<usize>,
+    /// Share of the shorter side evaluation's centre crop keeps (1: all of it; torchvision's
+    /// 224-pixel recipe: 0.875).
+    pub eval_crop: f64,
+    /// Smallest share of a streamed file's area pretraining's random resized crop keeps (1: the
+    /// largest square, at a random place along the longer side).
+    pub crop_min_scale: f64,
+    /// Whether an image folder is read on demand or decoded into memory.
+    pub stream: StreamMode,
+    /// `stream = "auto"` streams when the decoded training images would exceed this many MB.
+    pub memory_budget_mb: u64,
+    /// Threads that decode streamed images ahead of the model (0: the `--threads` count).
+    pub workers: usize,
+    /// Images whose header declares more pixels are refused (decompression bombs).
+    pub max_image_pixels: u64,
+    /// Tar shards: samples held by the shuffle buffer that each epoch's shard order streams
+    /// through (larger: closer to a uniform shuffle, reads spread over more shards).
+    pub shuffle_buffer: usize,
+}
+
+/// How an image folder is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamMode {
+    /// Stream when the decoded images would exceed `data.memory_budget_mb`, when
+    /// `data.image_size` differs from the images' size, or when the sizes are mixed.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl std::str::FromStr for StreamMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(StreamMode::Auto),
+            "always" => Ok(StreamMode::Always),
+            "never" => Ok(StreamMode::Never),
+            other => Err(format!("unknown stream mode `{other}` (expected auto, always or never)")),
+        }
+    }
 }
 
 impl Default for DataConfig {
@@ -55,7 +99,44 @@ impl Default for DataConfig {
             synthetic_train: 10_000,
             synthetic_test: 2_000,
             synthetic_size: 32,
+            image_size: None,
+            eval_crop: 1.0,
+            crop_min_scale: 1.0,
+            stream: StreamMode::Auto,
+            memory_budget_mb: 2048,
+            workers: 0,
+            max_image_pixels: crate::data::decode::DEFAULT_MAX_PIXELS,
+            shuffle_buffer: crate::data::shards::DEFAULT_SHUFFLE_BUFFER,
         }
+    }
+}
+
+impl DataConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.path.trim().is_empty() {
+            return Err(invalid("data.path", "must name a folder or `synthetic`"));
+        }
+        if let Some(size) = self.image_size
+            && !(8..=1024).contains(&size)
+        {
+            return Err(invalid("data.image_size", format!("must be between 8 and 1024, got {size}")));
+        }
+        if !(self.eval_crop > 0.0 && self.eval_crop <= 1.0) {
+            return Err(invalid("data.eval_crop", format!("must be in (0, 1], got {}", self.eval_crop)));
+        }
+        if !(self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0) {
+            return Err(invalid(
+                "data.crop_min_scale",
+                format!("must be in (0, 1], got {}", self.crop_min_scale),
+            ));
+        }
+        if self.max_image_pixels == 0 {
+            return Err(invalid("data.max_image_pixels", "must be at least 1"));
+        }
+        if self.shuffle_buffer == 0 {
+            return Err(invalid("data.shuffle_buffer", "must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -65,6 +146,9 @@ pub struct ModelConfig {
     pub arch: Arch,
     /// Width of the first stage (64 is the standard network; smaller is faster).
     pub width: usize,
+    /// The ResNets' stem; unset: chosen by the training image size ([`Stem::for_image_size`]).
+    /// ConvNet-4 has no stem and refuses `imagenet`.
+    pub stem: Option<Stem>,
 }
 
 impl Default for ModelConfig {
@@ -72,7 +156,35 @@ impl Default for ModelConfig {
         Self {
             arch: Arch::Convnet4,
             width: 64,
+            stem: None,
         }
+    }
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1024).contains(&self.width) {
+            return Err(invalid(
+                "model.width",
+                format!("must be between 1 and 1024, got {}", self.width),
+            ));
+        }
+        if !self.arch.has_stem() && self.stem == Some(Stem::Imagenet) {
+            return Err(invalid(
+                "model.stem",
+                format!(
+                    "{} has no stem to change; `{}` needs a ResNet",
+                    self.arch,
+                    Stem::Imagenet
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stem the encoder gets when trained on `image_size`-pixel images.
+    pub fn stem_for(&self, image_size: usize) -> Stem {
+        self.arch.resolve_stem(self.stem, image_size)
     }
 }
 
@@ -355,9 +467,7 @@ impl Default for RunConfig {
 
 impl PretrainConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.data.path.trim().is_empty() {
-            return Err(invalid("data.path", "must name a folder or `synthetic`"));
-        }
+        self.data.validate()?;
         if self.data.path == "synthetic" {
             if self.data.synthetic_train < 10 {
                 return Err(invalid("data.synthetic_train", "must be at least 10"));
@@ -372,12 +482,7 @@ impl PretrainConfig {
         if !(self.run.checkpoint_minutes.is_finite() && self.run.checkpoint_minutes >= 0.0) {
             return Err(invalid("run.checkpoint_minutes", "must be >= 0"));
         }
-        if !(1..=1024).contains(&self.model.width) {
-            return Err(invalid(
-                "model.width",
-                format!("must be between 1 and 1024, got {}", self.model.width),
-            ));
-        }
+        self.model.validate()?;
         self.train.validate("train")?;
         match self.task.name {
             TaskKind::Relpos => self
@@ -663,6 +768,26 @@ mod tests {
         let back: PretrainConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, cfg);
         TransferConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn model_stem_is_read_and_refused_for_convnet4() {
+        let cfg: PretrainConfig =
+            toml::from_str("[model]\narch = \"resnet50\"\nstem = \"imagenet\"\n").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.model.stem_for(32), Stem::Imagenet);
+        let auto = ModelConfig {
+            arch: Arch::Resnet18,
+            ..Default::default()
+        };
+        assert_eq!(auto.stem_for(32), Stem::Cifar);
+        assert_eq!(auto.stem_for(224), Stem::Imagenet);
+        let convnet = ModelConfig {
+            stem: Some(Stem::Imagenet),
+            ..Default::default()
+        };
+        let err = convnet.validate().unwrap_err().to_string();
+        assert!(err.contains("model.stem"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod collection;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -18,5 +19,6 @@ pub mod tasks;
 pub mod text;
 pub mod train;
 pub mod transfer;
+pub mod util;
 
 pub use error::Error;

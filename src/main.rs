@@ -86,7 +86,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(t) = args.task {
                 cfg.task.name = t;
             }
-            pretrain_with(cfg, args.model, args.width, threads, quiet)?;
+            let model = ModelFlags {
+                arch: args.model,
+                width: args.width,
+                stem: args.stem,
+            };
+            pretrain_with(cfg, model, threads, quiet)?;
         }
         Command::Resume { run_dir } => {
             set_threads(threads.unwrap_or(0))?;
@@ -116,11 +121,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let c = &args.common;
             apply_recipe_flags(&mut t.finetune, c);
-            if let Some(m) = args.model {
-                cfg.model.arch = m;
-            }
-            if let Some(w) = args.width {
-                cfg.model.width = w;
+            let model = ModelFlags {
+                arch: args.model,
+                width: args.width,
+                stem: args.stem,
+            };
+            model.apply(&mut cfg);
+            if args.run.is_none() {
+                cfg.model.validate()?;
             }
             cfg.transfer.validate()?;
             set_threads(threads.unwrap_or(cfg.run.threads))?;
@@ -141,6 +149,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         in_channels: 0,
                         mean: vec![],
                         std: vec![],
+                        // The data is not loaded yet: an unset stem follows data.image_size
+                        // where it is given, and is the CIFAR stem otherwise.
+                        stem: cfg.model.stem_for(cfg.data.image_size.unwrap_or(0)),
                     });
                     pipeline::transfer(
                         args.run.as_deref(),
@@ -164,6 +175,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(f) = args.format {
                 cfg.data.format = Some(f.into());
             }
+            args.framing.apply(&mut cfg.data);
+            cfg.data.validate()?;
             let layer = pretext::models::FeatureLayer::new(args.stage, args.grid)
                 .map_err(|e| pretext::Error::msg(format!("--stage/--grid: {e}")))?;
             for path in pipeline::embed(&args.run, &cfg.data, layer, &args.out)? {
@@ -174,6 +187,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             format,
             skip_corrupt,
+            check,
+            max_image_pixels,
             lossy_utf8,
             text_column,
             label_column,
@@ -202,14 +217,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", text::describe_corpus(&text::read_corpus(p, &opts)?));
                 return Ok(());
             }
+            let format = match format {
+                Some(f) => Some(f.into()),
+                None if path != pretext::data::SYNTHETIC => Some(pretext::data::detect_format(p)?),
+                None => None,
+            };
+            if format == Some(pretext::data::Format::Folder) {
+                let (report, problems) = pipeline::describe_folder(p, check, max_image_pixels)?;
+                print!("{report}");
+                return match problems.first() {
+                    None => Ok(()),
+                    Some(_) if skip_corrupt => {
+                        problems.iter().for_each(|p| eprintln!("warning: {p}"));
+                        println!("skipped corrupt images: {}", problems.len());
+                        Ok(())
+                    }
+                    Some(first) => Err(pretext::Error::msg(format!(
+                        "{} unreadable image(s) in {path}, the first: {first} (--skip-corrupt reports them and goes on)",
+                        problems.len()
+                    ))
+                    .into()),
+                };
+            }
             let data = pretext::config::DataConfig {
                 path,
-                format: format.map(Into::into),
+                format,
                 skip_corrupt,
                 ..Default::default()
             };
             let ds = pipeline::load_data(&data)?;
             print!("{}", pretext::data::describe(&ds));
+            if format == Some(pretext::data::Format::Stl10) {
+                let dir = std::path::Path::new(&data.path);
+                print!("{}", pretext::data::stl::describe_unlabelled(dir)?);
+            }
         }
         Command::Demo { out } => {
             set_threads(threads.unwrap_or(0))?;
@@ -265,7 +306,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(r) = a.restarts {
                 c.restarts = r;
             }
-            pretrain_with(cfg, a.student, a.width, threads, quiet)?;
+            let model = ModelFlags {
+                arch: a.student,
+                width: a.width,
+                stem: a.stem,
+            };
+            pretrain_with(cfg, model, threads, quiet)?;
         }
         Command::Kmeans(a) => {
             set_threads(threads.unwrap_or(0))?;
@@ -313,21 +359,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 }
                 image => {
+                    use pretext::models::Arch;
                     let (arch, batch) = match image {
-                        cli::BenchModel::Resnet18 => (pretext::models::Arch::Resnet18, 64),
-                        _ => (pretext::models::Arch::Convnet4, 128),
+                        cli::BenchModel::Resnet18 => (Arch::Resnet18, 64),
+                        cli::BenchModel::Resnet50 => (Arch::Resnet50, 32),
+                        _ => (Arch::Convnet4, 128),
+                    };
+                    let model = pretext::config::ModelConfig {
+                        arch,
+                        width: a.width,
+                        stem: a.stem,
+                    };
+                    model.validate()?;
+                    let net = pretext::bench::Backbone {
+                        arch,
+                        width: a.width,
+                        stem: model.stem_for(a.image_size),
                     };
                     let shape = pretext::bench::ImageBatch {
                         channels: a.channels,
-                        size: a.size,
+                        size: a.image_size,
                         batch: a.batch_size.unwrap_or(batch),
                     };
                     if a.inference {
-                        pretext::bench::feature_extraction(
-                            arch, a.width, shape, a.steps, a.warmup, t,
-                        )
+                        pretext::bench::feature_extraction(net, shape, a.steps, a.warmup, t)
                     } else {
-                        pretext::bench::training_step(arch, a.width, shape, a.steps, a.warmup, t)
+                        pretext::bench::training_step(net, shape, a.steps, a.warmup, t)
                     }
                 }
             };
@@ -371,20 +428,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The backbone flags of the commands that build a model (`--model` or `--student`, `--width`,
+/// `--stem`), each overriding its `model.*` key when given.
+struct ModelFlags {
+    arch: Option<pretext::models::Arch>,
+    width: Option<usize>,
+    stem: Option<pretext::models::Stem>,
+}
+
+impl ModelFlags {
+    fn apply(&self, cfg: &mut PretrainConfig) {
+        if let Some(m) = self.arch {
+            cfg.model.arch = m;
+        }
+        if let Some(w) = self.width {
+            cfg.model.width = w;
+        }
+        if let Some(s) = self.stem {
+            cfg.model.stem = Some(s);
+        }
+    }
+}
+
 /// Applies the model and thread flags, validates, pretrains and prints the summary.
 fn pretrain_with(
     mut cfg: PretrainConfig,
-    arch: Option<pretext::models::Arch>,
-    width: Option<usize>,
+    model: ModelFlags,
     threads: Option<usize>,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    if let Some(m) = arch {
-        cfg.model.arch = m;
-    }
-    if let Some(w) = width {
-        cfg.model.width = w;
-    }
+    model.apply(&mut cfg);
     if let Some(t) = threads {
         cfg.run.threads = t;
     }

@@ -1,5 +1,6 @@
 //! The library calls behind each command: pretrain → embed / transfer → report.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -7,11 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::cluster::pseudo::{self, ClusteringSummary};
-use crate::config::{DataConfig, PretrainConfig, TransferConfig, read_toml};
+use crate::collection::{self, STREAM_SAMPLE, TrainingImages};
+use crate::config::{DataConfig, PretrainConfig, StreamMode, TransferConfig, read_toml};
 use crate::data::folder::FolderOptions;
 use crate::data::loader::Normalizer;
+use crate::data::source::ImageSource;
+use crate::data::stream::SKIPPED_FILE;
 use crate::data::synthetic::{SyntheticConfig, generate};
-use crate::data::{Dataset, ImageSet, split};
+use crate::data::{DataError, Dataset, ImageSet, split};
 use crate::encoder::TrainedEncoder;
 use crate::models::{Classifier, Encoder, EncoderSpec, FeatureLayer};
 use crate::tasks::TaskKind;
@@ -36,15 +40,28 @@ pub fn load_data(cfg: &DataConfig) -> Result<Dataset, Error> {
             size: cfg.synthetic_size,
             seed: 0,
         })
+    } else if let Some(framed) = crate::collection::in_memory(cfg)? {
+        framed
     } else {
-        crate::data::load(
+        let read = crate::data::load(
             Path::new(&cfg.path),
             cfg.format,
             &FolderOptions {
                 skip_corrupt: cfg.skip_corrupt,
             },
-        )?
+        );
+        match read {
+            Err(DataError::Mismatch { path, problem }) if cfg.stream == StreamMode::Auto => {
+                eprintln!(
+                    "note: {}: {problem}; decoding the folder with the evaluation crop instead",
+                    path.display()
+                );
+                crate::collection::mixed_sizes(cfg)?
+            }
+            other => other?,
+        }
     };
+    check_native_size(cfg, &ds)?;
     if ds.train.len == 0 {
         return Err(Error::msg(format!("{}: no training images", cfg.path)));
     }
@@ -64,6 +81,31 @@ pub fn load_data(cfg: &DataConfig) -> Result<Dataset, Error> {
         );
     }
     Ok(ds)
+}
+
+/// `data.image_size` on data read as it is (IDX, CIFAR, synthetic) must be its size: only image
+/// folders are resized.
+fn check_native_size(cfg: &DataConfig, ds: &Dataset) -> Result<(), Error> {
+    match cfg.image_size {
+        Some(side) if (ds.train.height, ds.train.width) != (side, side) => Err(Error::msg(format!(
+            "config key `data.image_size`: {} holds {}x{} images; only image folders are resized, so give {} or leave it unset",
+            cfg.path, ds.train.height, ds.train.width, ds.train.height
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `pretext info` on an image folder: counts from its (cached) index and sizes from the files'
+/// headers; `check` decodes every image too. The report, and the unreadable files.
+pub fn describe_folder(
+    path: &Path,
+    check: bool,
+    max_pixels: u64,
+) -> Result<(String, Vec<String>), Error> {
+    use crate::data::{index, survey};
+    let (index, origin) = index::open(path, &index::default_cache_dir())?;
+    let found = survey::survey(&index, check, max_pixels);
+    Ok((survey::describe(&index, origin, &found), found.problems))
 }
 
 /// What `pretext pretrain` writes to `results.json`.
@@ -189,7 +231,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         write_toml(&saved_config, cfg)?;
         return crate::text::pretrain::pretrain_mlm(cfg, &run_dir, quiet);
     }
-    let mut data = load_data(&cfg.data)?;
+    let mut images = crate::collection::for_training(&cfg.data)?;
     // Pseudo-labels of an earlier attempt at this same run are reused rather than recomputed.
     let same_task_before = saved_config.exists()
         && read_toml::<PretrainConfig>(&saved_config)
@@ -197,10 +239,16 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     write_toml(&saved_config, cfg)?;
     let clustering = if cfg.task.name == TaskKind::Cluster {
+        let TrainingImages::Memory(data) = &mut images else {
+            return Err(Error::msg(format!(
+                "{}: the cluster task decodes its images into memory, and this folder is streamed; set data.stream = \"never\" (or a smaller data.image_size)",
+                cfg.data.path
+            )));
+        };
         Some(label_with_clusters(
             cfg,
             &run_dir,
-            &mut data,
+            data,
             same_task_before,
             quiet,
         )?)
@@ -217,13 +265,20 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     {
         eprintln!("{about}");
     }
-    let normalizer = Normalizer::fit(&data.train);
+    let data = PretrainImages::of(&images, &run_dir)?;
+    let decode_pool = match &images {
+        TrainingImages::Stream(_) => Some(collection::decode_pool(cfg.data.workers)?),
+        TrainingImages::Memory(_) => None,
+    };
+    let normalizer = Normalizer::fit_source(data.train)?;
+    let [channels, height, width] = data.train.shape();
     let spec = EncoderSpec {
         arch: cfg.model.arch,
         width: cfg.model.width,
-        in_channels: data.train.channels,
+        in_channels: channels,
         mean: normalizer.mean.clone(),
         std: normalizer.std.clone(),
+        stem: cfg.model.stem_for(height.min(width)),
     };
     let device = train_device();
     device.seed(cfg.train.seed);
@@ -232,18 +287,18 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
             "pretrain {} on {} ({} images {}x{}x{}), {} width {}, into {}",
             cfg.task.name.name(),
             data.source,
-            data.train.len,
-            data.train.channels,
-            data.train.height,
-            data.train.width,
+            data.train.len(),
+            channels,
+            height,
+            width,
             spec.arch,
             spec.width,
             run_dir.display()
         );
     }
     let monitor = EpochMonitor::new(
-        &data.train,
-        data.test.as_ref(),
+        &data.sample,
+        data.test.as_deref(),
         &normalizer,
         cfg.run.monitor_memory,
         cfg.run.monitor_queries,
@@ -252,7 +307,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         .as_ref()
         .map(|m| move |encoder: &Encoder| m.measure(encoder));
     let fit_spec = Fit {
-        set: &data.train,
+        set: data.train,
         normalizer: &normalizer,
         task: task.as_ref(),
         recipe: &cfg.train,
@@ -270,12 +325,13 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
             .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
         monitor: measure.as_ref().map(|f| f as &Monitor),
+        decode_pool: decode_pool.as_ref(),
     };
     let (encoder, outcome, pretext_test_acc) = if cfg.task.name.is_siamese() {
         let mut learner =
             SiameseLearner::new(cfg.task.name, &spec, &cfg.task.siamese, &cfg.train, &device);
         let outcome = fit_learner(&fit_spec, &mut learner)?;
-        let acc = data.test.as_ref().map(|test| {
+        let acc = data.test.as_deref().map(|test| {
             evaluate_pairs(
                 &learner.online.encoder,
                 test,
@@ -294,7 +350,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         let outcome = fit_learner(&fit_spec, &mut learner)?;
         let acc = data
             .test
-            .as_ref()
+            .as_deref()
             .map(|test| evaluate(&learner.model, test, &normalizer, task.as_ref(), 256));
         (learner.model.encoder, outcome, acc)
     };
@@ -313,6 +369,38 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     write_atomic(&run_dir.join(RESULTS_FILE), &json)?;
     Ok(summary)
+}
+
+/// What pretraining reads: its training source, and the images in memory that it fits the
+/// normaliser on, monitors with and scores the pretext task on (samples, when streaming).
+struct PretrainImages<'a> {
+    source: &'a str,
+    train: &'a dyn ImageSource,
+    sample: Cow<'a, ImageSet>,
+    test: Option<Cow<'a, ImageSet>>,
+}
+
+impl<'a> PretrainImages<'a> {
+    fn of(images: &'a TrainingImages, run_dir: &Path) -> Result<Self, Error> {
+        Ok(match images {
+            TrainingImages::Memory(d) => Self {
+                source: &d.source,
+                train: &d.train,
+                sample: Cow::Borrowed(&d.train),
+                test: d.test.as_ref().map(Cow::Borrowed),
+            },
+            TrainingImages::Stream(s) => {
+                s.train.log_skipped_to(&run_dir.join(SKIPPED_FILE));
+                let test = s.test.as_deref().map(|t| collection::sample(t, STREAM_SAMPLE));
+                Self {
+                    source: &s.source,
+                    train: s.train.as_ref(),
+                    sample: Cow::Owned(collection::sample(s.train.as_ref(), STREAM_SAMPLE)?),
+                    test: test.transpose()?.map(Cow::Owned),
+                }
+            }
+        })
+    }
 }
 
 /// Continue an interrupted pretraining run from its directory.

@@ -126,6 +126,17 @@ fn bad_config_values_name_their_key() {
         "0",
     ]);
     assert_clean_failure(&o, "train.batch_size");
+    // ConvNet-4 has no stem to change.
+    let o = pretext(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--model",
+        "convnet4",
+        "--stem",
+        "imagenet",
+    ]);
+    assert_clean_failure(&o, "model.stem");
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[train]\nlearning_rate = 0.1\n").unwrap();

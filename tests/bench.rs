@@ -71,6 +71,31 @@ fn bench_step_prints_one_json_object_for_each_model() {
         serde_json::from_str(String::from_utf8(o.stdout).unwrap().trim()).unwrap();
     assert_eq!(v["model"], "resnet18-features", "{v}");
     assert!(v["samples_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    // ResNet-50: the stem follows --image-size (alias --size) unless --stem names it, and the
+    // JSON says which ran.
+    for (size_flag, size, stem, expected) in [
+        ("--image-size", "96", None, "imagenet"),
+        ("--size", "16", None, "cifar"),
+        ("--image-size", "16", Some("imagenet"), "imagenet"),
+    ] {
+        let mut args = vec![
+            "bench", "step", "--model", "resnet50", "--width", "4", size_flag, size, "--batch",
+            "2", "--steps", "1", "--warmup", "0",
+        ];
+        args.extend(stem.map(|s| ["--stem", s]).into_iter().flatten());
+        let o = pretext(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8(o.stdout).unwrap().trim()).unwrap();
+        assert_eq!(
+            (v["model"].as_str(), v["stem"].as_str()),
+            (Some("resnet50"), Some(expected)),
+            "{v}"
+        );
+    }
+    let o = pretext(&["bench", "step", "--model", "convnet4", "--stem", "imagenet"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("model.stem"), "{}", stderr(&o));
     let o = pretext(&["bench", "step", "--model", "transformer", "--inference"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--inference"), "{}", stderr(&o));

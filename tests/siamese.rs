@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use pretext::config::{DataConfig, TaskConfig};
 use pretext::data::loader::Normalizer;
-use pretext::models::{Arch, EncoderSpec};
+use pretext::models::{Arch, EncoderSpec, Stem};
 use pretext::pipeline::load_data;
 use pretext::tasks::TaskKind;
 use pretext::train::infer_device;
@@ -66,6 +66,7 @@ fn random_encoder_retrieval(task: TaskKind) -> f64 {
         in_channels: 3,
         mean: normalizer.mean.clone(),
         std: normalizer.std.clone(),
+        stem: Stem::Cifar,
     };
     let task = TaskConfig {
         name: task,

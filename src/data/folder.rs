@@ -129,7 +129,7 @@ fn list(dir: &Path) -> Result<Listing> {
     Ok(listing)
 }
 
-fn is_image_name(name: &str) -> bool {
+pub(crate) fn is_image_name(name: &str) -> bool {
     let Some((_, ext)) = name.rsplit_once('.') else {
         return false;
     };
@@ -536,7 +536,7 @@ fn decode(path: &Path) -> Result<Decoded> {
 /// would load as a damaged image. A complete file has an end-of-image marker (FF D9) after its
 /// last start-of-scan (FF DA); within scan data 0xFF is always escaped, so neither marker can
 /// occur there by accident, and an EXIF thumbnail's own markers come before the main scans.
-fn check_jpeg_complete(bytes: &[u8]) -> std::result::Result<(), &'static str> {
+pub(crate) fn check_jpeg_complete(bytes: &[u8]) -> std::result::Result<(), &'static str> {
     let last_scan = bytes
         .windows(2)
         .rposition(|w| w == [0xFF, 0xDA])

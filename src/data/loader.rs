@@ -10,9 +10,15 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::ImageSet;
 use super::augment::{Shape, hflip, random_crop_padded};
+use super::source::{Framing, ImageSource};
+use super::{DataError, ImageSet};
 use crate::tasks::{Examples, Task};
+
+/// Images the normaliser's statistics are estimated on, at most.
+const NORMALIZER_IMAGES: usize = 10_000;
+/// Images decoded at once while fitting the normaliser.
+const NORMALIZER_CHUNK: usize = 256;
 
 /// Per-channel normalisation of pixel/255.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,22 +30,41 @@ pub struct Normalizer {
 impl Normalizer {
     /// Mean and standard deviation per channel, estimated on up to 10,000 images.
     pub fn fit(set: &ImageSet) -> Self {
-        let c = set.channels;
-        let hw = set.height * set.width;
-        let step = (set.len / 10_000).max(1);
+        Self::fit_source(set).expect(crate::train::IN_MEMORY)
+    }
+
+    /// As [`Normalizer::fit`], over any source: the same images (every `len / 10,000`-th),
+    /// summed in the same order, so a streamed folder gets the statistics the same folder gets
+    /// in memory. Images are decoded a chunk at a time, in parallel; unreadable ones are left
+    /// out here and reported where training meets them.
+    pub fn fit_source(set: &dyn ImageSource) -> Result<Self, DataError> {
+        let [c, h, w] = set.shape();
+        let hw = h * w;
+        let step = (set.len() / NORMALIZER_IMAGES).max(1);
+        let chosen: Vec<usize> = (0..set.len()).step_by(step).collect();
         let mut sum = vec![0f64; c];
         let mut sq = vec![0f64; c];
         let mut count = 0f64;
-        for i in (0..set.len).step_by(step) {
-            let img = set.image(i);
-            for ch in 0..c {
-                for &p in &img[ch * hw..(ch + 1) * hw] {
-                    let v = p as f64 / 255.0;
-                    sum[ch] += v;
-                    sq[ch] += v * v;
+        for chunk in chosen.chunks(NORMALIZER_CHUNK) {
+            let images: Vec<Option<std::borrow::Cow<[u8]>>> = chunk
+                .par_iter()
+                .map(|&i| set.image(i, Framing::Eval).ok().flatten())
+                .collect();
+            for img in images.iter().flatten() {
+                for ch in 0..c {
+                    for &p in &img[ch * hw..(ch + 1) * hw] {
+                        let v = p as f64 / 255.0;
+                        sum[ch] += v;
+                        sq[ch] += v * v;
+                    }
                 }
+                count += hw as f64;
             }
-            count += hw as f64;
+        }
+        if count == 0.0 {
+            return Err(DataError::Other(
+                "no image could be read to estimate the normalisation statistics".into(),
+            ));
         }
         let mean: Vec<f32> = sum.iter().map(|s| (s / count) as f32).collect();
         let std = sq
@@ -47,7 +72,7 @@ impl Normalizer {
             .zip(&mean)
             .map(|(s, &m)| ((s / count - (m as f64).powi(2)).max(1e-6).sqrt()) as f32)
             .collect();
-        Self { mean, std }
+        Ok(Self { mean, std })
     }
 
     /// Normalise images of pixel values in [0, 1] (views made by a task that augments itself),
@@ -103,12 +128,16 @@ impl Augment {
 
 /// Where a training loop's batches come from: the order of the items of each epoch, cut into
 /// batches, and the batch made from some of them. Every batch depends only on (epoch, indices),
-/// so a resumed run sees the same batches.
+/// so a resumed run sees the same batches. Making a batch fails only when a file read on demand
+/// turns out bad (and is not skipped).
 pub trait BatchSource: Sync {
     type Batch: Send;
     fn batches(&self, epoch: u64) -> Vec<Vec<usize>>;
-    fn make(&self, epoch: u64, indices: &[usize]) -> Self::Batch;
+    fn make(&self, epoch: u64, indices: &[usize]) -> Result<Self::Batch, DataError>;
 }
+
+/// Batches made ahead of the one the model trains on: the bound on the loader's memory.
+pub const PREFETCH_BATCHES: usize = 2;
 
 /// Run `consume` on every batch of `epoch`, starting at batch `skip`, while the next batches
 /// are made on another thread. Stops early when `consume` returns `Ok(false)`.
@@ -116,11 +145,11 @@ pub fn prefetch<S: BatchSource, E>(
     source: &S,
     epoch: u64,
     skip: usize,
-    mut consume: impl FnMut(usize, S::Batch) -> Result<bool, E>,
+    mut consume: impl FnMut(usize, Result<S::Batch, DataError>) -> Result<bool, E>,
 ) -> Result<(), E> {
     let batches = source.batches(epoch);
     std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<(usize, S::Batch)>(2);
+        let (tx, rx) = sync_channel::<(usize, Result<S::Batch, DataError>)>(PREFETCH_BATCHES);
         let batches = &batches;
         scope.spawn(move || {
             for (b, idx) in batches.iter().enumerate().skip(skip) {
@@ -157,7 +186,7 @@ impl BatchSource for ImageBatches<'_> {
     fn batches(&self, epoch: u64) -> Vec<Vec<usize>> {
         self.plan(epoch).batches()
     }
-    fn make(&self, epoch: u64, indices: &[usize]) -> Examples {
+    fn make(&self, epoch: u64, indices: &[usize]) -> Result<Examples, DataError> {
         self.plan(epoch).make(indices)
     }
 }
@@ -165,7 +194,7 @@ impl BatchSource for ImageBatches<'_> {
 /// How one epoch's batches are made.
 #[derive(Clone)]
 pub struct BatchPlan<'a> {
-    pub set: &'a ImageSet,
+    pub set: &'a dyn ImageSource,
     pub normalizer: &'a Normalizer,
     pub task: &'a dyn Task,
     pub augment: Augment,
@@ -173,12 +202,17 @@ pub struct BatchPlan<'a> {
     pub shuffle: bool,
     pub seed: u64,
     pub epoch: u64,
+    /// Training framing (a random crop from each file read on demand) rather than evaluation's.
+    pub training: bool,
+    /// The threads that make the batch (files read on demand decode there, apart from the
+    /// model's threads); `None`: the global pool.
+    pub pool: Option<&'a rayon::ThreadPool>,
 }
 
 impl<'a> BatchPlan<'a> {
     /// Batches for evaluation: in order, without the loader's augmentation, seed 0.
     pub fn for_evaluation(
-        set: &'a ImageSet,
+        set: &'a dyn ImageSource,
         normalizer: &'a Normalizer,
         task: &'a dyn Task,
         batch_size: usize,
@@ -192,20 +226,27 @@ impl<'a> BatchPlan<'a> {
             shuffle: false,
             seed: 0,
             epoch: 0,
+            training: false,
+            pool: None,
         }
     }
 
     /// Image indices of each batch, in order. The last short batch is kept only when it is the
     /// only one; otherwise it is dropped so BatchNorm never sees a tiny batch.
     pub fn batches(&self) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.set.len).collect();
-        if self.shuffle {
+        let order: Vec<usize> = if !self.shuffle {
+            (0..self.set.len()).collect()
+        } else if let Some(own) = self.set.epoch_order(self.seed, self.epoch) {
+            own
+        } else {
+            let mut order: Vec<usize> = (0..self.set.len()).collect();
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
                 self.seed,
                 self.epoch,
                 u64::MAX,
             )));
-        }
+            order
+        };
         let bs = self.batch_size.max(1);
         let mut batches: Vec<Vec<usize>> = order.chunks(bs).map(|c| c.to_vec()).collect();
         if batches.len() > 1 && batches.last().is_some_and(|b| b.len() < bs) {
@@ -215,65 +256,84 @@ impl<'a> BatchPlan<'a> {
     }
 
     /// Examples of one batch, made in parallel. A task that uses a donor gets the next image
-    /// of the batch (the last gets the first).
-    pub fn make(&self, indices: &[usize]) -> Examples {
-        let set = self.set;
-        let shape = [set.channels, set.height, set.width];
-        let raw = self.task.augments_itself();
-        let augmented = |i: usize| {
-            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, self.epoch, i as u64));
-            if raw {
-                let img = set.image(i).iter().map(|&p| p as f32 / 255.0).collect();
-                return (img, rng);
-            }
-            let img = self.normalizer.apply(set.image(i), set.channels);
-            (self.augment.apply(&img, shape, &mut rng), rng)
-        };
+    /// of the batch (the last gets the first). Images a streaming source skipped are left out.
+    pub fn make(&self, indices: &[usize]) -> Result<Examples, DataError> {
+        match self.pool {
+            Some(pool) => pool.install(|| self.make_here(indices)),
+            None => self.make_here(indices),
+        }
+    }
+
+    fn make_here(&self, indices: &[usize]) -> Result<Examples, DataError> {
+        let images: Vec<Option<Prepared>> = indices
+            .par_iter()
+            .map(|&i| self.prepare(i))
+            .collect::<Result<_, _>>()?;
+        let images: Vec<Prepared> = images.into_iter().flatten().collect();
+        let shape = self.set.shape();
         let new_examples = || Examples::new(self.task.view_shape(shape), self.task.arity());
-        let label = |i: usize| set.labels.as_ref().map(|l| l[i]);
-        let parts: Vec<Examples> = if self.task.uses_donor() {
-            let images: Vec<(Vec<f32>, ChaCha8Rng)> =
-                indices.par_iter().map(|&i| augmented(i)).collect();
-            images
-                .par_iter()
-                .enumerate()
-                .map(|(pos, (img, rng))| {
-                    let donor = (indices.len() > 1).then(|| &images[(pos + 1) % indices.len()].0);
-                    let mut rng = rng.clone();
-                    let mut out = new_examples();
-                    self.task.examples_with_donor(
-                        img,
-                        donor.map(Vec::as_slice),
-                        shape,
-                        label(indices[pos]),
-                        &mut rng,
-                        &mut out,
-                    );
-                    out
-                })
-                .collect()
-        } else {
-            indices
-                .par_iter()
-                .map(|&i| {
-                    let (img, mut rng) = augmented(i);
-                    let mut out = new_examples();
+        let parts: Vec<Examples> = images
+            .par_iter()
+            .enumerate()
+            .map(|(pos, image)| {
+                let mut rng = image.rng.clone();
+                let mut out = new_examples();
+                let label = self.set.label(image.index);
+                if self.task.uses_donor() {
+                    let donor = (images.len() > 1).then(|| &images[(pos + 1) % images.len()].pixels);
+                    let donor = donor.map(Vec::as_slice);
                     self.task
-                        .examples(&img, shape, label(i), &mut rng, &mut out);
-                    out
-                })
-                .collect()
-        };
+                        .examples_with_donor(&image.pixels, donor, shape, label, &mut rng, &mut out);
+                } else {
+                    self.task
+                        .examples(&image.pixels, shape, label, &mut rng, &mut out);
+                }
+                out
+            })
+            .collect();
         let mut all = new_examples();
         for p in parts {
             all.append(p);
         }
-        if raw {
+        if self.task.augments_itself() {
             let [c, h, w] = all.view_shape;
             self.normalizer.apply_to_unit(&mut all.views, c, h * w);
         }
-        all
+        Ok(all)
     }
+
+    /// Image `i` read, framed, normalised and augmented, with its random stream where the
+    /// augmentation left it; `None` when the source skipped it.
+    fn prepare(&self, i: usize) -> Result<Option<Prepared>, DataError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, self.epoch, i as u64));
+        let framing = if self.training {
+            Framing::Train(&mut rng)
+        } else {
+            Framing::Eval
+        };
+        let Some(bytes) = self.set.image(i, framing)? else {
+            return Ok(None);
+        };
+        let shape = self.set.shape();
+        let pixels = if self.task.augments_itself() {
+            bytes.iter().map(|&p| p as f32 / 255.0).collect()
+        } else {
+            let img = self.normalizer.apply(&bytes, shape[0]);
+            self.augment.apply(&img, shape, &mut rng)
+        };
+        Ok(Some(Prepared {
+            index: i,
+            pixels,
+            rng,
+        }))
+    }
+}
+
+/// One image of a batch ready for its task.
+struct Prepared {
+    index: usize,
+    pixels: Vec<f32>,
+    rng: ChaCha8Rng,
 }
 
 /// A per-(seed, epoch, item) stream seed (SplitMix64 finaliser over the combination).

@@ -3,10 +3,17 @@
 pub mod augment;
 pub mod cifar;
 pub mod colour;
+pub mod decode;
 pub mod folder;
 pub mod idx;
+pub mod index;
 pub mod loader;
+pub mod shards;
+pub mod source;
 pub mod split;
+pub mod stl;
+pub mod stream;
+pub mod survey;
 pub mod synthetic;
 pub mod text;
 
@@ -115,7 +122,10 @@ pub enum Format {
     Idx,
     Cifar10,
     Cifar100,
+    Stl10,
     Folder,
+    /// WebDataset-style tar shards ([`shards`]).
+    Shards,
 }
 
 impl std::fmt::Display for Format {
@@ -125,7 +135,9 @@ impl std::fmt::Display for Format {
             Format::Idx => "idx",
             Format::Cifar10 => "cifar10",
             Format::Cifar100 => "cifar100",
+            Format::Stl10 => "stl10",
             Format::Folder => "folder",
+            Format::Shards => "shards",
         })
     }
 }
@@ -171,14 +183,22 @@ pub const SYNTHETIC: &str = "synthetic";
 /// Works out the format of the data at `path` from what it contains.
 ///
 /// The literal `synthetic` means generated data even if a folder of that name exists. A folder
-/// is IDX if it holds IDX training images, CIFAR-10/100 if it holds their binary batches (directly
-/// or in the archive's subfolder), and an image folder otherwise.
+/// is IDX if it holds IDX training images, STL-10 if it holds its `train_X.bin` and CIFAR-10/100
+/// if it holds their binary batches (each directly or in the archive's subfolder), and an image
+/// folder otherwise. Tar shards are a brace pattern (`shard-{000..099}.tar`), one `.tar` file, or
+/// a folder of `*.tar` files (directly or in `train/`).
 pub fn detect_format(path: &Path) -> Result<Format> {
     if path.as_os_str() == SYNTHETIC {
         return Ok(Format::Synthetic);
     }
+    if shards::is_pattern(path) {
+        return Ok(Format::Shards);
+    }
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if !meta.is_dir() {
+        if path.file_name().is_some_and(|n| shards::is_tar_name(&n.to_string_lossy())) {
+            return Ok(Format::Shards);
+        }
         return Err(DataError::format(
             path,
             "is a file, but pretext reads a data set from a folder: give the folder that holds it",
@@ -187,7 +207,16 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     if idx::detect(path) {
         return Ok(Format::Idx);
     }
-    Ok(cifar::detect(path).unwrap_or(Format::Folder))
+    if stl::detect(path) {
+        return Ok(Format::Stl10);
+    }
+    if let Some(format) = cifar::detect(path) {
+        return Ok(format);
+    }
+    if shards::holds_shards(path) {
+        return Ok(Format::Shards);
+    }
+    Ok(Format::Folder)
 }
 
 /// Loads the data set at `path`, in `format` or the detected one.
@@ -204,7 +233,12 @@ pub fn load(path: &Path, format: Option<Format>, opts: &folder::FolderOptions) -
         )),
         Format::Idx => idx::load_dir(path),
         Format::Cifar10 | Format::Cifar100 => cifar::load_dir(path, format),
+        Format::Stl10 => stl::load_dir(path),
         Format::Folder => folder::load(path, opts),
+        Format::Shards => Err(DataError::format(
+            path,
+            "tar shards are read on demand at the training resolution (collection::in_memory), not by the in-memory loader",
+        )),
     }
 }
 
@@ -231,6 +265,12 @@ mod tests {
         std::fs::create_dir(&cifar10).unwrap();
         std::fs::write(cifar10.join("data_batch_1.bin"), []).unwrap();
         assert_eq!(detect_format(&cifar10).unwrap(), Format::Cifar10);
+
+        let stl = d.join("stl/stl10_binary");
+        std::fs::create_dir_all(&stl).unwrap();
+        std::fs::write(stl.join("train_X.bin"), []).unwrap();
+        assert_eq!(detect_format(&d.join("stl")).unwrap(), Format::Stl10);
+        assert_eq!(detect_format(&stl).unwrap(), Format::Stl10);
 
         let idx = d.join("idx");
         std::fs::create_dir(&idx).unwrap();

@@ -81,7 +81,19 @@ pub fn scored_test_rows(n: usize, limit: usize) -> Option<Vec<usize>> {
 /// Split a labelled set into (train, test), holding out `fraction` of every class, seeded.
 pub fn holdout(set: &ImageSet, fraction: f64, seed: u64) -> (ImageSet, ImageSet) {
     let labels = set.labels.as_ref().expect("holdout needs labels");
-    let mut by_class = vec![Vec::new(); set.num_classes()];
+    let (train, test) = holdout_indices(labels, set.num_classes(), fraction, seed);
+    (set.subset(&train), set.subset(&test))
+}
+
+/// The indices of [`holdout`]'s (train, test) for items with `labels` of `classes` classes, so
+/// a streamed folder is split exactly as the same folder in memory.
+pub fn holdout_indices(
+    labels: &[u32],
+    classes: usize,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut by_class = vec![Vec::new(); classes];
     for (i, &l) in labels.iter().enumerate() {
         by_class[l as usize].push(i);
     }
@@ -96,7 +108,7 @@ pub fn holdout(set: &ImageSet, fraction: f64, seed: u64) -> (ImageSet, ImageSet)
     }
     train.sort_unstable();
     test.sort_unstable();
-    (set.subset(&train), set.subset(&test))
+    (train, test)
 }
 
 #[cfg(test)]

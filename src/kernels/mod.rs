@@ -552,9 +552,11 @@ mod tests {
         assert!(crate::device::is_flex(&Device::flex().autodiff()));
         let device = Device::flex();
         device.seed(7);
-        // (batch, ci, h, w, co, k, stride, padding): ConvNet-4's and ResNet-18's shapes, odd sizes.
+        // (batch, ci, h, w, co, k, stride, padding): ConvNet-4's and the ResNets' shapes (the
+        // ImageNet stem's 7x7 with stride 2), odd sizes.
         for (b, ci, h, w, co, k, stride, pad) in [
             (4, 3, 12, 12, 8, 3, 1, 1),
+            (2, 3, 17, 14, 4, 7, 2, 3),
             (3, 5, 9, 7, 6, 3, 2, 1),
             (2, 8, 8, 8, 4, 1, 2, 0),
             (2, 4, 5, 6, 3, 3, 1, 0),

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::global_avg_pool;
 
-/// conv3x3 (no bias: BatchNorm follows) → BatchNorm → ReLU.
+/// conv (no bias: BatchNorm follows) → BatchNorm → ReLU; conv3x3 unless built by `square`.
 #[derive(Module, Debug)]
 pub struct ConvBnRelu {
     pub conv: Conv2d,
@@ -17,10 +17,21 @@ pub struct ConvBnRelu {
 
 impl ConvBnRelu {
     pub fn new(in_ch: usize, out_ch: usize, stride: usize, device: &Device) -> Self {
+        Self::square(in_ch, out_ch, 3, stride, device)
+    }
+    /// A `kernel x kernel` conv (odd) padded to keep the map's size at stride 1.
+    pub fn square(
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Self {
+        let pad = kernel / 2;
         Self {
-            conv: Conv2dConfig::new([in_ch, out_ch], [3, 3])
+            conv: Conv2dConfig::new([in_ch, out_ch], [kernel, kernel])
                 .with_stride([stride, stride])
-                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .with_bias(false)
                 .init(device),
             bn: BatchNormConfig::new(out_ch).init(device),

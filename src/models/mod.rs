@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use convnet::ConvNet4;
 pub use heads::{ClassifierHead, ProjectionMlp};
-pub use resnet::ResNet18;
+pub use resnet::{ResNet18, ResNet50};
 
 /// Which backbone architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,27 +19,127 @@ pub use resnet::ResNet18;
 pub enum Arch {
     Convnet4,
     Resnet18,
+    Resnet50,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 3] = [Arch::Convnet4, Arch::Resnet18, Arch::Resnet50];
+
+    /// The name in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Convnet4 => "convnet4",
+            Arch::Resnet18 => "resnet18",
+            Arch::Resnet50 => "resnet50",
+        }
+    }
+
+    /// Channels out of stage `stage` (1 to 4) for a first-stage width `width`: the width doubles
+    /// each stage, and ResNet-50's bottleneck blocks put out four times their inner width.
+    pub fn stage_channels(self, width: usize, stage: usize) -> usize {
+        let expansion = match self {
+            Arch::Resnet50 => resnet::BOTTLENECK_EXPANSION,
+            Arch::Convnet4 | Arch::Resnet18 => 1,
+        };
+        (expansion * width) << (stage - 1)
+    }
+
+    /// Whether the architecture has a stem to choose: ConvNet-4 has none (its first block is a
+    /// plain stride-1 conv3x3, the CIFAR layout).
+    pub fn has_stem(self) -> bool {
+        self != Arch::Convnet4
+    }
+
+    /// The stem an encoder of this architecture gets on `image_size`-pixel images: `explicit`
+    /// when given, else [`Stem::for_image_size`]; always [`Stem::Cifar`] for ConvNet-4.
+    pub fn resolve_stem(self, explicit: Option<Stem>, image_size: usize) -> Stem {
+        if !self.has_stem() {
+            return Stem::Cifar;
+        }
+        explicit.unwrap_or_else(|| Stem::for_image_size(image_size))
+    }
+}
+
+/// Looks `name` up among `all` by `name_of`; the error lists the accepted names.
+fn parse_named<T: Copy>(
+    what: &str,
+    name: &str,
+    all: &[T],
+    name_of: impl Fn(T) -> &'static str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|&v| name_of(v) == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = all.iter().map(|&v| name_of(v)).collect();
+            format!("unknown {what} `{name}` (expected {})", names.join(", "))
+        })
 }
 
 impl std::str::FromStr for Arch {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "convnet4" => Ok(Arch::Convnet4),
-            "resnet18" => Ok(Arch::Resnet18),
-            other => Err(format!(
-                "unknown model `{other}` (expected convnet4 or resnet18)"
-            )),
-        }
+        parse_named("model", s, &Arch::ALL, Arch::name)
     }
 }
 
 impl std::fmt::Display for Arch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Arch::Convnet4 => "convnet4",
-            Arch::Resnet18 => "resnet18",
-        })
+        f.write_str(self.name())
+    }
+}
+
+/// The first layers of a ResNet, before the residual stages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// conv3x3 with stride 1 and no max-pool: small images keep their resolution (stage 4 of
+    /// a 32-pixel image is 4x4).
+    #[default]
+    Cifar,
+    /// torchvision's conv7x7 with stride 2 (padding 3), BatchNorm, ReLU and a 3x3 max-pool with
+    /// stride 2 (padding 1): a 4x smaller map from the start, which real-resolution images
+    /// (224 pixels: stage 4 is 7x7) need to be affordable.
+    Imagenet,
+}
+
+impl Stem {
+    pub const ALL: [Stem; 2] = [Stem::Cifar, Stem::Imagenet];
+
+    /// Images at least this many pixels on a side get the ImageNet stem by default: STL-10's
+    /// 96 pixels and up, while CIFAR's 32 and Tiny ImageNet's 64 keep the CIFAR stem (the
+    /// ImageNet stem would leave a 2x2 stage-4 map at 64 pixels).
+    pub const IMAGENET_FROM: usize = 96;
+
+    /// The default stem for training images of `size` pixels on a side: ImageNet at
+    /// [`Stem::IMAGENET_FROM`] (96) pixels and above, CIFAR below.
+    pub fn for_image_size(size: usize) -> Stem {
+        if size >= Self::IMAGENET_FROM {
+            Stem::Imagenet
+        } else {
+            Stem::Cifar
+        }
+    }
+
+    /// The name in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stem::Cifar => "cifar",
+            Stem::Imagenet => "imagenet",
+        }
+    }
+}
+
+impl std::str::FromStr for Stem {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_named("stem", s, &Stem::ALL, Stem::name)
+    }
+}
+
+impl std::fmt::Display for Stem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -53,20 +153,22 @@ pub struct EncoderSpec {
     /// Per-channel mean and standard deviation (of pixel/255) the encoder's inputs are normalised with.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The ResNets' stem, resolved (ConvNet-4 ignores it and records `cifar`). Encoders saved
+    /// before the ImageNet stem existed have no `stem` and had the CIFAR one.
+    #[serde(default)]
+    pub stem: Stem,
 }
 
 impl EncoderSpec {
     pub fn feature_dim(&self) -> usize {
-        8 * self.width
+        self.arch.stage_channels(self.width, 4)
     }
     pub fn init(&self, device: &Device) -> Encoder {
+        let (c, w, stem) = (self.in_channels, self.width, self.stem);
         match self.arch {
-            Arch::Convnet4 => {
-                Encoder::ConvNet4(ConvNet4::new(self.in_channels, self.width, device))
-            }
-            Arch::Resnet18 => {
-                Encoder::ResNet18(ResNet18::new(self.in_channels, self.width, device))
-            }
+            Arch::Convnet4 => Encoder::ConvNet4(ConvNet4::new(c, w, device)),
+            Arch::Resnet18 => Encoder::ResNet18(ResNet18::new(c, w, stem, device)),
+            Arch::Resnet50 => Encoder::ResNet50(ResNet50::new(c, w, stem, device)),
         }
     }
 }
@@ -77,6 +179,7 @@ impl EncoderSpec {
 pub enum Encoder {
     ConvNet4(ConvNet4),
     ResNet18(ResNet18),
+    ResNet50(ResNet50),
 }
 
 impl Encoder {
@@ -84,6 +187,7 @@ impl Encoder {
         match self {
             Encoder::ConvNet4(net) => net.forward(images),
             Encoder::ResNet18(net) => net.forward(images),
+            Encoder::ResNet50(net) => net.forward(images),
         }
     }
 
@@ -93,6 +197,7 @@ impl Encoder {
         let map = match self {
             Encoder::ConvNet4(net) => net.stage_map(images, layer.stage),
             Encoder::ResNet18(net) => net.stage_map(images, layer.stage),
+            Encoder::ResNet50(net) => net.stage_map(images, layer.stage),
         };
         if layer.grid == 1 {
             return global_avg_pool(map);
@@ -104,7 +209,7 @@ impl Encoder {
 }
 
 /// Where frozen features are read from an encoder: the output of stage `stage` (1 to 4; stage
-/// `s` has `width · 2^(s-1)` channels), average-pooled to a `grid x grid` map (1: global
+/// `s` has [`Arch::stage_channels`]: `width · 2^(s-1)`, four times that for ResNet-50), average-pooled to a `grid x grid` map (1: global
 /// pooling, the encoder's usual output). Earlier stages and finer grids keep more of what a
 /// pretext task did not need: the usual linear evaluation of Noroozi et al. and of RotNet probes
 /// every stage.
@@ -193,20 +298,40 @@ mod tests {
             in_channels,
             mean: vec![0.0; in_channels],
             std: vec![1.0; in_channels],
+            stem: Stem::Cifar,
         }
     }
 
+    /// Every architecture with every stem it takes.
+    fn backbones() -> Vec<(Arch, Stem)> {
+        let mut all = vec![(Arch::Convnet4, Stem::Cifar)];
+        for arch in [Arch::Resnet18, Arch::Resnet50] {
+            all.extend(Stem::ALL.map(|stem| (arch, stem)));
+        }
+        all
+    }
+
     #[test]
-    fn backbones_map_any_channels_and_size_to_8w_features() {
+    fn backbones_map_any_channels_and_size_to_their_feature_dim() {
         let dev = Device::flex();
-        for arch in [Arch::Convnet4, Arch::Resnet18] {
-            for (channels, size) in [(1, 28), (3, 32), (3, 13)] {
-                let encoder = spec(arch, 4, channels).init(&dev);
+        for (arch, stem) in backbones() {
+            let expected = if arch == Arch::Resnet50 {
+                32 * 4
+            } else {
+                8 * 4
+            };
+            // 7 pixels: the ImageNet stem and the strided stages go down to 1x1 and stay there.
+            for (channels, size) in [(1, 28), (3, 32), (3, 13), (3, 7)] {
+                let s = EncoderSpec {
+                    stem,
+                    ..spec(arch, 4, channels)
+                };
+                assert_eq!(s.feature_dim(), expected, "{arch}");
                 let x = Tensor::<4>::random([2, channels, size, size], Distribution::Default, &dev);
                 assert_eq!(
-                    encoder.forward(x).dims(),
-                    [2, 32],
-                    "{arch} on {channels}x{size}x{size}"
+                    s.init(&dev).forward(x).dims(),
+                    [2, expected],
+                    "{arch} ({stem} stem) on {channels}x{size}x{size}"
                 );
             }
         }
@@ -215,9 +340,9 @@ mod tests {
     #[test]
     fn feature_layers_pool_a_stage_to_a_grid_whose_cells_average_to_the_global_pool() {
         let dev = Device::flex();
-        for arch in [Arch::Convnet4, Arch::Resnet18] {
+        for arch in Arch::ALL {
             let encoder = spec(arch, 2, 3).init(&dev);
-            // 32 pixels: both stage-3 maps are 8x8, which a 2x2 grid splits evenly.
+            // 32 pixels: every stage-3 map is 8x8, which a 2x2 grid splits evenly.
             let x = Tensor::<4>::random([2, 3, 32, 32], Distribution::Default, &dev);
             let output = encoder.features(x.clone(), FeatureLayer::OUTPUT);
             let forward = encoder.forward(x.clone());
@@ -230,8 +355,9 @@ mod tests {
                 .to_data()
                 .try_to_vec::<f32>()
                 .unwrap();
-            // Stage 3 has 4 * width = 8 channels, each flattened as a 2x2 grid of cells.
-            assert_eq!(grid.len(), 2 * 8 * 4, "{arch}");
+            // Each of stage 3's channels is flattened as a 2x2 grid of cells.
+            let channels = arch.stage_channels(2, 3);
+            assert_eq!(grid.len(), 2 * channels * 4, "{arch}");
             let cell_means: Vec<f32> = grid
                 .chunks(4)
                 .map(|c| c.iter().sum::<f32>() / 4.0)
@@ -261,5 +387,153 @@ mod tests {
         };
         let x = Tensor::<4>::random([6, 3, 8, 8], Distribution::Default, &dev);
         assert_eq!(model.forward(x, 3).dims(), [2, 5]);
+    }
+
+    /// `[h, w]` of the map after each stage.
+    fn stage_sizes(encoder: &Encoder, x: &Tensor<4>) -> Vec<[usize; 2]> {
+        (1..=4)
+            .map(|stage| {
+                let map = match encoder {
+                    Encoder::ConvNet4(net) => net.stage_map(x.clone(), stage),
+                    Encoder::ResNet18(net) => net.stage_map(x.clone(), stage),
+                    Encoder::ResNet50(net) => net.stage_map(x.clone(), stage),
+                };
+                let [_, _, h, w] = map.dims();
+                [h, w]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn imagenet_stem_resnets_have_torchvision_shapes_at_64_and_224_pixels() {
+        let dev = Device::flex();
+        for arch in [Arch::Resnet18, Arch::Resnet50] {
+            let imagenet = |width| EncoderSpec {
+                stem: Stem::Imagenet,
+                ..spec(arch, width, 3)
+            };
+            // The standard width at 64 pixels: 512 and 2048 features.
+            let standard = imagenet(64);
+            let features = if arch == Arch::Resnet50 { 2048 } else { 512 };
+            assert_eq!(standard.feature_dim(), features);
+            let x = Tensor::<4>::random([2, 3, 64, 64], Distribution::Default, &dev);
+            let encoder = standard.init(&dev);
+            assert_eq!(encoder.forward(x.clone()).dims(), [2, features], "{arch}");
+            let x224 = Tensor::<4>::random([2, 3, 224, 224], Distribution::Default, &dev);
+            assert_eq!(encoder.forward(x224).dims(), [2, features], "{arch}");
+            assert_eq!(
+                stage_sizes(&encoder, &x),
+                [[16, 16], [8, 8], [4, 4], [2, 2]],
+                "{arch}"
+            );
+            // 224 pixels at width 8 (the maps' sizes do not depend on the width): a 4x smaller
+            // map after the stem, then 56, 28, 14 and 7 as in torchvision.
+            let small = imagenet(8);
+            let x = Tensor::<4>::random([2, 3, 224, 224], Distribution::Default, &dev);
+            let encoder = small.init(&dev);
+            assert_eq!(
+                stage_sizes(&encoder, &x),
+                [[56, 56], [28, 28], [14, 14], [7, 7]],
+                "{arch}"
+            );
+            assert_eq!(
+                encoder.forward(x).dims(),
+                [2, small.feature_dim()],
+                "{arch}"
+            );
+        }
+    }
+
+    #[test]
+    fn cifar_stem_keeps_the_resolution_until_stage_2() {
+        let dev = Device::flex();
+        for arch in [Arch::Resnet18, Arch::Resnet50] {
+            let encoder = spec(arch, 2, 3).init(&dev);
+            let x = Tensor::<4>::random([1, 3, 32, 32], Distribution::Default, &dev);
+            assert_eq!(
+                stage_sizes(&encoder, &x),
+                [[32, 32], [16, 16], [8, 8], [4, 4]],
+                "{arch}"
+            );
+        }
+    }
+
+    /// Learned values: `num_params` also counts BatchNorm's running statistics, which
+    /// torchvision (and the optimiser) do not.
+    fn parameters(encoder: &Encoder) -> usize {
+        use burn::store::ModuleSnapshot;
+        encoder
+            .collect(None, None, false)
+            .iter()
+            .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    #[test]
+    fn parameter_counts_match_torchvision_without_the_classifier() {
+        let dev = Device::flex();
+        // torchvision's resnet18 (11,689,512) and resnet50 (25,557,032) less their fc layers
+        // (512·1000 + 1000 and 2048·1000 + 1000); BatchNorm's running statistics are buffers.
+        for (arch, expected) in [(Arch::Resnet18, 11_176_512), (Arch::Resnet50, 23_508_032)] {
+            let s = EncoderSpec {
+                stem: Stem::Imagenet,
+                ..spec(arch, 64, 3)
+            };
+            assert_eq!(parameters(&s.init(&dev)), expected, "{arch}");
+            // The CIFAR stem's 3x3 conv has 3·64·(49 - 9) fewer weights than the 7x7 one.
+            let cifar = parameters(&spec(arch, 64, 3).init(&dev));
+            assert_eq!(cifar, expected - 3 * 64 * 40, "{arch}");
+        }
+    }
+
+    #[test]
+    fn cifar_resnet18_weights_keep_their_names() {
+        use burn::store::ModuleSnapshot;
+        let dev = Device::flex();
+        let net = ResNet18::new(3, 2, Stem::Cifar, &dev);
+        let paths: Vec<String> = net
+            .collect(None, None, false)
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        // The names of the encoders saved before the ImageNet stem, which must still load.
+        for name in [
+            "stem.conv.weight",
+            "stem.bn.gamma",
+            "blocks.0.first.conv.weight",
+        ] {
+            assert!(paths.iter().any(|p| p == name), "{name} not in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn the_stem_defaults_to_imagenet_from_96_pixels_and_records_in_the_spec() {
+        assert_eq!(Stem::for_image_size(32), Stem::Cifar);
+        assert_eq!(Stem::for_image_size(95), Stem::Cifar);
+        assert_eq!(Stem::for_image_size(96), Stem::Imagenet);
+        assert_eq!(Stem::for_image_size(224), Stem::Imagenet);
+        assert_eq!(Arch::Resnet50.resolve_stem(None, 224), Stem::Imagenet);
+        assert_eq!(
+            Arch::Resnet18.resolve_stem(Some(Stem::Cifar), 224),
+            Stem::Cifar
+        );
+        assert_eq!(Arch::Convnet4.resolve_stem(None, 224), Stem::Cifar);
+        assert_eq!("imagenet".parse::<Stem>(), Ok(Stem::Imagenet));
+        assert_eq!("resnet50".parse::<Arch>(), Ok(Arch::Resnet50));
+        assert!("vgg".parse::<Arch>().unwrap_err().contains("resnet50"));
+
+        // encoder.json from before the stem existed: the CIFAR stem it was trained with.
+        let old = r#"{"arch": "resnet18", "width": 64, "in_channels": 3,
+                      "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}"#;
+        let spec: EncoderSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.stem, Stem::Cifar);
+        let new = EncoderSpec {
+            stem: Stem::Imagenet,
+            ..spec
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""stem":"imagenet""#), "{text}");
+        assert_eq!(serde_json::from_str::<EncoderSpec>(&text).unwrap(), new);
     }
 }

@@ -350,6 +350,7 @@ pub fn run_study(file: &StudyFile, quiet: bool) -> Result<StudyOutcome, Error> {
             in_channels: data.train.channels,
             mean: normalizer.mean,
             std: normalizer.std,
+            stem: like.as_ref().map_or(crate::models::Stem::Cifar, |l| l.stem),
         }
     };
     let mut plan: Vec<(String, Option<&TrainedEncoder>, TransferMode, &str)> = Vec::new();

@@ -21,6 +21,7 @@ use super::sequences::truncate;
 use super::tokenizer::TextTokenizer;
 use crate::Error;
 use crate::config::{PretrainConfig, TrainConfig, TransferConfig, TransferMode};
+use crate::data::DataError;
 use crate::data::loader::{BatchSource, mix};
 use crate::data::split::{few_of_labels, scored_test_rows};
 use crate::data::text::{LabelledSplit, TextOptions, read_labelled};
@@ -128,8 +129,13 @@ impl BatchSource for LabelledSequences<'_> {
             .map(<[usize]>::to_vec)
             .collect()
     }
-    fn make(&self, _epoch: u64, indices: &[usize]) -> TokenBatch {
-        TokenBatch::of(self.sequences, indices, Some(self.labels), self.pad)
+    fn make(&self, _epoch: u64, indices: &[usize]) -> Result<TokenBatch, DataError> {
+        Ok(TokenBatch::of(
+            self.sequences,
+            indices,
+            Some(self.labels),
+            self.pad,
+        ))
     }
 }
 

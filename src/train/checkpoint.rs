@@ -2,8 +2,6 @@
 //! written atomically (temporary file, fsync, rename) so an interrupted write never leaves a
 //! broken checkpoint behind.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -64,24 +62,10 @@ pub struct Checkpoint {
 
 /// Write `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io {
+    crate::util::fs::write_atomic(path, bytes).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        // Persist the rename itself; failure here only weakens durability, not correctness.
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(())
+    })
 }
 
 impl Checkpoint {

@@ -209,7 +209,7 @@ mod tests {
     use super::*;
     use crate::config::TrainConfig;
     use crate::losses::cross_entropy;
-    use crate::models::{Arch, Classifier, ClassifierHead, EncoderSpec};
+    use crate::models::{Arch, Classifier, ClassifierHead, EncoderSpec, Stem};
     use crate::tasks::Examples;
     use crate::train::{ClassifierLearner, Learner, Optimisers, backward, to_tensors};
     use burn::tensor::{Distribution, TensorData};
@@ -252,6 +252,7 @@ mod tests {
             in_channels: 1,
             mean: vec![0.0],
             std: vec![1.0],
+            stem: Stem::Cifar,
         };
         let model = Classifier {
             encoder: spec.init(&device),

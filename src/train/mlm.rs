@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::{Learner, Optimisers, StepStats, correct_predictions};
 use crate::config::TrainConfig;
+use crate::data::DataError;
 use crate::data::loader::{BatchSource, mix};
 use crate::losses::cross_entropy;
 use crate::models::bert::{BertEncoder, BertSpec, MlmHead, gather_positions};
@@ -123,8 +124,8 @@ impl BatchSource for TextBatches<'_> {
         }
         batches
     }
-    fn make(&self, epoch: u64, indices: &[usize]) -> MlmBatch {
-        self.masked(epoch, indices)
+    fn make(&self, epoch: u64, indices: &[usize]) -> Result<MlmBatch, DataError> {
+        Ok(self.masked(epoch, indices))
     }
 }
 

@@ -22,7 +22,8 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 
 use crate::config::{OptimizerKind, TrainConfig};
-use crate::data::ImageSet;
+use crate::data::source::ImageSource;
+use crate::data::{DataError, ImageSet};
 use crate::data::loader::{BatchPlan, BatchSource, ImageBatches, Normalizer, prefetch};
 use crate::losses::cross_entropy;
 use crate::models::{Classifier, Encoder};
@@ -56,6 +57,12 @@ pub enum TrainError {
     Interrupted { step: usize, path: PathBuf },
     #[error("interrupted at step {step}")]
     Stopped { step: usize },
+    #[error("{source}; stopped at step {step}{where_} (with --skip-corrupt such files are skipped and listed in skipped.txt)")]
+    Data {
+        source: DataError,
+        step: usize,
+        where_: String,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -88,7 +95,7 @@ pub use data_parallel::DataParallel;
 
 /// One training run's inputs.
 pub struct Fit<'a> {
-    pub set: &'a ImageSet,
+    pub set: &'a dyn ImageSource,
     pub normalizer: &'a Normalizer,
     pub task: &'a dyn Task,
     pub recipe: &'a TrainConfig,
@@ -105,6 +112,8 @@ pub struct Fit<'a> {
     /// Measures the encoder after every epoch (k-NN accuracy, collapse); its fields join the
     /// epoch's record in `metrics.jsonl` and the progress line.
     pub monitor: Option<&'a Monitor<'a>>,
+    /// Where a streamed set's files are decoded (see [`BatchPlan::pool`]).
+    pub decode_pool: Option<&'a rayon::ThreadPool>,
 }
 
 /// A function of the encoder giving named numbers, run after every epoch.
@@ -459,6 +468,8 @@ pub fn fit_learner<L: ImageLearner>(spec: &Fit, learner: &mut L) -> Result<RunSt
             shuffle: true,
             seed: spec.recipe.seed,
             epoch: 0,
+            training: true,
+            pool: spec.decode_pool,
         },
     };
     let monitor = spec.monitor.map(|m| move |l: &L| m(&l.encoder()));
@@ -615,6 +626,30 @@ pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch>>(
             epoch as u64,
             skip,
             |b, ex| -> Result<bool, TrainError> {
+                let ex = match ex {
+                    Ok(ex) => ex,
+                    Err(source) => {
+                        // Keep the work done so far: resuming retries this batch.
+                        let at = LoopState {
+                            next_epoch: epoch,
+                            batch: b,
+                            epoch_sums: sums.clone(),
+                            elapsed_seconds: spent_before + started.elapsed().as_secs_f64(),
+                            ..state.clone()
+                        };
+                        save(learner, &at)?;
+                        progress.finish();
+                        let where_ = ckpt_path
+                            .as_ref()
+                            .map(|p| format!("; checkpoint saved to {}", p.display()))
+                            .unwrap_or_default();
+                        return Err(TrainError::Data {
+                            source,
+                            step: state.step,
+                            where_,
+                        });
+                    }
+                };
                 let done = progress_at(state.step);
                 if state.step >= total_steps || done >= 1.0 {
                     state.finished = true;
@@ -746,6 +781,9 @@ fn abort_if_asked(epoch_done: usize) {
     }
 }
 
+/// Why evaluation over an [`ImageSet`] cannot fail: its images are decoded already.
+pub(crate) const IN_MEMORY: &str = "images in memory are always readable";
+
 /// Accuracy of `model` on the examples `task` makes from `set` (no augmentation).
 pub fn evaluate(
     model: &Classifier,
@@ -759,7 +797,7 @@ pub fn evaluate(
     let indices: Vec<usize> = (0..set.len).collect();
     let (mut labels, mut predicted) = (Vec::new(), Vec::new());
     for chunk in indices.chunks(batch_size.max(1)) {
-        let ex = plan.make(chunk);
+        let ex = plan.make(chunk).expect(IN_MEMORY);
         predicted.extend(predict_examples(&model, &ex));
         labels.extend(ex.labels);
     }
@@ -784,7 +822,7 @@ pub fn predict(
     let indices: Vec<usize> = (0..set.len).collect();
     indices
         .chunks(batch_size.max(1))
-        .flat_map(|chunk| predict_examples(&model, &plan.make(chunk)))
+        .flat_map(|chunk| predict_examples(&model, &plan.make(chunk).expect(IN_MEMORY)))
         .collect()
 }
 

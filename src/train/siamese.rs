@@ -351,7 +351,7 @@ pub fn evaluate_pairs(
         if chunk.len() < 2 {
             continue;
         }
-        let ex = plan.make(chunk);
+        let ex = plan.make(chunk).expect(super::IN_MEMORY);
         let (views, _) = to_tensors(&ex, &device);
         let (f1, f2) = split_pairs(encoder.forward(views));
         hits += partner_hits(f1, f2);
@@ -363,7 +363,7 @@ pub fn evaluate_pairs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::Arch;
+    use crate::models::{Arch, Stem};
     use crate::train::data_parallel::largest_difference;
     use crate::train::train_device;
     use burn::optim::GradientsParams;
@@ -376,6 +376,7 @@ mod tests {
             in_channels: 1,
             mean: vec![0.0],
             std: vec![1.0],
+            stem: Stem::Cifar,
         }
     }
 

@@ -114,7 +114,7 @@ fn encode(
 mod tests {
     use super::*;
     use crate::data::synthetic::{SyntheticConfig, generate};
-    use crate::models::{Arch, EncoderSpec};
+    use crate::models::{Arch, EncoderSpec, Stem};
 
     #[test]
     fn augmented_views_are_seeded_crops_and_flips_of_each_image() {
@@ -131,6 +131,7 @@ mod tests {
             in_channels: set.channels,
             mean: vec![0.5; set.channels],
             std: vec![0.25; set.channels],
+            stem: Stem::Cifar,
         };
         let encoder = spec.init(&infer_device());
         let normalizer = Normalizer {

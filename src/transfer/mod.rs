@@ -301,6 +301,7 @@ impl<'a> Transferer<'a> {
                         quiet: true,
                         checkpoint_every: None,
                         monitor: None,
+                        decode_pool: None,
                     },
                     model,
                 )?;

@@ -1,0 +1,360 @@
+//! A config's images: decoded into memory when they fit and share one size (the fastest path,
+//! and every earlier result), read on demand from an indexed folder otherwise.
+
+use std::path::Path;
+
+use crate::Error;
+use crate::config::{DataConfig, StreamMode};
+use crate::data::decode::{self, Header};
+use crate::data::index::{self, FileIndex, IndexEntry, IndexOrigin};
+use crate::data::source::{BadImages, ImageSource, materialise};
+use crate::data::stream::{Framer, StreamingSet, probe_channels};
+use crate::data::{DataError, Dataset, Format, ImageSet, split};
+
+/// The largest side a streamed folder gets when `data.image_size` is unset.
+pub const DEFAULT_STREAM_SIDE: usize = 224;
+/// Images of a streamed split decoded into memory to fit the normaliser on, to monitor with and
+/// to score the pretext task on.
+pub const STREAM_SAMPLE: usize = 1000;
+/// Share of a labelled folder without a test split held out as its test split.
+pub const HOLDOUT_FRACTION: f64 = 0.2;
+
+/// The training images of a run.
+pub enum TrainingImages {
+    Memory(Dataset),
+    Stream(Streamed),
+}
+
+/// Images read on demand: an image folder (or another source that decodes as it reads).
+pub struct Streamed {
+    pub source: String,
+    pub train: Box<dyn ImageSource + Send>,
+    pub test: Option<Box<dyn ImageSource + Send>>,
+    pub origin: IndexOrigin,
+}
+
+/// Whether the folder at `cfg.path` is streamed, with its index when it is.
+enum Choice {
+    Memory,
+    Stream(FileIndex, IndexOrigin),
+}
+
+/// The images `cfg` names for training: streamed where [`choose`] says so, or where the folder
+/// turns out to mix image sizes.
+pub fn for_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
+    if let Some(images) = stl_training(cfg)? {
+        return Ok(images);
+    }
+    if let Some(images) = shards_training(cfg)? {
+        return Ok(images);
+    }
+    match choose(cfg)? {
+        Choice::Stream(index, origin) => Ok(TrainingImages::Stream(streamed(cfg, index, origin)?)),
+        Choice::Memory => match crate::pipeline::load_data(cfg) {
+            Err(Error::Data(DataError::Mismatch { path, problem })) if cfg.stream == StreamMode::Auto => {
+                eprintln!("note: {}: {problem}; streaming the folder instead", path.display());
+                let (index, origin) = open_index(cfg)?;
+                Ok(TrainingImages::Stream(streamed(cfg, index, origin)?))
+            }
+            other => other.map(TrainingImages::Memory),
+        },
+    }
+}
+
+/// For commands that hold their images in memory (transfer, embed, study): a folder that needs
+/// framing (another size, `stream = "always"`) is decoded with the evaluation crop; `None` for
+/// data the in-memory readers take as they are.
+pub fn in_memory(cfg: &DataConfig) -> Result<Option<Dataset>, Error> {
+    if is_stl(cfg)? {
+        return Ok(Some(crate::data::stl::load_framed(Path::new(&cfg.path), &stl_framer(cfg))?));
+    }
+    if is_shards(cfg)? {
+        return materialised(cfg, streamed_shards(cfg)?, Format::Shards).map(Some);
+    }
+    match choose(cfg)? {
+        Choice::Stream(index, origin) => framed(cfg, index, origin).map(Some),
+        Choice::Memory => Ok(None),
+    }
+}
+
+/// A folder of mixed image sizes, decoded into memory with the evaluation crop.
+pub fn mixed_sizes(cfg: &DataConfig) -> Result<Dataset, Error> {
+    let (index, origin) = open_index(cfg)?;
+    framed(cfg, index, origin)
+}
+
+/// Every image of the folder decoded with the evaluation crop; a folder over the memory budget
+/// is refused with the reason.
+fn framed(cfg: &DataConfig, index: FileIndex, origin: IndexOrigin) -> Result<Dataset, Error> {
+    materialised(cfg, streamed(cfg, index, origin)?, Format::Folder)
+}
+
+/// Every image of a streamed source decoded with the evaluation crop, within the memory budget.
+fn materialised(cfg: &DataConfig, streamed: Streamed, format: Format) -> Result<Dataset, Error> {
+    let [c, side, _] = streamed.train.shape();
+    let count = streamed.train.len() + streamed.test.as_ref().map_or(0, |t| t.len());
+    let bytes = (count * c * side * side) as u64;
+    if bytes > budget_bytes(cfg) {
+        return Err(Error::msg(format!(
+            "{}: {count} images at {side}x{side} take {} MB decoded, over data.memory_budget_mb = {}; this command holds its images in memory (pretrain streams them): lower --image-size, raise the budget, or use a smaller labelled folder",
+            cfg.path,
+            bytes >> 20,
+            cfg.memory_budget_mb
+        )));
+    }
+    let everything = |set: &dyn ImageSource| {
+        let all: Vec<usize> = (0..set.len()).collect();
+        materialise(set, &all, BadImages::Fail)
+    };
+    let train = everything(streamed.train.as_ref())?;
+    let test = streamed.test.as_deref().map(|t| everything(t)).transpose()?;
+    let skipped = streamed.train.skipped() + streamed.test.as_ref().map_or(0, |t| t.skipped());
+    Ok(Dataset {
+        format,
+        source: streamed.source,
+        train,
+        test,
+        skipped,
+    })
+}
+
+fn budget_bytes(cfg: &DataConfig) -> u64 {
+    cfg.memory_budget_mb.saturating_mul(1 << 20)
+}
+
+fn is_folder(cfg: &DataConfig) -> Result<bool, Error> {
+    if cfg.path == crate::data::SYNTHETIC {
+        return Ok(false);
+    }
+    let format = match cfg.format {
+        Some(f) => f,
+        None => crate::data::detect_format(Path::new(&cfg.path))?,
+    };
+    Ok(format == Format::Folder)
+}
+
+fn open_index(cfg: &DataConfig) -> Result<(FileIndex, IndexOrigin), Error> {
+    Ok(index::open(Path::new(&cfg.path), &index::default_cache_dir())?)
+}
+
+/// Streams a folder when asked to, when `image_size` differs from its first image's size, or
+/// when its decoded training images would exceed the memory budget.
+fn choose(cfg: &DataConfig) -> Result<Choice, Error> {
+    if !is_folder(cfg)? {
+        if cfg.stream == StreamMode::Always {
+            return Err(Error::msg(format!(
+                "{}: data.stream = \"always\" reads image folders; this data set is not one",
+                cfg.path
+            )));
+        }
+        return Ok(Choice::Memory);
+    }
+    match cfg.stream {
+        StreamMode::Never => return Ok(Choice::Memory),
+        StreamMode::Always => {
+            let (index, origin) = open_index(cfg)?;
+            return Ok(Choice::Stream(index, origin));
+        }
+        StreamMode::Auto => {}
+    }
+    let (index, origin) = open_index(cfg)?;
+    let Some(first) = first_header(&index, cfg.max_image_pixels) else {
+        // Nothing readable to size: the in-memory reader reports the folder's problem.
+        return Ok(Choice::Memory);
+    };
+    let resized = cfg
+        .image_size
+        .is_some_and(|s| (first.width as usize, first.height as usize) != (s, s));
+    let channels = if first.colour { 3 } else { 1 };
+    let count = index.train.len() + index.test.as_ref().map_or(0, Vec::len);
+    let bytes = count as u64 * channels * first.width as u64 * first.height as u64;
+    Ok(if resized || bytes > budget_bytes(cfg) {
+        Choice::Stream(index, origin)
+    } else {
+        Choice::Memory
+    })
+}
+
+fn first_header(index: &FileIndex, max_pixels: u64) -> Option<Header> {
+    index.train.iter().find_map(|e| {
+        let path = index.full_path(e);
+        let bytes = std::fs::read(&path).ok()?;
+        decode::header(&path, &bytes, max_pixels).ok()
+    })
+}
+
+/// The folder's splits as streaming sets: its own test split, or a held-out share of a labelled
+/// training split (the same images [`split::holdout`] holds out in memory).
+fn streamed(cfg: &DataConfig, index: FileIndex, origin: IndexOrigin) -> Result<Streamed, Error> {
+    let side = match cfg.image_size {
+        Some(side) => side,
+        None => first_header(&index, cfg.max_image_pixels)
+            .map(|h| (h.width.min(h.height) as usize).min(DEFAULT_STREAM_SIDE))
+            .ok_or_else(|| Error::msg(format!("{}: no readable image to size the set by; give --image-size", cfg.path)))?,
+    };
+    let framer = Framer {
+        image_size: side,
+        eval_crop: cfg.eval_crop,
+        crop_min_scale: cfg.crop_min_scale,
+        max_pixels: cfg.max_image_pixels,
+    };
+    let channels = probe_channels(&index, cfg.max_image_pixels);
+    let (train, test) = split_entries(cfg, &index);
+    let set = |entries| -> Box<dyn ImageSource + Send> {
+        Box::new(StreamingSet::new(&index, entries, channels, framer.clone(), cfg.skip_corrupt))
+    };
+    Ok(Streamed {
+        source: cfg.path.clone(),
+        train: set(train),
+        test: test.map(set),
+        origin,
+    })
+}
+
+fn split_entries(cfg: &DataConfig, index: &FileIndex) -> (Vec<IndexEntry>, Option<Vec<IndexEntry>>) {
+    if let Some(test) = &index.test {
+        return (index.train.clone(), Some(test.clone()));
+    }
+    if !index.labelled() {
+        return (index.train.clone(), None);
+    }
+    let labels: Vec<u32> = index.train.iter().map(|e| e.label.unwrap_or(0)).collect();
+    let (train, test) = split::holdout_indices(&labels, index.class_names.len(), HOLDOUT_FRACTION, 0);
+    let pick = |rows: Vec<usize>| rows.into_iter().map(|i| index.train[i].clone()).collect::<Vec<_>>();
+    eprintln!(
+        "note: {} has no test split; holding out {} of its {} labelled images as the test split",
+        cfg.path,
+        test.len(),
+        index.train.len()
+    );
+    (pick(train), Some(pick(test)))
+}
+
+/// The pool that decodes streamed files: `workers` threads, or as many as the global pool's
+/// (`--threads`), beside the model's threads.
+pub fn decode_pool(workers: usize) -> Result<rayon::ThreadPool, Error> {
+    let threads = if workers == 0 {
+        rayon::current_num_threads()
+    } else {
+        workers
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("pretext-decode-{i}"))
+        .build()
+        .map_err(|e| Error::msg(format!("cannot start {threads} decode threads: {e}")))
+}
+
+/// A sample of up to `limit` images of `set` decoded for evaluation (seeded, in index order);
+/// unreadable ones are left out.
+pub fn sample(set: &dyn ImageSource, limit: usize) -> Result<ImageSet, Error> {
+    let rows = split::sample(set.len(), limit, 0);
+    Ok(materialise(set, &rows, BadImages::LeaveOut)?)
+}
+
+fn is_stl(cfg: &DataConfig) -> Result<bool, Error> {
+    if cfg.path == crate::data::SYNTHETIC {
+        return Ok(false);
+    }
+    let format = match cfg.format {
+        Some(f) => f,
+        None => crate::data::detect_format(Path::new(&cfg.path))?,
+    };
+    Ok(format == Format::Stl10)
+}
+
+/// STL-10's 96-pixel images framed to `data.image_size` as a streamed folder's are.
+fn stl_framer(cfg: &DataConfig) -> Framer {
+    Framer {
+        image_size: cfg.image_size.unwrap_or(crate::data::stl::SIDE),
+        eval_crop: cfg.eval_crop,
+        crop_min_scale: cfg.crop_min_scale,
+        max_pixels: cfg.max_image_pixels,
+    }
+}
+
+/// STL-10 pretrains on its training and unlabelled splits together (105,000 images, the SSL
+/// convention), the unlabelled images read on demand; with `data.stream = "never"`, or without
+/// `unlabeled_X.bin`, on its labelled splits in memory.
+fn stl_training(cfg: &DataConfig) -> Result<Option<TrainingImages>, Error> {
+    if !is_stl(cfg)? {
+        return Ok(None);
+    }
+    if cfg.stream != StreamMode::Never
+        && let Some((train, test)) =
+            crate::data::stl::open_pretraining(Path::new(&cfg.path), &stl_framer(cfg))?
+    {
+        return Ok(Some(TrainingImages::Stream(Streamed {
+            source: cfg.path.clone(),
+            train: Box::new(train),
+            test: test.map(|t| Box::new(t) as Box<dyn ImageSource + Send>),
+            // No index: the binary files are read where they are.
+            origin: IndexOrigin::Walked,
+        })));
+    }
+    crate::pipeline::load_data(cfg).map(|ds| Some(TrainingImages::Memory(ds)))
+}
+
+fn is_shards(cfg: &DataConfig) -> Result<bool, Error> {
+    if cfg.path == crate::data::SYNTHETIC {
+        return Ok(false);
+    }
+    let format = match cfg.format {
+        Some(f) => f,
+        None => crate::data::detect_format(Path::new(&cfg.path))?,
+    };
+    Ok(format == Format::Shards)
+}
+
+/// Tar shards are read on demand in their own order (shards shuffled, then a shuffle buffer);
+/// with `data.stream = "never"`, decoded into memory with the evaluation crop instead.
+fn shards_training(cfg: &DataConfig) -> Result<Option<TrainingImages>, Error> {
+    if !is_shards(cfg)? {
+        return Ok(None);
+    }
+    let streamed = streamed_shards(cfg)?;
+    Ok(Some(if cfg.stream == StreamMode::Never {
+        TrainingImages::Memory(materialised(cfg, streamed, Format::Shards)?)
+    } else {
+        TrainingImages::Stream(streamed)
+    }))
+}
+
+/// The shards' splits as streaming sets: their `test/` shards, or a held-out share of labelled
+/// training shards (as [`split_entries`] holds out a folder's).
+fn streamed_shards(cfg: &DataConfig) -> Result<Streamed, Error> {
+    use crate::data::shards::{self, ShardSet};
+    let (index, origin) = shards::open(Path::new(&cfg.path), &index::default_cache_dir())?;
+    let splits = shards::splits(&index, cfg.skip_corrupt, Some(HOLDOUT_FRACTION))?;
+    splits.warn_skipped(&cfg.path);
+    let side = match cfg.image_size {
+        Some(side) => side,
+        None => splits
+            .first_header(cfg.max_image_pixels)
+            .map(|h| (h.width.min(h.height) as usize).min(DEFAULT_STREAM_SIDE))
+            .ok_or_else(|| Error::msg(format!("{}: no readable image to size the set by; give --image-size", cfg.path)))?,
+    };
+    let framer = Framer {
+        image_size: side,
+        eval_crop: cfg.eval_crop,
+        crop_min_scale: cfg.crop_min_scale,
+        max_pixels: cfg.max_image_pixels,
+    };
+    let channels = splits.probe_channels(cfg.max_image_pixels);
+    let set = |members| -> Box<dyn ImageSource + Send> {
+        Box::new(ShardSet::new(
+            &splits,
+            members,
+            channels,
+            framer.clone(),
+            cfg.skip_corrupt,
+            cfg.shuffle_buffer,
+        ))
+    };
+    Ok(Streamed {
+        source: cfg.path.clone(),
+        train: set(splits.train.clone()),
+        test: splits.test.clone().map(set),
+        origin,
+    })
+}

@@ -1,0 +1,3 @@
+//! The bottom layer: helpers that know no pretext types.
+
+pub mod fs;
