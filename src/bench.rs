@@ -1,6 +1,7 @@
 //! The timed training step compared with PyTorch by `bench/compare.sh`: ConvNet-4 with the
 //! rotation head on random pre-rotated views, SGD with momentum.
 
+use std::path::Path;
 use std::time::Instant;
 
 use burn::optim::decay::WeightDecayConfig;
@@ -219,18 +220,20 @@ pub struct PipelineBench {
     pub threads: usize,
     pub seconds: f64,
     pub images_per_s: f64,
+    /// Side of the images the task gets (after decoding and framing, for a streamed folder).
+    pub image_size: usize,
 }
 
 /// Source images per second through `task`'s data pipeline (the loader's batch assembly:
 /// augmentation, views, normalisation), timed over `images` images after one warm-up batch.
 pub fn data_pipeline(
-    set: &crate::data::ImageSet,
+    set: &dyn crate::data::source::ImageSource,
     task: &dyn crate::tasks::Task,
     images: usize,
     batch_size: usize,
-) -> PipelineBench {
-    use crate::data::loader::{Augment, BatchPlan, Normalizer};
-    let normalizer = Normalizer::fit(set);
+) -> Result<PipelineBench, crate::data::DataError> {
+    use crate::data::loader::{Augment, BatchPlan, Normalizer, STREAM_NORMALIZER_IMAGES};
+    let normalizer = Normalizer::fit_source(set, STREAM_NORMALIZER_IMAGES)?;
     let plan = BatchPlan {
         set,
         normalizer: &normalizer,
@@ -240,21 +243,23 @@ pub fn data_pipeline(
             hflip: true,
         },
         batch_size,
-        shuffle: false,
+        shuffle: true,
         seed: 0,
         epoch: 0,
         training: true,
         pool: None,
     };
-    let order: Vec<usize> = (0..images.max(1)).map(|i| i % set.len).collect();
-    let _ = plan.make(&order[..batch_size.min(order.len())]).expect(crate::train::IN_MEMORY);
+    // The training order (a shuffle, as a DataLoader's), repeated if the set is smaller.
+    let shuffled = plan.batches().concat();
+    let order: Vec<usize> = (0..images.max(1)).map(|i| shuffled[i % shuffled.len()]).collect();
+    plan.make(&order[..batch_size.min(order.len())])?;
     let started = Instant::now();
     let mut views = 0;
     for chunk in order.chunks(batch_size.max(1)) {
-        views += plan.make(chunk).expect(crate::train::IN_MEMORY).num_views();
+        views += plan.make(chunk)?.num_views();
     }
     let seconds = started.elapsed().as_secs_f64();
-    PipelineBench {
+    Ok(PipelineBench {
         implementation: "pretext",
         task: task.name(),
         images: order.len(),
@@ -263,7 +268,8 @@ pub fn data_pipeline(
         threads: rayon::current_num_threads(),
         seconds,
         images_per_s: order.len() as f64 / seconds.max(1e-9),
-    }
+        image_size: set.shape()[1],
+    })
 }
 
 /// The masked-language-model training step of `MODEL=transformer bench/compare.sh`: the BERT encoder of
@@ -322,4 +328,73 @@ pub fn mlm_step(
         spec.layers, spec.hidden, spec.max_len
     );
     StepBench::pretext(model, spec.hidden, batch_size, threads, steps, seconds)
+}
+
+/// What `pretext bench decode` prints.
+#[derive(Serialize)]
+pub struct DecodeBench {
+    pub images: usize,
+    pub image_size: usize,
+    pub threads: usize,
+    /// Mean megapixels of the files decoded.
+    pub mean_megapixels: f64,
+    /// Files read, decoded at full size (the `image` crate's decoder) and cropped and resized.
+    pub full_images_per_s: f64,
+    /// The same with JPEG DCT scaling (jpeg-decoder's scaled IDCT) where the file allows it.
+    pub scaled_images_per_s: f64,
+    pub speedup: f64,
+}
+
+/// Decoding speed of an image folder's first `images` files to `image_size`-pixel evaluation
+/// crops, with and without DCT scaling, on the global pool's threads.
+pub fn decode_speed(
+    folder: &Path,
+    image_size: usize,
+    images: usize,
+) -> Result<DecodeBench, crate::Error> {
+    use crate::data::decode;
+    use crate::data::index;
+    use crate::data::stream::Framer;
+    use rayon::prelude::*;
+    let (index, _) = index::open(folder, &index::default_cache_dir())?;
+    let files: Vec<std::path::PathBuf> = index
+        .train
+        .iter()
+        .take(images.max(1))
+        .map(|e| index.full_path(e))
+        .collect();
+    let framer = Framer {
+        image_size,
+        eval_crop: 1.0,
+        crop_min_scale: 1.0,
+        max_pixels: decode::DEFAULT_MAX_PIXELS,
+    };
+    let pass = |need: u32| -> Result<(f64, f64), crate::data::DataError> {
+        let started = Instant::now();
+        let pixels: Vec<u64> = files
+            .par_iter()
+            .map(|path| {
+                let bytes = std::fs::read(path).map_err(|e| crate::data::DataError::io(path, e))?;
+                let header = decode::header(path, &bytes, framer.max_pixels)?;
+                let decoded = decode::decode(path, &bytes, &header, 3, need)?;
+                let framed = framer.frame(&decoded, crate::data::source::Framing::Eval);
+                std::hint::black_box(framed);
+                Ok(header.width as u64 * header.height as u64)
+            })
+            .collect::<Result<_, _>>()?;
+        let rate = files.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let mean = pixels.iter().sum::<u64>() as f64 / pixels.len().max(1) as f64 / 1e6;
+        Ok((rate, mean))
+    };
+    let (full, mean_megapixels) = pass(u32::MAX)?;
+    let (scaled, _) = pass(image_size as u32)?;
+    Ok(DecodeBench {
+        images: files.len(),
+        image_size,
+        threads: rayon::current_num_threads(),
+        mean_megapixels,
+        full_images_per_s: full,
+        scaled_images_per_s: scaled,
+        speedup: scaled / full.max(1e-9),
+    })
 }

@@ -93,6 +93,26 @@ pub enum Command {
     /// Benchmarks that print one JSON object each: `bench step`, `bench augment`.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Write an image folder (or tar shards) as WebDataset-style tar shards: `shard-000000.tar`,
+    /// … with `<key>.jpg`/`.png` (the original bytes) and `<key>.cls` members, `classes.txt`
+    /// beside them, and `train/` and `test/` subfolders for a folder with a test split.
+    Shard(ShardArgs),
+}
+
+#[derive(Args)]
+pub struct ShardArgs {
+    /// The image folder (any folder layout), or shards to write again in other sizes.
+    pub folder: PathBuf,
+    /// The folder the shards go to (it must hold no shards yet).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Samples per shard.
+    #[arg(long, default_value_t = 10_000)]
+    pub shard_size: usize,
+    /// Write the samples in an order shuffled by this seed (recommended for class folders, so
+    /// every shard mixes classes) instead of the folder's order.
+    #[arg(long)]
+    pub shuffle: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -103,6 +123,21 @@ pub enum BenchCommand {
     /// Time a task's data pipeline alone (augmentation, views, normalisation, batch assembly)
     /// on real images; prints one JSON object (for bench/augment-compare.sh).
     Augment(BenchAugmentArgs),
+    /// Time decoding an image folder's files to the evaluation crop at `--image-size`, with the
+    /// full-size decoder and with JPEG DCT scaling; prints one JSON object.
+    Decode(BenchDecodeArgs),
+}
+
+#[derive(Args)]
+pub struct BenchDecodeArgs {
+    /// An image folder (large photos show the difference).
+    #[arg(long)]
+    pub data: String,
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
+    /// Files decoded by each decoder (the folder's first, in index order).
+    #[arg(long, default_value_t = 200)]
+    pub images: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -113,6 +148,7 @@ pub enum FormatArg {
     Cifar100,
     Stl10,
     Folder,
+    Shards,
 }
 
 impl From<FormatArg> for Format {
@@ -124,6 +160,7 @@ impl From<FormatArg> for Format {
             FormatArg::Cifar100 => Format::Cifar100,
             FormatArg::Stl10 => Format::Stl10,
             FormatArg::Folder => Format::Folder,
+            FormatArg::Shards => Format::Shards,
         }
     }
 }
@@ -313,9 +350,13 @@ pub struct BenchArgs {
 
 #[derive(Args)]
 pub struct BenchAugmentArgs {
-    /// Data folder (decoded into memory before timing).
+    /// Data folder: decoded into memory before timing, or, when it streams (`--stream always`,
+    /// `--image-size` other than its images' size, or over the memory budget), decoded inside
+    /// the timing as training does.
     #[arg(long)]
     pub data: String,
+    #[command(flatten)]
+    pub framing: FramingArgs,
     /// The task whose views are made (simclr: two views with colour jitter and crops).
     #[arg(long, default_value = "simclr")]
     pub task: TaskKind,

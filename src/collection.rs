@@ -13,9 +13,19 @@ use crate::data::{DataError, Dataset, Format, ImageSet, split};
 
 /// The largest side a streamed folder gets when `data.image_size` is unset.
 pub const DEFAULT_STREAM_SIDE: usize = 224;
-/// Images of a streamed split decoded into memory to fit the normaliser on, to monitor with and
-/// to score the pretext task on.
+/// Images of a streamed split decoded into memory to monitor with and to score the pretext task
+/// on: this many at 96 x 96 pixels or fewer, proportionally fewer above (down to
+/// [`STREAM_SAMPLE_MIN`]), so the samples stay near 30 MB whatever the resolution.
 pub const STREAM_SAMPLE: usize = 1000;
+pub const STREAM_SAMPLE_MIN: usize = 250;
+const STREAM_SAMPLE_SIDE: usize = 96;
+
+/// How many images of `set` [`sample`] decodes for monitoring and evaluation.
+pub fn sample_size(set: &dyn ImageSource) -> usize {
+    let [_, h, w] = set.shape();
+    (STREAM_SAMPLE * STREAM_SAMPLE_SIDE * STREAM_SAMPLE_SIDE / (h * w).max(1))
+        .clamp(STREAM_SAMPLE_MIN, STREAM_SAMPLE)
+}
 /// Share of a labelled folder without a test split held out as its test split.
 pub const HOLDOUT_FRACTION: f64 = 0.2;
 
@@ -23,6 +33,16 @@ pub const HOLDOUT_FRACTION: f64 = 0.2;
 pub enum TrainingImages {
     Memory(Dataset),
     Stream(Streamed),
+}
+
+impl TrainingImages {
+    /// The training split, wherever it lives.
+    pub fn train(&self) -> &dyn ImageSource {
+        match self {
+            TrainingImages::Memory(d) => &d.train,
+            TrainingImages::Stream(s) => s.train.as_ref(),
+        }
+    }
 }
 
 /// Images read on demand: an image folder (or another source that decodes as it reads).
@@ -245,10 +265,20 @@ pub fn decode_pool(workers: usize) -> Result<rayon::ThreadPool, Error> {
         .map_err(|e| Error::msg(format!("cannot start {threads} decode threads: {e}")))
 }
 
-/// A sample of up to `limit` images of `set` decoded for evaluation (seeded, in index order);
-/// unreadable ones are left out.
+/// A sample of up to `limit` images of `set` decoded for evaluation (seeded, in index order),
+/// drawn from its labelled images where it has some (STL-10's training images among the
+/// unlabelled ones); unreadable ones are left out.
 pub fn sample(set: &dyn ImageSource, limit: usize) -> Result<ImageSet, Error> {
-    let rows = split::sample(set.len(), limit, 0);
+    let labelled: Vec<usize> = (0..set.len()).filter(|&i| set.label(i).is_some()).collect();
+    let pool: Vec<usize> = if labelled.is_empty() {
+        (0..set.len()).collect()
+    } else {
+        labelled
+    };
+    let rows: Vec<usize> = split::sample(pool.len(), limit, 0)
+        .into_iter()
+        .map(|r| pool[r])
+        .collect();
     Ok(materialise(set, &rows, BadImages::LeaveOut)?)
 }
 

@@ -197,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use pretext::data::text;
             let p = std::path::Path::new(&path);
             let opts = text::TextOptions { lossy_utf8 };
-            if format.is_none() && p.is_file() {
+            if format.is_none() && p.is_file() && !pretext::data::shards::is_tar_file(p) {
                 if text::is_table(p) {
                     let columns = text::Columns {
                         text: text_column,
@@ -213,7 +213,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            if format.is_none() && p.is_dir() && text::is_corpus_dir(p) {
+            if format.is_none()
+                && p.is_dir()
+                && text::is_corpus_dir(p)
+                && !pretext::data::shards::holds_shards(p)
+            {
                 print!("{}", text::describe_corpus(&text::read_corpus(p, &opts)?));
                 return Ok(());
             }
@@ -222,8 +226,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None if path != pretext::data::SYNTHETIC => Some(pretext::data::detect_format(p)?),
                 None => None,
             };
-            if format == Some(pretext::data::Format::Folder) {
-                let (report, problems) = pipeline::describe_folder(p, check, max_image_pixels)?;
+            if matches!(format, Some(pretext::data::Format::Folder | pretext::data::Format::Shards)) {
+                let (report, problems) = if format == Some(pretext::data::Format::Shards) {
+                    pretext::data::shards::describe(p, check, max_image_pixels)?
+                } else {
+                    pipeline::describe_folder(p, check, max_image_pixels)?
+                };
                 print!("{report}");
                 return match problems.first() {
                     None => Ok(()),
@@ -251,6 +259,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let dir = std::path::Path::new(&data.path);
                 print!("{}", pretext::data::stl::describe_unlabelled(dir)?);
             }
+        }
+        Command::Shard(a) => {
+            set_threads(threads.unwrap_or(0))?;
+            let opts = pretext::data::shards::write::ShardOptions {
+                shard_size: a.shard_size,
+                shuffle: a.shuffle,
+            };
+            let report = pretext::data::shards::write::shard(&a.folder, &a.out, &opts)?;
+            for split in &report.splits {
+                println!(
+                    "{}: {} shards, {} samples",
+                    split.dir.display(),
+                    split.shards,
+                    split.samples
+                );
+            }
+            println!(
+                "wrote {} shards ({} samples, {}) to {}",
+                report.shards(),
+                report.samples(),
+                if report.classes > 0 { format!("{} classes", report.classes) } else { "unlabelled".into() },
+                a.out.display()
+            );
         }
         Command::Demo { out } => {
             set_threads(threads.unwrap_or(0))?;
@@ -406,22 +437,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.report.display()
             );
         }
+        Command::Bench(BenchCommand::Decode(a)) => {
+            set_threads(threads.unwrap_or(0))?;
+            let r = pretext::bench::decode_speed(std::path::Path::new(&a.data), a.image_size, a.images)?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
         Command::Bench(BenchCommand::Augment(a)) => {
             set_threads(threads.unwrap_or(0))?;
-            let data = pretext::pipeline::load_data(&pretext::config::DataConfig {
+            let mut data = pretext::config::DataConfig {
                 path: a.data.clone(),
                 ..Default::default()
-            })?;
+            };
+            a.framing.apply(&mut data);
+            data.validate()?;
+            let images = pretext::collection::for_training(&data)?;
             let task = pretext::config::TaskConfig {
                 name: a.task,
                 ..Default::default()
             };
             let r = pretext::bench::data_pipeline(
-                &data.train,
+                images.train(),
                 task.build().as_ref(),
                 a.images,
                 a.batch_size,
-            );
+            )?;
             println!("{}", serde_json::to_string(&r)?);
         }
     }

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::cluster::pseudo::{self, ClusteringSummary};
-use crate::collection::{self, STREAM_SAMPLE, TrainingImages};
+use crate::collection::{self, TrainingImages};
 use crate::config::{DataConfig, PretrainConfig, StreamMode, TransferConfig, read_toml};
 use crate::data::folder::FolderOptions;
-use crate::data::loader::Normalizer;
+use crate::data::loader::{Normalizer, STREAM_NORMALIZER_IMAGES, eval_batch};
 use crate::data::source::ImageSource;
 use crate::data::stream::SKIPPED_FILE;
 use crate::data::synthetic::{SyntheticConfig, generate};
@@ -28,6 +28,9 @@ use crate::train::{
 use crate::transfer::{self, TransferInputs, TransferResults};
 
 pub const CONFIG_FILE: &str = "config.toml";
+/// A siamese run's pretext accuracy finds each view's partner among a batch of this many images
+/// at least (256 at 32 pixels, as before larger images were read).
+const PAIRS_BATCH_MIN: usize = 64;
 pub const RESULTS_FILE: &str = "results.json";
 
 /// Load the data a config names, with a test split (held out of the training images when the
@@ -270,7 +273,10 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         TrainingImages::Stream(_) => Some(collection::decode_pool(cfg.data.workers)?),
         TrainingImages::Memory(_) => None,
     };
-    let normalizer = Normalizer::fit_source(data.train)?;
+    let normalizer = match &images {
+        TrainingImages::Memory(d) => Normalizer::fit(&d.train),
+        TrainingImages::Stream(s) => Normalizer::fit_source(s.train.as_ref(), STREAM_NORMALIZER_IMAGES)?,
+    };
     let [channels, height, width] = data.train.shape();
     let spec = EncoderSpec {
         arch: cfg.model.arch,
@@ -337,7 +343,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
                 test,
                 &normalizer,
                 task.as_ref(),
-                256,
+                eval_batch(test.shape()).max(PAIRS_BATCH_MIN),
             )
         });
         (learner.online.encoder, outcome, acc)
@@ -351,7 +357,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         let acc = data
             .test
             .as_deref()
-            .map(|test| evaluate(&learner.model, test, &normalizer, task.as_ref(), 256));
+            .map(|test| evaluate(&learner.model, test, &normalizer, task.as_ref(), eval_batch(test.shape())));
         (learner.model.encoder, outcome, acc)
     };
     TrainedEncoder { spec, encoder }.save(&run_dir)?;
@@ -391,11 +397,17 @@ impl<'a> PretrainImages<'a> {
             },
             TrainingImages::Stream(s) => {
                 s.train.log_skipped_to(&run_dir.join(SKIPPED_FILE));
-                let test = s.test.as_deref().map(|t| collection::sample(t, STREAM_SAMPLE));
+                let test = s
+                    .test
+                    .as_deref()
+                    .map(|t| collection::sample(t, collection::sample_size(t)));
                 Self {
                     source: &s.source,
                     train: s.train.as_ref(),
-                    sample: Cow::Owned(collection::sample(s.train.as_ref(), STREAM_SAMPLE)?),
+                    sample: Cow::Owned(collection::sample(
+                        s.train.as_ref(),
+                        collection::sample_size(s.train.as_ref()),
+                    )?),
                     test: test.transpose()?.map(Cow::Owned),
                 }
             }
@@ -510,7 +522,7 @@ pub fn embed(
         .chain(data.test.as_ref().map(|t| ("test", t)))
         .collect();
     for (name, set) in splits {
-        let f = transfer::features::extract_layer(&trained.encoder, set, &normalizer, 256, layer);
+        let f = transfer::features::extract_layer(&trained.encoder, set, &normalizer, eval_batch(set.shape()), layer);
         let path = out.join(format!("{name}_features.npy"));
         crate::npy::write(&path, &f.values, &[f.rows as u64, f.dim as u64])?;
         written.push(path);

@@ -89,15 +89,29 @@ fn pretrain_streams_train_and_unlabelled_then_transfer_reads_the_labelled_splits
         let run = dir.path().join(name);
         // Not quiet, to read the count of images pretraining sees.
         let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
-            .args(["pretrain", "--data", data, "--task", "rotation", "--model", "convnet4"])
-            .args(["--width", "8", "--max-steps", "2", "--batch-size", "8", "--threads", "2"])
+            .args([
+                "pretrain", "--data", data, "--task", "rotation", "--model", "convnet4",
+            ])
+            .args([
+                "--width",
+                "8",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--threads",
+                "2",
+            ])
             .args(["--image-size", size, "--out", run.to_str().unwrap()])
             .output()
             .unwrap();
         let err = stderr(&o);
         assert!(o.status.success(), "{err}");
         let seen = format!("(50 images 3x{size}x{size})");
-        assert!(err.contains(&seen), "20 training + 30 unlabelled images {seen}: {err}");
+        assert!(
+            err.contains(&seen),
+            "20 training + 30 unlabelled images {seen}: {err}"
+        );
         let summary = json(&run.join("results.json"));
         assert_eq!(summary["steps"], 2, "{summary}");
         assert!(summary["pretext_test_acc"].as_f64().is_some(), "{summary}");
@@ -123,8 +137,19 @@ fn pretrain_streams_train_and_unlabelled_then_transfer_reads_the_labelled_splits
     // With `stream = "never"`, pretraining keeps to the labelled training split in memory.
     let run = dir.path().join("never");
     let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args(["pretrain", "--data", data, "--task", "rotation", "--model", "convnet4"])
-        .args(["--width", "8", "--max-steps", "1", "--batch-size", "8", "--threads", "2"])
+        .args([
+            "pretrain", "--data", data, "--task", "rotation", "--model", "convnet4",
+        ])
+        .args([
+            "--width",
+            "8",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--threads",
+            "2",
+        ])
         .args(["--stream", "never", "--out", run.to_str().unwrap()])
         .output()
         .unwrap();

@@ -13,7 +13,7 @@ use super::{KMeans, Points, kmeans};
 use crate::Error;
 use crate::config::ClusterConfig;
 use crate::data::ImageSet;
-use crate::data::loader::Normalizer;
+use crate::data::loader::{Normalizer, eval_batch};
 use crate::encoder::TrainedEncoder;
 use crate::models::FeatureLayer;
 use crate::transfer::features::extract_layer;
@@ -64,7 +64,7 @@ impl FeatureMap {
             mean: self.teacher.spec.mean.clone(),
             std: self.teacher.spec.std.clone(),
         };
-        let f = extract_layer(&self.teacher.encoder, set, &normalizer, 256, self.layer);
+        let f = extract_layer(&self.teacher.encoder, set, &normalizer, eval_batch(set.shape()), self.layer);
         (f.values, f.dim)
     }
 

@@ -15,8 +15,21 @@ use super::source::{Framing, ImageSource};
 use super::{DataError, ImageSet};
 use crate::tasks::{Examples, Task};
 
-/// Images the normaliser's statistics are estimated on, at most.
-const NORMALIZER_IMAGES: usize = 10_000;
+/// Images an evaluation batch holds at 32 x 32 pixels (28 x 28 as well): 256 x 32 x 32 pixels
+/// per batch, so larger images go in fewer at a time and activations stay bounded.
+const EVAL_BATCH: usize = 256;
+const EVAL_BATCH_PIXELS: usize = EVAL_BATCH * 32 * 32;
+const EVAL_BATCH_MIN: usize = 16;
+
+/// How many images of `shape` an inference pass (features, predictions) takes at once.
+pub fn eval_batch([_, h, w]: Shape) -> usize {
+    (EVAL_BATCH_PIXELS / (h * w).max(1)).clamp(EVAL_BATCH_MIN, EVAL_BATCH)
+}
+
+/// Images in memory the normaliser's statistics are estimated on, at most.
+pub const NORMALIZER_IMAGES: usize = 10_000;
+/// The same for images decoded on demand, where each costs a decode before training starts.
+pub const STREAM_NORMALIZER_IMAGES: usize = 2_000;
 /// Images decoded at once while fitting the normaliser.
 const NORMALIZER_CHUNK: usize = 256;
 
@@ -30,17 +43,17 @@ pub struct Normalizer {
 impl Normalizer {
     /// Mean and standard deviation per channel, estimated on up to 10,000 images.
     pub fn fit(set: &ImageSet) -> Self {
-        Self::fit_source(set).expect(crate::train::IN_MEMORY)
+        Self::fit_source(set, NORMALIZER_IMAGES).expect(crate::train::IN_MEMORY)
     }
 
-    /// As [`Normalizer::fit`], over any source: the same images (every `len / 10,000`-th),
-    /// summed in the same order, so a streamed folder gets the statistics the same folder gets
-    /// in memory. Images are decoded a chunk at a time, in parallel; unreadable ones are left
-    /// out here and reported where training meets them.
-    pub fn fit_source(set: &dyn ImageSource) -> Result<Self, DataError> {
+    /// As [`Normalizer::fit`], over any source and at most `limit` images (every
+    /// `len / limit`-th, summed in order: with the same limit, a folder streamed at its own size
+    /// gets the statistics it gets in memory). Images are decoded a chunk at a time, in
+    /// parallel; unreadable ones are left out here and reported where training meets them.
+    pub fn fit_source(set: &dyn ImageSource, limit: usize) -> Result<Self, DataError> {
         let [c, h, w] = set.shape();
         let hw = h * w;
-        let step = (set.len() / NORMALIZER_IMAGES).max(1);
+        let step = (set.len() / limit.max(1)).max(1);
         let chosen: Vec<usize> = (0..set.len()).step_by(step).collect();
         let mut sum = vec![0f64; c];
         let mut sq = vec![0f64; c];
@@ -288,16 +301,17 @@ impl<'a> BatchPlan<'a> {
                     self.task
                         .examples(&image.pixels, shape, label, &mut rng, &mut out);
                 }
+                if self.task.augments_itself() {
+                    let [c, h, w] = out.view_shape;
+                    self.normalizer.apply_to_unit(&mut out.views, c, h * w);
+                }
                 out
             })
             .collect();
         let mut all = new_examples();
+        all.views.reserve_exact(parts.iter().map(|p| p.views.len()).sum());
         for p in parts {
             all.append(p);
-        }
-        if self.task.augments_itself() {
-            let [c, h, w] = all.view_shape;
-            self.normalizer.apply_to_unit(&mut all.views, c, h * w);
         }
         Ok(all)
     }

@@ -72,6 +72,10 @@ pub struct ImageSet {
 }
 
 impl ImageSet {
+    /// Channels, height, width of every image.
+    pub fn shape(&self) -> augment::Shape {
+        [self.channels, self.height, self.width]
+    }
     pub fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
@@ -196,7 +200,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     }
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     if !meta.is_dir() {
-        if path.file_name().is_some_and(|n| shards::is_tar_name(&n.to_string_lossy())) {
+        if shards::is_tar_file(path) {
             return Ok(Format::Shards);
         }
         return Err(DataError::format(

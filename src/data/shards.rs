@@ -64,10 +64,11 @@ const CHANNEL_PROBE: usize = 32;
 /// Paths a brace pattern may expand to.
 const MAX_EXPANSION: usize = 1_000_000;
 
-/// Whether `path` is written as a brace pattern of shards (`shard-{000..099}.tar`).
+/// Whether `path` is written as a brace pattern of shards (`shard-{000..099}.tar`): braces, and
+/// a name ending in `.tar`.
 pub fn is_pattern(path: &Path) -> bool {
     let s = path.to_string_lossy();
-    s.contains('{') && s.contains('}')
+    s.contains('{') && s.contains('}') && is_tar_file(path)
 }
 
 /// Whether `name` is a shard's file name.
@@ -76,6 +77,12 @@ pub fn is_tar_name(name: &str) -> bool {
         && name
             .rsplit_once('.')
             .is_some_and(|(stem, ext)| !stem.is_empty() && ext.eq_ignore_ascii_case("tar"))
+}
+
+/// Whether `path` names one shard file (`*.tar`).
+pub fn is_tar_file(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| is_tar_name(&n.to_string_lossy()))
 }
 
 /// Whether `dir` holds shards (directly, or in a `train/` subfolder). The listing stops at the
@@ -130,18 +137,27 @@ pub fn expand_braces(pattern: &str) -> std::result::Result<Vec<String>, String> 
         .find('}')
         .map(|c| open + c)
         .ok_or_else(|| format!("unclosed `{{` in the shard pattern {pattern}"))?;
-    let (head, body, tail) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    let (head, body, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
     let choices: Vec<String> = if let Some((a, b)) = body.split_once("..") {
         let parse = |s: &str| {
-            s.parse::<u64>()
-                .map_err(|_| format!("`{{{body}}}` in the shard pattern {pattern} is not a range of numbers"))
+            s.parse::<u64>().map_err(|_| {
+                format!("`{{{body}}}` in the shard pattern {pattern} is not a range of numbers")
+            })
         };
         let (from, to) = (parse(a)?, parse(b)?);
         if from > to {
-            return Err(format!("`{{{body}}}` in the shard pattern {pattern} counts down"));
+            return Err(format!(
+                "`{{{body}}}` in the shard pattern {pattern} counts down"
+            ));
         }
         if to - from >= MAX_EXPANSION as u64 {
-            return Err(format!("the shard pattern {pattern} names over {MAX_EXPANSION} files"));
+            return Err(format!(
+                "the shard pattern {pattern} names over {MAX_EXPANSION} files"
+            ));
         }
         let width = a.len();
         (from..=to).map(|n| format!("{n:0width$}")).collect()
@@ -150,7 +166,9 @@ pub fn expand_braces(pattern: &str) -> std::result::Result<Vec<String>, String> 
     };
     let rest = expand_braces(tail)?;
     if choices.len().saturating_mul(rest.len()) > MAX_EXPANSION {
-        return Err(format!("the shard pattern {pattern} names over {MAX_EXPANSION} files"));
+        return Err(format!(
+            "the shard pattern {pattern} names over {MAX_EXPANSION} files"
+        ));
     }
     Ok(choices
         .iter()
@@ -185,7 +203,9 @@ fn list_shards(path: &Path) -> Result<ShardList> {
         train.dedup();
         let parent = train[0].parent().map(Path::to_path_buf).unwrap_or_default();
         // The pattern's own folder, made canonical, keys the cache.
-        let folder = Path::new(pattern.as_ref()).parent().filter(|p| !p.as_os_str().is_empty());
+        let folder = Path::new(pattern.as_ref())
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty());
         let folder = canonical(folder.unwrap_or(Path::new(".")))?;
         let file = Path::new(pattern.as_ref()).file_name().unwrap_or_default();
         return Ok(ShardList {
@@ -220,7 +240,11 @@ fn list_shards(path: &Path) -> Result<ShardList> {
             problem: "no tar shards (*.tar) found".into(),
         });
     }
-    let canon = |list: Vec<PathBuf>| list.iter().map(|p| canonical(p)).collect::<Result<Vec<_>>>();
+    let canon = |list: Vec<PathBuf>| {
+        list.iter()
+            .map(|p| canonical(p))
+            .collect::<Result<Vec<_>>>()
+    };
     Ok(ShardList {
         key: root.to_string_lossy().into_owned(),
         train: canon(train)?,
@@ -320,7 +344,9 @@ pub fn open(path: &Path, cache_dir: &Path) -> Result<(ShardIndex, IndexOrigin)> 
                 let meta = fs::metadata(p).map_err(|e| DataError::io(p, e))?;
                 let (bytes, modified) = (meta.len(), modified_ns(&meta));
                 match known.get(p.as_path()) {
-                    Some(s) if s.bytes == bytes && s.modified == modified => Ok(((*s).clone(), false)),
+                    Some(s) if s.bytes == bytes && s.modified == modified => {
+                        Ok(((*s).clone(), false))
+                    }
                     _ => scan(p, bytes, modified).map(|s| (s, true)),
                 }
             })
@@ -337,11 +363,15 @@ pub fn open(path: &Path, cache_dir: &Path) -> Result<(ShardIndex, IndexOrigin)> 
         }
         None => None,
     };
-    let classes_file = list.class_dirs.iter().find_map(|d| stamp(&d.join(CLASSES_FILE)));
+    let classes_file = list
+        .class_dirs
+        .iter()
+        .find_map(|d| stamp(&d.join(CLASSES_FILE)));
+    let paths = |shards: &[Shard]| shards.iter().map(|s| s.path.clone()).collect::<Vec<_>>();
     let same_list = cached.as_ref().is_some_and(|c| {
         c.classes_file == classes_file
-            && c.train.len() == train.len()
-            && c.test.as_ref().map(Vec::len) == test.as_ref().map(Vec::len)
+            && paths(&c.train) == paths(&train)
+            && c.test.as_deref().map(paths) == test.as_deref().map(paths)
     });
     if !changed
         && same_list
@@ -359,7 +389,10 @@ pub fn open(path: &Path, cache_dir: &Path) -> Result<(ShardIndex, IndexOrigin)> 
     };
     index.class_names = class_names(&index)?;
     if let Err(e) = write_cache(&cache, &index) {
-        eprintln!("warning: cannot cache the shard index at {}: {e}", cache.display());
+        eprintln!(
+            "warning: cannot cache the shard index at {}: {e}",
+            cache.display()
+        );
     }
     Ok((index, IndexOrigin::Walked))
 }
@@ -378,7 +411,11 @@ fn write_cache(path: &Path, index: &ShardIndex) -> std::io::Result<()> {
 /// `classes.txt`'s names (every label must be one of them), or `0`, `1`, … up to the largest
 /// label; none when the training shards have no labels.
 fn class_names(index: &ShardIndex) -> Result<Vec<String>> {
-    let labelled = index.train.iter().flat_map(|s| &s.samples).any(|s| s.label.is_some());
+    let labelled = index
+        .train
+        .iter()
+        .flat_map(|s| &s.samples)
+        .any(|s| s.label.is_some());
     if !labelled {
         return Ok(Vec::new());
     }
@@ -455,7 +492,9 @@ fn split_key(name: &str) -> (&str, &str) {
 }
 
 fn is_image_ext(ext: &str) -> bool {
-    ["jpg", "jpeg", "png"].iter().any(|e| ext.eq_ignore_ascii_case(e))
+    ["jpg", "jpeg", "png"]
+        .iter()
+        .any(|e| ext.eq_ignore_ascii_case(e))
 }
 
 /// A sample being gathered from consecutive members.
@@ -485,7 +524,10 @@ impl Pending {
             }),
             None => shard.problems.push((
                 self.key.clone(),
-                format!("sample `{}` has no image member (.jpg, .jpeg or .png)", self.key),
+                format!(
+                    "sample `{}` has no image member (.jpg, .jpeg or .png)",
+                    self.key
+                ),
             )),
         }
     }
@@ -495,7 +537,8 @@ impl Pending {
 fn scan(path: &Path, bytes: u64, modified: i64) -> Result<Shard> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut archive = tar::Archive::new(file);
-    let unreadable = |e: std::io::Error| DataError::format(path, format!("not a readable tar archive: {e}"));
+    let unreadable =
+        |e: std::io::Error| DataError::format(path, format!("not a readable tar archive: {e}"));
     let mut shard = Shard {
         path: path.to_path_buf(),
         bytes,
@@ -546,14 +589,15 @@ fn scan(path: &Path, bytes: u64, modified: i64) -> Result<Shard> {
             sample.image = Some((name.clone(), offset, size));
         } else if ext.eq_ignore_ascii_case(LABEL_EXT) && sample.label.is_none() {
             sample.label = Some(if size > MAX_LABEL_BYTES {
-                Err(format!("member `{name}` is {size} bytes, too long for a class index"))
+                Err(format!(
+                    "member `{name}` is {size} bytes, too long for a class index"
+                ))
             } else {
                 let mut text = String::new();
                 match entry.read_to_string(&mut text) {
-                    Ok(_) => text
-                        .trim()
-                        .parse::<u32>()
-                        .map_err(|_| format!("member `{name}` holds {:?}, not a class index", text.trim())),
+                    Ok(_) => text.trim().parse::<u32>().map_err(|_| {
+                        format!("member `{name}` holds {:?}, not a class index", text.trim())
+                    }),
                     Err(e) => Err(format!("member `{name}`: {e}")),
                 }
             });
@@ -622,7 +666,9 @@ impl ShardReader {
             problem,
         };
         let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => bad("the shard is gone (removed after it was indexed)".into()),
+            std::io::ErrorKind::NotFound => {
+                bad("the shard is gone (removed after it was indexed)".into())
+            }
             _ => DataError::io(path, e),
         })?;
         let meta = file.metadata().map_err(|e| DataError::io(path, e))?;
@@ -690,11 +736,17 @@ pub fn splits(index: &ShardIndex, skip_corrupt: bool, holdout: Option<f64>) -> R
             let mut problems: Vec<String> = shard.problems.iter().map(|(_, p)| p.clone()).collect();
             for s in &shard.samples {
                 let problem = match s.label {
-                    None if labelled => Some(format!("sample `{}` has no .cls label, but the shards are labelled", s.key)),
+                    None if labelled => Some(format!(
+                        "sample `{}` has no .cls label, but the shards are labelled",
+                        s.key
+                    )),
                     Some(l) if labelled && l as usize >= classes => Some(format!(
                         "sample `{}` has label {l}, but {} names {classes} classes",
                         s.key,
-                        index.classes_file.as_ref().map_or(CLASSES_FILE.into(), |f| f.path.display().to_string())
+                        index
+                            .classes_file
+                            .as_ref()
+                            .map_or(CLASSES_FILE.into(), |f| f.path.display().to_string())
                     )),
                     _ => None,
                 };
@@ -716,7 +768,11 @@ pub fn splits(index: &ShardIndex, skip_corrupt: bool, holdout: Option<f64>) -> R
                         format!("{first} (data.skip_corrupt / --skip-corrupt skips such samples)"),
                     ));
                 }
-                skipped.extend(problems.iter().map(|p| format!("{}: {p}", shard.path.display())));
+                skipped.extend(
+                    problems
+                        .iter()
+                        .map(|p| format!("{}: {p}", shard.path.display())),
+                );
             }
         }
         Ok(out)
@@ -741,13 +797,21 @@ pub fn splits(index: &ShardIndex, skip_corrupt: bool, holdout: Option<f64>) -> R
             held.len(),
             train.len()
         );
-        let pick = |rows: Vec<usize>| rows.into_iter().map(|i| train[i].clone()).collect::<Vec<_>>();
+        let pick = |rows: Vec<usize>| {
+            rows.into_iter()
+                .map(|i| train[i].clone())
+                .collect::<Vec<_>>()
+        };
         test = Some(pick(held));
         train = pick(keep);
     }
     Ok(ShardSplits {
         reader: Arc::new(ShardReader::new(files)),
-        class_names: if labelled { index.class_names.clone() } else { Vec::new() },
+        class_names: if labelled {
+            index.class_names.clone()
+        } else {
+            Vec::new()
+        },
         train,
         test,
         problems: skipped,
@@ -761,13 +825,18 @@ impl ShardSplits {
             eprintln!("warning: skipping {p}");
         }
         if !self.problems.is_empty() {
-            eprintln!("warning: skipped {} sample(s) of the shards of {source}", self.problems.len());
+            eprintln!(
+                "warning: skipped {} sample(s) of the shards of {source}",
+                self.problems.len()
+            );
         }
     }
 
     /// The first readable training image's header.
     pub fn first_header(&self, max_pixels: u64) -> Option<Header> {
-        self.train.iter().find_map(|m| self.reader.header(m, max_pixels).ok())
+        self.train
+            .iter()
+            .find_map(|m| self.reader.header(m, max_pixels).ok())
     }
 
     /// 1 when the first images' headers are all grey, otherwise 3.
@@ -883,7 +952,10 @@ impl ShardSet {
     }
 
     fn skip(&self, i: usize, error: DataError) -> Result<()> {
-        let skippable = matches!(error, DataError::CorruptImage { .. } | DataError::Format { .. });
+        let skippable = matches!(
+            error,
+            DataError::CorruptImage { .. } | DataError::Format { .. }
+        );
         if !(self.skip_corrupt && skippable) {
             return Err(error);
         }
@@ -898,7 +970,10 @@ impl ShardSet {
                     .open(file)
                     .and_then(|mut f| f.write_all(format!("{error}\n").as_bytes()));
                 if let Err(e) = written {
-                    eprintln!("warning: cannot record the skipped sample in {}: {e}", file.display());
+                    eprintln!(
+                        "warning: cannot record the skipped sample in {}: {e}",
+                        file.display()
+                    );
                 }
             }
         }
@@ -911,7 +986,11 @@ impl ImageSource for ShardSet {
         self.members.len()
     }
     fn shape(&self) -> Shape {
-        [self.channels, self.framer.image_size, self.framer.image_size]
+        [
+            self.channels,
+            self.framer.image_size,
+            self.framer.image_size,
+        ]
     }
     fn label(&self, i: usize) -> Option<u32> {
         self.members[i].label
@@ -938,8 +1017,9 @@ impl ImageSource for ShardSet {
 }
 
 /// What `pretext info` prints for shards: counts per split and class from the index, and image
-/// sizes and colour from each image member's header (`check`: decoded too).
-pub fn describe(path: &Path, check: bool, max_pixels: u64) -> Result<String> {
+/// sizes and colour from each image member's header (`check`: decoded too). The report, and the
+/// unusable samples.
+pub fn describe(path: &Path, check: bool, max_pixels: u64) -> Result<(String, Vec<String>)> {
     let (index, origin) = open(path, &default_cache_dir())?;
     let splits = splits(&index, true, None)?;
     let how = match origin {
@@ -965,9 +1045,14 @@ pub fn describe(path: &Path, check: bool, max_pixels: u64) -> Result<String> {
             });
         counts
     };
-    let all = std::iter::once(("train", &index.train)).chain(index.test.as_ref().map(|t| ("test", t)));
+    let all =
+        std::iter::once(("train", &index.train)).chain(index.test.as_ref().map(|t| ("test", t)));
     for (name, shards) in all {
-        s += &format!("{name}: {} images in {} shards", index.samples(shards), shards.len());
+        s += &format!(
+            "{name}: {} images in {} shards",
+            index.samples(shards),
+            shards.len()
+        );
         if index.labelled() {
             s += &format!(", {} classes\n", index.class_names.len());
             for (class, count) in index.class_names.iter().zip(named(shards)) {
@@ -977,7 +1062,11 @@ pub fn describe(path: &Path, check: bool, max_pixels: u64) -> Result<String> {
             s += ", unlabelled\n";
         }
     }
-    let members: Vec<&Member> = splits.train.iter().chain(splits.test.iter().flatten()).collect();
+    let members: Vec<&Member> = splits
+        .train
+        .iter()
+        .chain(splits.test.iter().flatten())
+        .collect();
     let reader = &splits.reader;
     let mut found = super::survey::survey_items(&members, check, max_pixels, |m| {
         Ok((reader.path(m), reader.read(m)?))
@@ -985,7 +1074,7 @@ pub fn describe(path: &Path, check: bool, max_pixels: u64) -> Result<String> {
     found.problems.extend(splits.problems.iter().cloned());
     found.problems.sort();
     s += &super::survey::describe_images(&found);
-    Ok(s)
+    Ok((s, found.problems))
 }
 
 #[cfg(test)]

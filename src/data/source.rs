@@ -92,7 +92,7 @@ impl ImageSource for ImageSet {
         self.len
     }
     fn shape(&self) -> Shape {
-        [self.channels, self.height, self.width]
+        ImageSet::shape(self)
     }
     fn label(&self, i: usize) -> Option<u32> {
         self.labels.as_ref().map(|l| l[i])

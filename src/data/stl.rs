@@ -98,7 +98,11 @@ pub fn load_framed(dir: &Path, framer: &Framer) -> Result<Dataset> {
     if framer.image_size != SIDE {
         let frame = |set: ImageSet| {
             let all: Vec<usize> = (0..set.len).collect();
-            materialise(&StlImages::new(set, None, framer.clone()), &all, BadImages::Fail)
+            materialise(
+                &StlImages::new(set, None, framer.clone()),
+                &all,
+                BadImages::Fail,
+            )
         };
         ds.train = frame(ds.train)?;
         ds.test = ds.test.map(frame).transpose()?;
@@ -350,7 +354,8 @@ impl StlUnlabelled {
         let offset = i as u64 * IMAGE_BYTES as u64;
         let mut raw = vec![0u8; IMAGE_BYTES];
         self.file.read_exact_at(&mut raw, offset).map_err(|e| {
-            let problem = io::Error::new(e.kind(), format!("reading image {i} at byte {offset}: {e}"));
+            let problem =
+                io::Error::new(e.kind(), format!("reading image {i} at byte {offset}: {e}"));
             DataError::io(&self.path, problem)
         })?;
         Ok(raw)
@@ -508,7 +513,10 @@ mod tests {
     fn assert_err_names(err: DataError, file: &str, needle: &str) {
         let msg = err.to_string();
         assert!(msg.contains(file), "message {msg:?} does not name {file}");
-        assert!(msg.contains(needle), "message {msg:?} does not contain {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "message {msg:?} does not contain {needle:?}"
+        );
     }
 
     #[test]
@@ -550,7 +558,11 @@ mod tests {
         assert_eq!(describe_unlabelled(dir.path()).unwrap(), "");
 
         fs::write(sub.join(NAMES_FILE), "cat\ndog\n").unwrap();
-        assert_err_names(load_dir(dir.path()).unwrap_err(), NAMES_FILE, "expected 10 class names");
+        assert_err_names(
+            load_dir(dir.path()).unwrap_err(),
+            NAMES_FILE,
+            "expected 10 class names",
+        );
     }
 
     #[test]
@@ -571,15 +583,29 @@ mod tests {
 
         fs::write(d.join(TRAIN_X), images_file(2)).unwrap();
         fs::write(d.join(TRAIN_Y), [1, 2, 3]).unwrap();
-        assert_err_names(load_dir(d).unwrap_err(), TRAIN_Y, "holds 3 labels for the 2 images of train_X.bin");
+        assert_err_names(
+            load_dir(d).unwrap_err(),
+            TRAIN_Y,
+            "holds 3 labels for the 2 images of train_X.bin",
+        );
         fs::write(d.join(TRAIN_Y), [1, 0]).unwrap();
-        assert_err_names(load_dir(d).unwrap_err(), TRAIN_Y, "image 1: label 0 out of range");
+        assert_err_names(
+            load_dir(d).unwrap_err(),
+            TRAIN_Y,
+            "image 1: label 0 out of range",
+        );
         fs::write(d.join(TRAIN_Y), [1, 2]).unwrap();
         fs::write(d.join(TEST_Y), [11]).unwrap();
-        assert_err_names(load_dir(d).unwrap_err(), TEST_Y, "image 0: label 11 out of range");
+        assert_err_names(
+            load_dir(d).unwrap_err(),
+            TEST_Y,
+            "image 0: label 11 out of range",
+        );
         fs::remove_file(d.join(TEST_Y)).unwrap();
         let err = load_dir(d).unwrap_err();
-        assert!(matches!(&err, DataError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound));
+        assert!(
+            matches!(&err, DataError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        );
         assert_err_names(err, TEST_Y, "");
         fs::write(d.join(TEST_Y), [10]).unwrap();
         assert!(load_dir(d).is_ok());
@@ -588,9 +614,21 @@ mod tests {
         short.pop();
         fs::write(d.join(UNLABELLED_X), &short).unwrap();
         let path = d.join(UNLABELLED_X);
-        assert_err_names(StlUnlabelled::open(&path, framer(96)).err().unwrap(), UNLABELLED_X, "truncated");
-        assert_err_names(describe_unlabelled(d).unwrap_err(), UNLABELLED_X, "truncated");
-        assert_err_names(open_pretraining(d, &framer(96)).err().unwrap(), UNLABELLED_X, "truncated");
+        assert_err_names(
+            StlUnlabelled::open(&path, framer(96)).err().unwrap(),
+            UNLABELLED_X,
+            "truncated",
+        );
+        assert_err_names(
+            describe_unlabelled(d).unwrap_err(),
+            UNLABELLED_X,
+            "truncated",
+        );
+        assert_err_names(
+            open_pretraining(d, &framer(96)).err().unwrap(),
+            UNLABELLED_X,
+            "truncated",
+        );
     }
 
     #[test]
@@ -620,7 +658,10 @@ mod tests {
             assert_eq!(&image[..], &expected(i)[..], "unlabelled image {i}");
         }
         assert_eq!(rng, before, "the identity framing draws nothing");
-        assert_eq!(&set.image(1, Framing::Eval).unwrap().unwrap()[..], &expected(1)[..]);
+        assert_eq!(
+            &set.image(1, Framing::Eval).unwrap().unwrap()[..],
+            &expected(1)[..]
+        );
 
         // The file shrinking after it was opened is an error naming it, not a panic.
         fs::write(&path, images_file(2)).unwrap();
@@ -634,11 +675,20 @@ mod tests {
         let f = framer(96);
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         assert!(is_identity(&f, &Framing::Train(&mut rng)));
-        assert_eq!(framed(&f, interleave(raw), Framing::Train(&mut rng)), expected(0));
+        assert_eq!(
+            framed(&f, interleave(raw), Framing::Train(&mut rng)),
+            expected(0)
+        );
         assert_eq!(planes_to_interleaved(&expected(0)), interleave(raw));
-        let cropped = Framer { eval_crop: 0.875, ..framer(96) };
+        let cropped = Framer {
+            eval_crop: 0.875,
+            ..framer(96)
+        };
         assert!(!is_identity(&cropped, &Framing::Eval));
-        let scaled = Framer { crop_min_scale: 0.5, ..framer(96) };
+        let scaled = Framer {
+            crop_min_scale: 0.5,
+            ..framer(96)
+        };
         assert!(is_identity(&scaled, &Framing::Eval));
         assert!(!is_identity(&scaled, &Framing::Train(&mut rng)));
     }
@@ -649,26 +699,40 @@ mod tests {
         let d = dir.path();
         write_stl(d, &[1, 2], &[5], 3);
         let f = framer(48);
-        let reference = |i: usize, framing: Framing| framed(&f, planes_to_interleaved(&expected(i)), framing);
+        let reference =
+            |i: usize, framing: Framing| framed(&f, planes_to_interleaved(&expected(i)), framing);
 
         let (train, test) = open_pretraining(d, &f).unwrap().unwrap();
-        assert_eq!((train.len(), train.labelled_len(), train.shape()), (5, 2, [3, 48, 48]));
+        assert_eq!(
+            (train.len(), train.labelled_len(), train.shape()),
+            (5, 2, [3, 48, 48])
+        );
         assert_eq!((train.label(1), train.label(2)), (Some(1), None));
         // Index 3 is the second unlabelled image, whose pixels are those of file image 1.
         let image = train.image(3, Framing::Eval).unwrap().unwrap();
         assert_eq!(image.len(), 3 * 48 * 48);
         assert_eq!(&image[..], &reference(1, Framing::Eval)[..]);
-        assert_eq!(&train.image(0, Framing::Eval).unwrap().unwrap()[..], &reference(0, Framing::Eval)[..]);
+        assert_eq!(
+            &train.image(0, Framing::Eval).unwrap().unwrap()[..],
+            &reference(0, Framing::Eval)[..]
+        );
         let test = test.unwrap();
         assert_eq!((test.len(), test.label(0)), (1, Some(4)));
 
         // A random crop: the same draw from the same stream as the framer's own.
-        let f = Framer { crop_min_scale: 0.3, ..f };
+        let f = Framer {
+            crop_min_scale: 0.3,
+            ..f
+        };
         let (train, _) = open_pretraining(d, &f).unwrap().unwrap();
         let mut a = ChaCha8Rng::seed_from_u64(4);
         let mut b = a.clone();
         let got = train.image(4, Framing::Train(&mut a)).unwrap().unwrap();
-        let want = framed(&f, planes_to_interleaved(&expected(2)), Framing::Train(&mut b));
+        let want = framed(
+            &f,
+            planes_to_interleaved(&expected(2)),
+            Framing::Train(&mut b),
+        );
         assert_eq!(&got[..], &want[..]);
         assert_eq!(a, b);
 
@@ -676,8 +740,18 @@ mod tests {
         let ds = load_framed(d, &framer(48)).unwrap();
         assert_eq!((ds.train.len, ds.train.height, ds.train.width), (2, 48, 48));
         assert_eq!(ds.train.labels.as_deref(), Some(&[0, 1][..]));
-        assert_eq!(ds.test.as_ref().unwrap().image(0), &framed(&framer(48), planes_to_interleaved(&expected(0)), Framing::Eval)[..]);
-        assert_eq!(load_framed(d, &framer(96)).unwrap().train.image(1), &expected(1)[..]);
+        assert_eq!(
+            ds.test.as_ref().unwrap().image(0),
+            &framed(
+                &framer(48),
+                planes_to_interleaved(&expected(0)),
+                Framing::Eval
+            )[..]
+        );
+        assert_eq!(
+            load_framed(d, &framer(96)).unwrap().train.image(1),
+            &expected(1)[..]
+        );
     }
 
     #[test]
@@ -691,18 +765,32 @@ mod tests {
         assert_eq!(train.len(), 32);
         assert_eq!(train.class_names().len(), 10);
         let image = train.image(31, Framing::Eval).unwrap().unwrap();
-        assert_eq!(&image[..], &expected(1)[..], "the last image is unlabelled image 1");
-        assert!(matches!(train.image(4, Framing::Eval).unwrap().unwrap(), Cow::Borrowed(_)));
+        assert_eq!(
+            &image[..],
+            &expected(1)[..],
+            "the last image is unlabelled image 1"
+        );
+        assert!(matches!(
+            train.image(4, Framing::Eval).unwrap().unwrap(),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(test.unwrap().len(), 1);
         let sample = materialise(&train, &[0, 31], BadImages::Fail).unwrap();
-        assert!(sample.labels.is_none(), "a sample mixing in unlabelled images is unlabelled");
+        assert!(
+            sample.labels.is_none(),
+            "a sample mixing in unlabelled images is unlabelled"
+        );
 
         fs::remove_file(d.join(TEST_X)).unwrap();
         let (train, test) = open_pretraining(d, &framer(96)).unwrap().unwrap();
         let test = test.unwrap();
         assert_eq!((train.labelled_len(), test.len()), (20, 10));
         assert_eq!(train.len(), 22);
-        assert!(describe_unlabelled(d).unwrap().starts_with("unlabelled: 2 images, 3x96x96"));
+        assert!(
+            describe_unlabelled(d)
+                .unwrap()
+                .starts_with("unlabelled: 2 images, 3x96x96")
+        );
 
         fs::remove_file(d.join(UNLABELLED_X)).unwrap();
         assert!(open_pretraining(d, &framer(96)).unwrap().is_none());

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cluster::pca::Pca;
 use crate::data::ImageSet;
-use crate::data::loader::Normalizer;
+use crate::data::loader::{Normalizer, eval_batch};
 use crate::data::split::few_labels;
 use crate::models::Encoder;
 use crate::transfer::features::{Features, extract};
@@ -52,8 +52,9 @@ impl<'a> EpochMonitor<'a> {
     /// `knn_acc` (k = 20, temperature 0.07), `feature_std` and `effective_rank` of the query
     /// features.
     pub fn measure(&self, encoder: &Encoder) -> Map<String, Value> {
-        let memory = extract(encoder, &self.memory, self.normalizer, 256);
-        let queries = extract(encoder, &self.queries, self.normalizer, 256);
+        let batch = eval_batch(self.memory.shape());
+        let memory = extract(encoder, &self.memory, self.normalizer, batch);
+        let queries = extract(encoder, &self.queries, self.normalizer, batch);
         let labels = self.memory.labels.as_ref().expect("labelled memory");
         let predicted = knn::predict(&memory, labels, &queries, self.classes, 20, 0.07);
         let truth = self.queries.labels.as_ref().expect("labelled queries");

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::ImageSet;
-use crate::data::loader::{Augment, Normalizer, mix};
+use crate::data::loader::{Augment, Normalizer, eval_batch, mix};
 use crate::models::{Encoder, FeatureLayer};
 use crate::train::infer_device;
 
@@ -74,7 +74,7 @@ pub fn extract_augmented(
     seed: u64,
 ) -> Features {
     let shape = [set.channels, set.height, set.width];
-    encode(encoder, set, views * set.len, 256, layer, |row| {
+    encode(encoder, set, views * set.len, eval_batch(set.shape()), layer, |row| {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0, row as u64));
         let img = normalizer.apply(set.image(row % set.len.max(1)), set.channels);
         augment.apply(&img, shape, &mut rng)

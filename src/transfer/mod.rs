@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::config::{TransferConfig, TransferMode};
 use crate::data::ImageSet;
-use crate::data::loader::Normalizer;
+use crate::data::loader::{Normalizer, eval_batch};
 use crate::data::split::few_labels;
 use crate::encoder::TrainedEncoder;
 use crate::models::{Classifier, ClassifierHead, Encoder, EncoderSpec, FeatureLayer};
@@ -160,7 +160,7 @@ impl<'a> Transferer<'a> {
     }
 
     fn extract(&self, encoder: &Encoder, set: &ImageSet) -> Features {
-        extract_layer(encoder, set, &self.normalizer, 256, self.layer)
+        extract_layer(encoder, set, &self.normalizer, eval_batch(set.shape()), self.layer)
     }
 
     /// The linear probe's training rows: `plain`, the features of the labelled images `subset`,
@@ -305,7 +305,7 @@ impl<'a> Transferer<'a> {
                     },
                     model,
                 )?;
-                predict(&outcome.model, inputs.test, &self.normalizer, 256)
+                predict(&outcome.model, inputs.test, &self.normalizer, eval_batch(inputs.test.shape()))
             }
         })
     }

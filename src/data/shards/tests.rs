@@ -14,8 +14,11 @@ fn png(path: &Path, w: u32, h: u32, seed: u8) {
 
 fn jpeg(path: &Path, w: u32, h: u32, seed: u8) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 9) as u8, (y * 5) as u8 ^ seed, 90]));
-    img.save_with_format(path, image::ImageFormat::Jpeg).unwrap();
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 9) as u8, (y * 5) as u8 ^ seed, 90])
+    });
+    img.save_with_format(path, image::ImageFormat::Jpeg)
+        .unwrap();
 }
 
 /// Two classes of mixed sizes and formats, 7 and 6 images.
@@ -24,7 +27,12 @@ fn labelled_folder(root: &Path) {
         png(&root.join(format!("cat/c{i}.png")), 20 + i as u32, 16, i);
     }
     for i in 0..6u8 {
-        jpeg(&root.join(format!("dog/sub/d.{i}.jpeg")), 24, 18 + i as u32, i);
+        jpeg(
+            &root.join(format!("dog/sub/d.{i}.jpeg")),
+            24,
+            18 + i as u32,
+            i,
+        );
     }
 }
 
@@ -46,15 +54,30 @@ fn opts(size: usize) -> ShardOptions {
 
 #[test]
 fn brace_patterns_expand() {
-    assert_eq!(expand_braces("s-{08..11}.tar").unwrap(), ["s-08.tar", "s-09.tar", "s-10.tar", "s-11.tar"]);
+    assert_eq!(
+        expand_braces("s-{08..11}.tar").unwrap(),
+        ["s-08.tar", "s-09.tar", "s-10.tar", "s-11.tar"]
+    );
     assert_eq!(
         expand_braces("{a,b}/x{1..2}.tar").unwrap(),
         ["a/x1.tar", "a/x2.tar", "b/x1.tar", "b/x2.tar"]
     );
     assert_eq!(expand_braces("plain.tar").unwrap(), ["plain.tar"]);
-    assert!(expand_braces("s-{3..1}.tar").unwrap_err().contains("counts down"));
-    assert!(expand_braces("s-{1..2.tar").unwrap_err().contains("unclosed"));
-    assert!(expand_braces("s-{0..99999999}.tar").unwrap_err().contains("over"));
+    assert!(
+        expand_braces("s-{3..1}.tar")
+            .unwrap_err()
+            .contains("counts down")
+    );
+    assert!(
+        expand_braces("s-{1..2.tar")
+            .unwrap_err()
+            .contains("unclosed")
+    );
+    assert!(
+        expand_braces("s-{0..99999999}.tar")
+            .unwrap_err()
+            .contains("over")
+    );
 }
 
 #[test]
@@ -88,8 +111,11 @@ fn buffered_order_is_a_seeded_shard_local_permutation() {
     assert_ne!(a, buffered_order(&runs, 10, 2));
     let shard = |i: usize| runs.iter().position(|r| r.contains(&i)).unwrap();
     let same = a.windows(2).filter(|w| shard(w[0]) == shard(w[1])).count();
-    for seed in 0..20 { let b = buffered_order(&runs, 10, seed); eprintln!("FRAC1 {}", b.windows(2).filter(|w| shard(w[0]) == shard(w[1])).count()); }
-    assert!(same as f64 > 0.7 * (n - 1) as f64, "{same} of {} pairs in one shard", n - 1);
+    assert!(
+        same as f64 > 0.7 * (n - 1) as f64,
+        "{same} of {} pairs in one shard",
+        n - 1
+    );
     // A buffer as large as the set is a uniform shuffle, still a permutation.
     let mut all = buffered_order(&runs, 1000, 3);
     all.sort_unstable();
@@ -105,15 +131,37 @@ fn folder_round_trips_through_shards() {
     labelled_folder(&folder);
     let out = dir.path().join("shards");
     let report = shard(&folder, &out, &opts(5)).unwrap();
-    assert_eq!((report.shards(), report.samples(), report.classes), (3, 13, 2));
+    assert_eq!(
+        (report.shards(), report.samples(), report.classes),
+        (3, 13, 2)
+    );
     let names: Vec<String> = fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    assert_eq!(names, ["classes.txt", "shard-000000.tar", "shard-000001.tar", "shard-000002.tar"]);
-    assert_eq!(fs::read_to_string(out.join("classes.txt")).unwrap(), "cat\ndog\n");
+    assert_eq!(
+        names,
+        [
+            "classes.txt",
+            "shard-000000.tar",
+            "shard-000001.tar",
+            "shard-000002.tar"
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("classes.txt")).unwrap(),
+        "cat\ndog\n"
+    );
+    assert_eq!(
+        crate::data::detect_format(&out).unwrap(),
+        crate::data::Format::Shards
+    );
+    assert_eq!(
+        crate::data::detect_format(&folder).unwrap(),
+        crate::data::Format::Folder
+    );
 
     // The index: every sample in the folder's order, labelled, counted per shard.
     let cache = tempfile::tempdir().unwrap();
@@ -128,13 +176,22 @@ fn folder_round_trips_through_shards() {
     for (m, e) in splits.train.iter().zip(&folder_index.train) {
         assert_eq!(m.label, e.label);
         let original = fs::read(folder_index.full_path(e)).unwrap();
-        assert_eq!(splits.reader.read(m).unwrap(), original, "{} is stored as it was", e.path);
+        assert_eq!(
+            splits.reader.read(m).unwrap(),
+            original,
+            "{} is stored as it was",
+            e.path
+        );
     }
     assert_eq!(&*splits.train[7].name, "000000007_d.jpg");
 
     // Decoded and framed: the same pixels and labels as the folder, train and held-out test.
-    let from_folder = crate::collection::in_memory(&config(&folder)).unwrap().unwrap();
-    let from_shards = crate::collection::in_memory(&config(&out)).unwrap().unwrap();
+    let from_folder = crate::collection::in_memory(&config(&folder))
+        .unwrap()
+        .unwrap();
+    let from_shards = crate::collection::in_memory(&config(&out))
+        .unwrap()
+        .unwrap();
     assert_eq!(from_shards.format, crate::data::Format::Shards);
     assert_eq!(from_shards.train.pixels, from_folder.train.pixels);
     assert_eq!(from_shards.train.labels, from_folder.train.labels);
@@ -150,7 +207,12 @@ fn folder_round_trips_through_shards() {
     fs::write(&last, &bytes).unwrap();
     assert_eq!(open(&out, cache.path()).unwrap().1, IndexOrigin::Walked);
 
-    // Writing into a folder that holds shards already is refused.
+    // Writing into the input, or into a folder that holds shards already, is refused.
+    let err = shard(&folder, &folder.join("cat/shards"), &opts(5))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inside"), "{err}");
+    assert!(!folder.join("cat/shards").exists());
     let err = shard(&folder, &out, &opts(5)).unwrap_err().to_string();
     assert!(err.contains("already holds shards"), "{err}");
 }
@@ -176,13 +238,29 @@ fn train_test_layout_and_patterns() {
 
     // A brace pattern naming the training shards, and one shard file alone.
     let pattern = out.join("train/shard-{000000..000001}.tar");
-    assert_eq!(crate::data::detect_format(&pattern).unwrap(), crate::data::Format::Shards);
+    assert_eq!(
+        crate::data::detect_format(&pattern).unwrap(),
+        crate::data::Format::Shards
+    );
     let (index, _) = open(&pattern, cache.path()).unwrap();
     assert_eq!(index.samples(&index.train), 3);
-    assert_eq!(index.class_names, ["a", "b"], "classes.txt beside the shards");
+    assert_eq!(
+        index.class_names,
+        ["a", "b"],
+        "classes.txt beside the shards"
+    );
     let one = out.join("train/shard-000001.tar");
-    assert_eq!(crate::data::detect_format(&one).unwrap(), crate::data::Format::Shards);
-    assert_eq!(open(&one, cache.path()).unwrap().0.samples(&index.train[1..]), 1);
+    assert_eq!(
+        crate::data::detect_format(&one).unwrap(),
+        crate::data::Format::Shards
+    );
+    assert_eq!(
+        open(&one, cache.path())
+            .unwrap()
+            .0
+            .samples(&index.train[1..]),
+        1
+    );
     let missing = out.join("train/shard-{000000..000005}.tar");
     let err = open(&missing, cache.path()).unwrap_err().to_string();
     assert!(err.contains("shard-000002.tar"), "{err}");
@@ -215,9 +293,15 @@ fn epoch_order_is_exact_and_shard_local() {
     assert_ne!(a, set.epoch_order(7, 1).unwrap());
     assert_ne!(a, set.epoch_order(8, 0).unwrap());
     assert_eq!(a.iter().copied().collect::<HashSet<_>>().len(), 60);
-    let same = a.windows(2).filter(|w| set.shard_of(w[0]) == set.shard_of(w[1])).count();
-    for seed in 0..20 { let b = set.epoch_order(seed, 0).unwrap(); eprintln!("FRAC2 {}", b.windows(2).filter(|w| set.shard_of(w[0]) == set.shard_of(w[1])).count()); }
-    assert!(same >= 40, "{same} of 59 consecutive pairs in one shard: {a:?}");
+    let same = a
+        .windows(2)
+        .filter(|w| set.shard_of(w[0]) == set.shard_of(w[1]))
+        .count();
+    // A uniform shuffle would put about a quarter of the pairs in one shard.
+    assert!(
+        same >= 35,
+        "{same} of 59 consecutive pairs in one shard: {a:?}"
+    );
     // Image i is the folder's image i.
     let img = set.image(5, Framing::Eval).unwrap().unwrap();
     assert_eq!(img.len(), 3 * 8 * 8);
@@ -239,7 +323,8 @@ fn raw_tar(path: &Path, members: &[(&str, tar::EntryType, &[u8])]) {
             h.set_size(data.len() as u64);
         }
         h.set_cksum();
-        b.append(&h, &data[..h.entry_size().unwrap() as usize]).unwrap();
+        b.append(&h, &data[..h.entry_size().unwrap() as usize])
+            .unwrap();
     }
     fs::write(path, b.into_inner().unwrap()).unwrap();
 }
@@ -274,12 +359,17 @@ fn hostile_members_are_refused_by_name() {
         );
         let cache = tempfile::tempdir().unwrap();
         let err = open(&shards, cache.path()).unwrap_err().to_string();
-        assert!(err.contains(name) && err.contains("bad.tar") && err.contains(why), "{err}");
+        assert!(
+            err.contains(name) && err.contains("bad.tar") && err.contains(why),
+            "{err}"
+        );
         // `pretext shard` refuses it before writing anything.
         let out = dir.path().join("deep/out");
         let err = shard(&shards, &out, &opts(10)).unwrap_err().to_string();
         assert!(err.contains(name), "{err}");
-        assert!(!dir.path().join("deep/evil.jpg").exists() && !dir.path().join("evil.jpg").exists());
+        assert!(
+            !dir.path().join("deep/evil.jpg").exists() && !dir.path().join("evil.jpg").exists()
+        );
         assert!(!out.exists() || fs::read_dir(&out).unwrap().next().is_none());
     }
 }
@@ -305,11 +395,24 @@ fn a_sample_without_an_image_is_named_or_skipped() {
     );
     let cache = tempfile::tempdir().unwrap();
     let (index, _) = open(&tar_path, cache.path()).unwrap();
-    assert_eq!(index.class_names, ["0", "1"], "no classes.txt: the label numbers");
+    assert_eq!(
+        index.class_names,
+        ["0", "1"],
+        "no classes.txt: the label numbers"
+    );
     let err = splits(&index, false, None).err().unwrap().to_string();
     assert!(err.contains("sample `b`") && err.contains("s.tar"), "{err}");
     let s = splits(&index, true, None).unwrap();
-    assert_eq!(s.train.iter().map(|m| m.label).collect::<Vec<_>>(), [Some(1), Some(0)]);
+    assert_eq!(
+        s.train.iter().map(|m| m.label).collect::<Vec<_>>(),
+        [Some(1), Some(0)]
+    );
     assert_eq!(s.problems.len(), 2);
-    assert!(s.problems.iter().any(|p| p.contains("c.cls") && p.contains("zero")), "{:?}", s.problems);
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.contains("c.cls") && p.contains("zero")),
+        "{:?}",
+        s.problems
+    );
 }

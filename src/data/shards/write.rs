@@ -84,7 +84,13 @@ pub fn safe_stem(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let stem = base.split('.').next().unwrap_or(base);
     stem.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(STEM_CHARS)
         .collect()
 }
@@ -117,7 +123,10 @@ fn from_folder(input: &Path) -> Result<Input> {
             .collect()
     };
     let splits = match &index.test {
-        Some(test) => vec![(Some(TRAIN_DIR), items(&index.train)), (Some(TEST_DIR), items(test))],
+        Some(test) => vec![
+            (Some(TRAIN_DIR), items(&index.train)),
+            (Some(TEST_DIR), items(test)),
+        ],
         None => vec![(None, items(&index.train))],
     };
     Ok(Input {
@@ -144,7 +153,10 @@ fn from_shards(input: &Path) -> Result<Input> {
             .collect()
     };
     let out = match &splits.test {
-        Some(test) => vec![(Some(TRAIN_DIR), items(&splits.train)), (Some(TEST_DIR), items(test))],
+        Some(test) => vec![
+            (Some(TRAIN_DIR), items(&splits.train)),
+            (Some(TEST_DIR), items(test)),
+        ],
         None => vec![(None, items(&splits.train))],
     };
     Ok(Input {
@@ -170,8 +182,28 @@ pub fn shard(input: &Path, out: &Path, opts: &ShardOptions) -> Result<ShardRepor
             ));
         }
     };
-    if let Some(bad) = input_data.class_names.iter().find(|n| n.contains(['\n', '\r'])) {
-        return Err(DataError::format(input, format!("class name {bad:?} has a line break, which classes.txt cannot hold")));
+    if let Some(bad) = input_data
+        .class_names
+        .iter()
+        .find(|n| n.contains(['\n', '\r']))
+    {
+        return Err(DataError::format(
+            input,
+            format!("class name {bad:?} has a line break, which classes.txt cannot hold"),
+        ));
+    }
+    // The output must not land in the input, where a later walk would take it for a class.
+    let absolute = |p: &Path| std::path::absolute(p).map_err(|e| DataError::io(p, e));
+    let inputs = [Some(absolute(input)?), std::fs::canonicalize(input).ok()];
+    let dest = absolute(out)?;
+    if inputs.iter().flatten().any(|i| dest.starts_with(i)) {
+        return Err(DataError::format(
+            out,
+            format!(
+                "is inside {}, the data being sharded; give --out a folder outside it",
+                input.display()
+            ),
+        ));
     }
     // Nothing is written until every output folder is known to hold no shards already.
     for (sub, _) in &input_data.splits {
@@ -196,7 +228,11 @@ pub fn shard(input: &Path, out: &Path, opts: &ShardOptions) -> Result<ShardRepor
         let read = |item: &Item| -> Result<Vec<u8>> {
             match &item.from {
                 Origin::File(path) => std::fs::read(path).map_err(|e| DataError::io(path, e)),
-                Origin::Member(m) => input_data.reader.as_ref().expect("shard input has a reader").read(m),
+                Origin::Member(m) => input_data
+                    .reader
+                    .as_ref()
+                    .expect("shard input has a reader")
+                    .read(m),
             }
         };
         let mut writer = Writer::new(&dir, opts.shard_size);
@@ -214,9 +250,14 @@ pub fn shard(input: &Path, out: &Path, opts: &ShardOptions) -> Result<ShardRepor
             let mut text = input_data.class_names.join("\n");
             text.push('\n');
             let path = dir.join(CLASSES_FILE);
-            crate::util::fs::write_atomic(&path, text.as_bytes()).map_err(|e| DataError::io(&path, e))?;
+            crate::util::fs::write_atomic(&path, text.as_bytes())
+                .map_err(|e| DataError::io(&path, e))?;
         }
-        written.push(WrittenSplit { dir, shards, samples: n });
+        written.push(WrittenSplit {
+            dir,
+            shards,
+            samples: n,
+        });
     }
     Ok(ShardReport {
         splits: written,
@@ -267,8 +308,12 @@ impl Writer {
         let io = |e| DataError::io(&open.tmp, e);
         append(&mut open.builder, &format!("{key}.{ext}"), image).map_err(io)?;
         if let Some(label) = label {
-            append(&mut open.builder, &format!("{key}.{LABEL_EXT}"), label.to_string().as_bytes())
-                .map_err(|e| DataError::io(&open.tmp, e))?;
+            append(
+                &mut open.builder,
+                &format!("{key}.{LABEL_EXT}"),
+                label.to_string().as_bytes(),
+            )
+            .map_err(|e| DataError::io(&open.tmp, e))?;
         }
         open.samples += 1;
         if open.samples == self.shard_size {
