@@ -2,12 +2,34 @@
 # Kill a real pretraining run with SIGKILL at several random moments, resume it each time, and
 # check that it ends with the same metrics and weights as the same run left alone.
 # Run from the repository root: bash bench/kill-resume.sh [KILLS]   (default 5)
+# STREAM=1: the run streams ../shared/data/cifar10-jpeg/test from disk instead (decoded on demand,
+# framed at 24 pixels with random resized crops of 50-100 % of each file, SimCLR), so the
+# streaming source's order, crops and decoding are what must survive the kills.
 set -euo pipefail
 PRETEXT="${PRETEXT:-target/release/pretext}"
 KILLS="${1:-5}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cat > "$work/cfg.toml" <<TOML
+if [ "${STREAM:-0}" = 1 ]; then
+    export PRETEXT_CACHE="$work/index-cache"
+    cat > "$work/cfg.toml" <<TOML
+[data]
+path = "$(cd "$(dirname "$0")/../.." && pwd)/shared/data/cifar10-jpeg/test"
+stream = "always"
+image_size = 24
+crop_min_scale = 0.5
+[model]
+width = 8
+[task]
+name = "simclr"
+[train]
+epochs = 2
+batch_size = 64
+[run]
+checkpoint_minutes = 0.01
+TOML
+else
+    cat > "$work/cfg.toml" <<TOML
 [data]
 synthetic_train = 2000
 synthetic_test = 200
@@ -20,6 +42,7 @@ batch_size = 32
 [run]
 checkpoint_minutes = 0.01
 TOML
+fi
 args=(--quiet --threads 2 pretrain --config "$work/cfg.toml")
 t0=$(date +%s.%N)
 "$PRETEXT" "${args[@]}" --out "$work/reference" > /dev/null

@@ -31,7 +31,7 @@ cargo build --release --quiet
 peak() { # peak RSS in MB and seconds of a command: "MB s"
   /usr/bin/time -f "%M %e" -o "$SCALE_DIR/time.txt" "$@" >"$SCALE_DIR/out.txt" 2>"$SCALE_DIR/err.txt" \
     || { cat "$SCALE_DIR/err.txt" >&2; return 1; }
-  awk '{printf "%.0f %.2f", $1 / 1024, $2}' "$SCALE_DIR/time.txt"
+  awk '{printf "%.0f %.2f\n", $1 / 1024, $2}' "$SCALE_DIR/time.txt"
 }
 
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(grep -o -m1 'avx512f' /proc/cpuinfo || echo 'AVX2 only')"

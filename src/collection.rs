@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::Error;
 use crate::config::{DataConfig, StreamMode};
 use crate::data::decode::{self, Header};
-use crate::data::index::{self, FileIndex, IndexEntry, IndexOrigin};
+use crate::data::index::{self, FileIndex, IndexEntry};
 use crate::data::source::{BadImages, ImageSource, materialise};
 use crate::data::stream::{Framer, StreamingSet, probe_channels};
 use crate::data::{DataError, Dataset, Format, ImageSet, split};
@@ -50,13 +50,12 @@ pub struct Streamed {
     pub source: String,
     pub train: Box<dyn ImageSource + Send>,
     pub test: Option<Box<dyn ImageSource + Send>>,
-    pub origin: IndexOrigin,
 }
 
 /// Whether the folder at `cfg.path` is streamed, with its index when it is.
 enum Choice {
     Memory,
-    Stream(FileIndex, IndexOrigin),
+    Stream(FileIndex),
 }
 
 /// The images `cfg` names for training: streamed where [`choose`] says so, or where the folder
@@ -69,12 +68,11 @@ pub fn for_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
         return Ok(images);
     }
     match choose(cfg)? {
-        Choice::Stream(index, origin) => Ok(TrainingImages::Stream(streamed(cfg, index, origin)?)),
+        Choice::Stream(index) => Ok(TrainingImages::Stream(streamed(cfg, index)?)),
         Choice::Memory => match crate::pipeline::load_data(cfg) {
             Err(Error::Data(DataError::Mismatch { path, problem })) if cfg.stream == StreamMode::Auto => {
                 eprintln!("note: {}: {problem}; streaming the folder instead", path.display());
-                let (index, origin) = open_index(cfg)?;
-                Ok(TrainingImages::Stream(streamed(cfg, index, origin)?))
+                Ok(TrainingImages::Stream(streamed(cfg, open_index(cfg)?)?))
             }
             other => other.map(TrainingImages::Memory),
         },
@@ -92,21 +90,20 @@ pub fn in_memory(cfg: &DataConfig) -> Result<Option<Dataset>, Error> {
         return materialised(cfg, streamed_shards(cfg)?, Format::Shards).map(Some);
     }
     match choose(cfg)? {
-        Choice::Stream(index, origin) => framed(cfg, index, origin).map(Some),
+        Choice::Stream(index) => framed(cfg, index).map(Some),
         Choice::Memory => Ok(None),
     }
 }
 
 /// A folder of mixed image sizes, decoded into memory with the evaluation crop.
 pub fn mixed_sizes(cfg: &DataConfig) -> Result<Dataset, Error> {
-    let (index, origin) = open_index(cfg)?;
-    framed(cfg, index, origin)
+    framed(cfg, open_index(cfg)?)
 }
 
 /// Every image of the folder decoded with the evaluation crop; a folder over the memory budget
 /// is refused with the reason.
-fn framed(cfg: &DataConfig, index: FileIndex, origin: IndexOrigin) -> Result<Dataset, Error> {
-    materialised(cfg, streamed(cfg, index, origin)?, Format::Folder)
+fn framed(cfg: &DataConfig, index: FileIndex) -> Result<Dataset, Error> {
+    materialised(cfg, streamed(cfg, index)?, Format::Folder)
 }
 
 /// Every image of a streamed source decoded with the evaluation crop, within the memory budget.
@@ -153,8 +150,9 @@ fn is_folder(cfg: &DataConfig) -> Result<bool, Error> {
     Ok(format == Format::Folder)
 }
 
-fn open_index(cfg: &DataConfig) -> Result<(FileIndex, IndexOrigin), Error> {
-    Ok(index::open(Path::new(&cfg.path), &index::default_cache_dir())?)
+fn open_index(cfg: &DataConfig) -> Result<FileIndex, Error> {
+    let (index, _) = index::open(Path::new(&cfg.path), &index::default_cache_dir())?;
+    Ok(index)
 }
 
 /// Streams a folder when asked to, when `image_size` differs from its first image's size, or
@@ -172,12 +170,11 @@ fn choose(cfg: &DataConfig) -> Result<Choice, Error> {
     match cfg.stream {
         StreamMode::Never => return Ok(Choice::Memory),
         StreamMode::Always => {
-            let (index, origin) = open_index(cfg)?;
-            return Ok(Choice::Stream(index, origin));
+            return Ok(Choice::Stream(open_index(cfg)?));
         }
         StreamMode::Auto => {}
     }
-    let (index, origin) = open_index(cfg)?;
+    let index = open_index(cfg)?;
     let Some(first) = first_header(&index, cfg.max_image_pixels) else {
         // Nothing readable to size: the in-memory reader reports the folder's problem.
         return Ok(Choice::Memory);
@@ -189,7 +186,7 @@ fn choose(cfg: &DataConfig) -> Result<Choice, Error> {
     let count = index.train.len() + index.test.as_ref().map_or(0, Vec::len);
     let bytes = count as u64 * channels * first.width as u64 * first.height as u64;
     Ok(if resized || bytes > budget_bytes(cfg) {
-        Choice::Stream(index, origin)
+        Choice::Stream(index)
     } else {
         Choice::Memory
     })
@@ -205,19 +202,8 @@ fn first_header(index: &FileIndex, max_pixels: u64) -> Option<Header> {
 
 /// The folder's splits as streaming sets: its own test split, or a held-out share of a labelled
 /// training split (the same images [`split::holdout`] holds out in memory).
-fn streamed(cfg: &DataConfig, index: FileIndex, origin: IndexOrigin) -> Result<Streamed, Error> {
-    let side = match cfg.image_size {
-        Some(side) => side,
-        None => first_header(&index, cfg.max_image_pixels)
-            .map(|h| (h.width.min(h.height) as usize).min(DEFAULT_STREAM_SIDE))
-            .ok_or_else(|| Error::msg(format!("{}: no readable image to size the set by; give --image-size", cfg.path)))?,
-    };
-    let framer = Framer {
-        image_size: side,
-        eval_crop: cfg.eval_crop,
-        crop_min_scale: cfg.crop_min_scale,
-        max_pixels: cfg.max_image_pixels,
-    };
+fn streamed(cfg: &DataConfig, index: FileIndex) -> Result<Streamed, Error> {
+    let framer = streamed_framer(cfg, first_header(&index, cfg.max_image_pixels))?;
     let channels = probe_channels(&index, cfg.max_image_pixels);
     let (train, test) = split_entries(cfg, &index);
     let set = |entries| -> Box<dyn ImageSource + Send> {
@@ -227,8 +213,32 @@ fn streamed(cfg: &DataConfig, index: FileIndex, origin: IndexOrigin) -> Result<S
         source: cfg.path.clone(),
         train: set(train),
         test: test.map(set),
-        origin,
     })
+}
+
+/// The framing of a streamed source: `data.image_size`, or the shorter side of its `first`
+/// readable image up to [`DEFAULT_STREAM_SIDE`].
+fn streamed_framer(cfg: &DataConfig, first: Option<Header>) -> Result<Framer, Error> {
+    let side = match (cfg.image_size, first) {
+        (Some(side), _) => side,
+        (None, Some(h)) => (h.width.min(h.height) as usize).min(DEFAULT_STREAM_SIDE),
+        (None, None) => {
+            return Err(Error::msg(format!(
+                "{}: no readable image to size the set by; give --image-size",
+                cfg.path
+            )));
+        }
+    };
+    Ok(framer_at(cfg, side))
+}
+
+fn framer_at(cfg: &DataConfig, image_size: usize) -> Framer {
+    Framer {
+        image_size,
+        eval_crop: cfg.eval_crop,
+        crop_min_scale: cfg.crop_min_scale,
+        max_pixels: cfg.max_image_pixels,
+    }
 }
 
 fn split_entries(cfg: &DataConfig, index: &FileIndex) -> (Vec<IndexEntry>, Option<Vec<IndexEntry>>) {
@@ -295,12 +305,7 @@ fn is_stl(cfg: &DataConfig) -> Result<bool, Error> {
 
 /// STL-10's 96-pixel images framed to `data.image_size` as a streamed folder's are.
 fn stl_framer(cfg: &DataConfig) -> Framer {
-    Framer {
-        image_size: cfg.image_size.unwrap_or(crate::data::stl::SIDE),
-        eval_crop: cfg.eval_crop,
-        crop_min_scale: cfg.crop_min_scale,
-        max_pixels: cfg.max_image_pixels,
-    }
+    framer_at(cfg, cfg.image_size.unwrap_or(crate::data::stl::SIDE))
 }
 
 /// STL-10 pretrains on its training and unlabelled splits together (105,000 images, the SSL
@@ -318,8 +323,6 @@ fn stl_training(cfg: &DataConfig) -> Result<Option<TrainingImages>, Error> {
             source: cfg.path.clone(),
             train: Box::new(train),
             test: test.map(|t| Box::new(t) as Box<dyn ImageSource + Send>),
-            // No index: the binary files are read where they are.
-            origin: IndexOrigin::Walked,
         })));
     }
     crate::pipeline::load_data(cfg).map(|ds| Some(TrainingImages::Memory(ds)))
@@ -354,22 +357,10 @@ fn shards_training(cfg: &DataConfig) -> Result<Option<TrainingImages>, Error> {
 /// training shards (as [`split_entries`] holds out a folder's).
 fn streamed_shards(cfg: &DataConfig) -> Result<Streamed, Error> {
     use crate::data::shards::{self, ShardSet};
-    let (index, origin) = shards::open(Path::new(&cfg.path), &index::default_cache_dir())?;
+    let (index, _) = shards::open(Path::new(&cfg.path), &index::default_cache_dir())?;
     let splits = shards::splits(&index, cfg.skip_corrupt, Some(HOLDOUT_FRACTION))?;
     splits.warn_skipped(&cfg.path);
-    let side = match cfg.image_size {
-        Some(side) => side,
-        None => splits
-            .first_header(cfg.max_image_pixels)
-            .map(|h| (h.width.min(h.height) as usize).min(DEFAULT_STREAM_SIDE))
-            .ok_or_else(|| Error::msg(format!("{}: no readable image to size the set by; give --image-size", cfg.path)))?,
-    };
-    let framer = Framer {
-        image_size: side,
-        eval_crop: cfg.eval_crop,
-        crop_min_scale: cfg.crop_min_scale,
-        max_pixels: cfg.max_image_pixels,
-    };
+    let framer = streamed_framer(cfg, splits.first_header(cfg.max_image_pixels))?;
     let channels = splits.probe_channels(cfg.max_image_pixels);
     let set = |members| -> Box<dyn ImageSource + Send> {
         Box::new(ShardSet::new(
@@ -385,6 +376,5 @@ fn streamed_shards(cfg: &DataConfig) -> Result<Streamed, Error> {
         source: cfg.path.clone(),
         train: set(splits.train.clone()),
         test: splits.test.clone().map(set),
-        origin,
     })
 }

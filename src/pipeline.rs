@@ -11,7 +11,7 @@ use crate::cluster::pseudo::{self, ClusteringSummary};
 use crate::collection::{self, TrainingImages};
 use crate::config::{DataConfig, PretrainConfig, StreamMode, TransferConfig, read_toml};
 use crate::data::folder::FolderOptions;
-use crate::data::loader::{Normalizer, STREAM_NORMALIZER_IMAGES, eval_batch};
+use crate::data::loader::{Normalizer, PREFETCH_BATCHES, STREAM_NORMALIZER_IMAGES, eval_batch};
 use crate::data::source::ImageSource;
 use crate::data::stream::SKIPPED_FILE;
 use crate::data::synthetic::{SyntheticConfig, generate};
@@ -214,21 +214,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     cfg.validate()?;
     let run_dir = cfg.run.out.clone();
     let saved_config = run_dir.join(CONFIG_FILE);
-    if checkpoint_path(&run_dir).exists() && saved_config.exists() {
-        let saved: PretrainConfig = read_toml(&saved_config)?;
-        if saved.data != cfg.data
-            || saved.model != cfg.model
-            || saved.task != cfg.task
-            || saved.train != cfg.train
-            || saved.text != cfg.text
-        {
-            return Err(Error::msg(format!(
-                "{}: holds a run with another config; resume it with `pretext resume {}` or choose another --out",
-                run_dir.display(),
-                run_dir.display()
-            )));
-        }
-    }
+    refuse_another_config(cfg, &run_dir)?;
     if cfg.task.name == TaskKind::Mlm {
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
         write_toml(&saved_config, cfg)?;
@@ -241,23 +227,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
             .is_ok_and(|saved| saved.data == cfg.data && saved.task == cfg.task);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     write_toml(&saved_config, cfg)?;
-    let clustering = if cfg.task.name == TaskKind::Cluster {
-        let TrainingImages::Memory(data) = &mut images else {
-            return Err(Error::msg(format!(
-                "{}: the cluster task decodes its images into memory, and this folder is streamed; set data.stream = \"never\" (or a smaller data.image_size)",
-                cfg.data.path
-            )));
-        };
-        Some(label_with_clusters(
-            cfg,
-            &run_dir,
-            data,
-            same_task_before,
-            quiet,
-        )?)
-    } else {
-        None
-    };
+    let clustering = cluster_labels(cfg, &mut images, &run_dir, same_task_before, quiet)?;
 
     let task = cfg.task.build();
     for (name, bytes) in task.artifacts() {
@@ -268,15 +238,8 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     {
         eprintln!("{about}");
     }
-    let data = PretrainImages::of(&images, &run_dir)?;
-    let decode_pool = match &images {
-        TrainingImages::Stream(_) => Some(collection::decode_pool(cfg.data.workers)?),
-        TrainingImages::Memory(_) => None,
-    };
-    let normalizer = match &images {
-        TrainingImages::Memory(d) => Normalizer::fit(&d.train),
-        TrainingImages::Stream(s) => Normalizer::fit_source(s.train.as_ref(), STREAM_NORMALIZER_IMAGES)?,
-    };
+    let data = PretrainImages::of(&images, &run_dir, cfg.data.workers)?;
+    let normalizer = &data.normalizer;
     let [channels, height, width] = data.train.shape();
     let spec = EncoderSpec {
         arch: cfg.model.arch,
@@ -301,11 +264,17 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
             spec.width,
             run_dir.display()
         );
+        if let Some(pool) = &data.decode_pool {
+            eprintln!(
+                "streaming from disk: files decoded on {} threads, up to {PREFETCH_BATCHES} batches ahead",
+                pool.current_num_threads()
+            );
+        }
     }
     let monitor = EpochMonitor::new(
         &data.sample,
         data.test.as_deref(),
-        &normalizer,
+        normalizer,
         cfg.run.monitor_memory,
         cfg.run.monitor_queries,
     );
@@ -314,7 +283,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         .map(|m| move |encoder: &Encoder| m.measure(encoder));
     let fit_spec = Fit {
         set: data.train,
-        normalizer: &normalizer,
+        normalizer,
         task: task.as_ref(),
         recipe: &cfg.train,
         encoder_lr_scale: 1.0,
@@ -331,35 +300,10 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
             .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
         monitor: measure.as_ref().map(|f| f as &Monitor),
-        decode_pool: decode_pool.as_ref(),
+        decode_pool: data.decode_pool.as_ref(),
     };
-    let (encoder, outcome, pretext_test_acc) = if cfg.task.name.is_siamese() {
-        let mut learner =
-            SiameseLearner::new(cfg.task.name, &spec, &cfg.task.siamese, &cfg.train, &device);
-        let outcome = fit_learner(&fit_spec, &mut learner)?;
-        let acc = data.test.as_deref().map(|test| {
-            evaluate_pairs(
-                &learner.online.encoder,
-                test,
-                &normalizer,
-                task.as_ref(),
-                eval_batch(test.shape()).max(PAIRS_BATCH_MIN),
-            )
-        });
-        (learner.online.encoder, outcome, acc)
-    } else {
-        let model = Classifier {
-            encoder: spec.init(&device),
-            head: task.head(spec.feature_dim(), &device),
-        };
-        let mut learner = ClassifierLearner::new(model, &cfg.train, 1.0);
-        let outcome = fit_learner(&fit_spec, &mut learner)?;
-        let acc = data
-            .test
-            .as_deref()
-            .map(|test| evaluate(&learner.model, test, &normalizer, task.as_ref(), eval_batch(test.shape())));
-        (learner.model.encoder, outcome, acc)
-    };
+    let (encoder, outcome, pretext_test_acc) =
+        train_encoder(cfg, &spec, &fit_spec, data.test.as_deref())?;
     TrainedEncoder { spec, encoder }.save(&run_dir)?;
     let summary = PretrainSummary {
         task: cfg.task.name.name().into(),
@@ -377,23 +321,101 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     Ok(summary)
 }
 
-/// What pretraining reads: its training source, and the images in memory that it fits the
-/// normaliser on, monitors with and scores the pretext task on (samples, when streaming).
+/// A run directory that holds a checkpoint may only be continued with the config it ran.
+fn refuse_another_config(cfg: &PretrainConfig, run_dir: &Path) -> Result<(), Error> {
+    let saved_config = run_dir.join(CONFIG_FILE);
+    if !(checkpoint_path(run_dir).exists() && saved_config.exists()) {
+        return Ok(());
+    }
+    let saved: PretrainConfig = read_toml(&saved_config)?;
+    if saved.data != cfg.data
+        || saved.model != cfg.model
+        || saved.task != cfg.task
+        || saved.train != cfg.train
+        || saved.text != cfg.text
+    {
+        return Err(Error::msg(format!(
+            "{}: holds a run with another config; resume it with `pretext resume {}` or choose another --out",
+            run_dir.display(),
+            run_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The `cluster` task's pseudo-labels put on the images (in memory only).
+fn cluster_labels(
+    cfg: &PretrainConfig,
+    images: &mut TrainingImages,
+    run_dir: &Path,
+    reuse: bool,
+    quiet: bool,
+) -> Result<Option<ClusteringSummary>, Error> {
+    if cfg.task.name != TaskKind::Cluster {
+        return Ok(None);
+    }
+    let TrainingImages::Memory(data) = images else {
+        return Err(Error::msg(format!(
+            "{}: the cluster task decodes its images into memory, and this folder is streamed; set data.stream = \"never\" (or a smaller data.image_size)",
+            cfg.data.path
+        )));
+    };
+    label_with_clusters(cfg, run_dir, data, reuse, quiet).map(Some)
+}
+
+/// Trains the task's learner on `fit`'s images; the encoder, how the run went, and the pretext
+/// task's accuracy on `test`.
+fn train_encoder(
+    cfg: &PretrainConfig,
+    spec: &EncoderSpec,
+    fit: &Fit,
+    test: Option<&ImageSet>,
+) -> Result<(Encoder, crate::train::RunStats, Option<f64>), Error> {
+    let device = train_device();
+    if cfg.task.name.is_siamese() {
+        let mut learner =
+            SiameseLearner::new(cfg.task.name, spec, &cfg.task.siamese, &cfg.train, &device);
+        let outcome = fit_learner(fit, &mut learner)?;
+        let acc = test.map(|test| {
+            let batch = eval_batch(test.shape()).max(PAIRS_BATCH_MIN);
+            evaluate_pairs(&learner.online.encoder, test, fit.normalizer, fit.task, batch)
+        });
+        return Ok((learner.online.encoder, outcome, acc));
+    }
+    let model = Classifier {
+        encoder: spec.init(&device),
+        head: fit.task.head(spec.feature_dim(), &device),
+    };
+    let mut learner = ClassifierLearner::new(model, &cfg.train, 1.0);
+    let outcome = fit_learner(fit, &mut learner)?;
+    let acc = test.map(|test| {
+        evaluate(&learner.model, test, fit.normalizer, fit.task, eval_batch(test.shape()))
+    });
+    Ok((learner.model.encoder, outcome, acc))
+}
+
+/// What pretraining reads: its training source, its normaliser, and the images in memory that
+/// it monitors with and scores the pretext task on (samples, when streaming), with the threads
+/// that decode a streamed source.
 struct PretrainImages<'a> {
     source: &'a str,
     train: &'a dyn ImageSource,
+    normalizer: Normalizer,
     sample: Cow<'a, ImageSet>,
     test: Option<Cow<'a, ImageSet>>,
+    decode_pool: Option<rayon::ThreadPool>,
 }
 
 impl<'a> PretrainImages<'a> {
-    fn of(images: &'a TrainingImages, run_dir: &Path) -> Result<Self, Error> {
+    fn of(images: &'a TrainingImages, run_dir: &Path, workers: usize) -> Result<Self, Error> {
         Ok(match images {
             TrainingImages::Memory(d) => Self {
                 source: &d.source,
                 train: &d.train,
+                normalizer: Normalizer::fit(&d.train),
                 sample: Cow::Borrowed(&d.train),
                 test: d.test.as_ref().map(Cow::Borrowed),
+                decode_pool: None,
             },
             TrainingImages::Stream(s) => {
                 s.train.log_skipped_to(&run_dir.join(SKIPPED_FILE));
@@ -404,6 +426,8 @@ impl<'a> PretrainImages<'a> {
                 Self {
                     source: &s.source,
                     train: s.train.as_ref(),
+                    normalizer: Normalizer::fit_source(s.train.as_ref(), STREAM_NORMALIZER_IMAGES)?,
+                    decode_pool: Some(collection::decode_pool(workers)?),
                     sample: Cow::Owned(collection::sample(
                         s.train.as_ref(),
                         collection::sample_size(s.train.as_ref()),

@@ -203,6 +203,34 @@ mod tests {
     }
 
     #[test]
+    fn every_colour_mode_becomes_grey_or_rgb() {
+        let png = |image: DynamicImage| {
+            let mut out = Vec::new();
+            image.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+            out
+        };
+        let images = [
+            DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 2, image::Luma([200]))),
+            DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_pixel(4, 2, image::LumaA([200, 9]))),
+            DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(4, 2, image::Rgba([200, 200, 200, 9]))),
+            DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(4, 2, image::Luma([200 * 257u16]))),
+            DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(4, 2, image::Rgb([200 * 257u16; 3]))),
+        ];
+        for (k, image) in images.into_iter().enumerate() {
+            let colour = image.color().has_color();
+            let bytes = png(image);
+            let path = Path::new("mode.png");
+            let h = header(path, &bytes, DEFAULT_MAX_PIXELS).unwrap();
+            assert_eq!((h.width, h.height, h.colour), (4, 2, colour), "mode {k}");
+            for channels in [1, 3] {
+                let px = decode(path, &bytes, &h, channels, 2).unwrap();
+                assert_eq!(px.data.len(), 4 * 2 * channels, "mode {k}");
+                assert!(px.data.iter().all(|&v| v == 200), "mode {k}: {:?}", px.data);
+            }
+        }
+    }
+
+    #[test]
     fn pixel_bomb_is_refused_from_its_header() {
         // A PNG declaring 30,000 x 30,000 grey pixels, with a few bytes of image data: a real
         // bomb's data would inflate to 900 MB, but the header alone must be enough to refuse it.

@@ -45,9 +45,33 @@ pub fn survey(index: &FileIndex, check: bool, max_pixels: u64) -> Survey {
     let entries: Vec<&IndexEntry> = index.train.iter().chain(index.test.iter().flatten()).collect();
     survey_items(&entries, check, max_pixels, |entry| {
         let path = index.full_path(entry);
-        let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+        let bytes = if check {
+            std::fs::read(&path).map_err(|e| DataError::io(&path, e))?
+        } else {
+            head(&path, max_pixels)?
+        };
         Ok((path, bytes))
     })
+}
+
+/// Bytes read for a header alone: enough for nearly every file (a JPEG's frame header follows its
+/// EXIF block, at most 64 KB), the whole file for the few whose header lies further in.
+const HEAD_BYTES: u64 = 256 << 10;
+
+/// The start of the file at `path`, or all of it when its header is not within the start.
+fn head(path: &Path, max_pixels: u64) -> Result<Vec<u8>, DataError> {
+    use std::io::Read;
+    let io = |e| DataError::io(path, e);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(HEAD_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 == HEAD_BYTES && decode::header(path, &bytes, max_pixels).is_err() {
+        return std::fs::read(path).map_err(io);
+    }
+    Ok(bytes)
 }
 
 /// As [`survey`], over any images: `read` gives an item's bytes and the path that names it
