@@ -90,12 +90,12 @@ struct Plan {
 }
 
 /// Visible subfolders (name, path) and image files of one folder, each sorted by name.
-struct Listing {
-    dirs: Vec<(String, PathBuf)>,
-    images: Vec<PathBuf>,
+pub(crate) struct Listing {
+    pub dirs: Vec<(String, PathBuf)>,
+    pub images: Vec<PathBuf>,
 }
 
-fn list(dir: &Path) -> Result<Listing> {
+pub(crate) fn list(dir: &Path) -> Result<Listing> {
     let mut listing = Listing {
         dirs: Vec::new(),
         images: Vec::new(),

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::folder::Listing;
 use super::{DataError, Result};
 
 /// Bumped whenever the cached layout changes, so older caches are rebuilt rather than misread.
@@ -204,12 +205,6 @@ fn class_names_of(dir: &Path, listing: &Listing) -> Result<Vec<String>> {
     Ok(listing.dirs.iter().map(|(name, _)| name.clone()).collect())
 }
 
-/// Subfolders (name, path) and image files of one folder, each sorted.
-struct Listing {
-    dirs: Vec<(String, PathBuf)>,
-    images: Vec<PathBuf>,
-}
-
 struct Walker<'a> {
     root: &'a Path,
     /// (device, inode) of each folder listed, with its stamp.
@@ -219,10 +214,6 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Lists `dir` once; a folder already listed (reached again through a link) lists as empty.
     fn list(&self, dir: &Path) -> Result<Listing> {
-        let empty = Listing {
-            dirs: Vec::new(),
-            images: Vec::new(),
-        };
         let meta = fs::metadata(dir).map_err(|e| DataError::io(dir, e))?;
         let rel = dir.strip_prefix(self.root).unwrap_or(dir);
         let stamp = FolderStamp {
@@ -233,34 +224,14 @@ impl Walker<'_> {
             let mut visited = self.visited.lock().expect("no panics while held");
             let id = (meta.dev(), meta.ino());
             if visited.contains_key(&id) {
-                return Ok(empty);
+                return Ok(Listing {
+                    dirs: Vec::new(),
+                    images: Vec::new(),
+                });
             }
             visited.insert(id, stamp);
         }
-        let mut listing = empty;
-        for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-            let entry = entry.map_err(|e| DataError::io(dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
-            let path = entry.path();
-            let file_type = entry.file_type().map_err(|e| DataError::io(&path, e))?;
-            let is_dir = if file_type.is_symlink() {
-                path.is_dir()
-            } else {
-                file_type.is_dir()
-            };
-            if is_dir {
-                listing.dirs.push((name.into_owned(), path));
-            } else if super::folder::is_image_name(&name) {
-                listing.images.push(path);
-            }
-        }
-        listing.dirs.sort();
-        listing.images.sort();
-        Ok(listing)
+        super::folder::list(dir)
     }
 
     /// Every image under each class folder, labelled by the class's position in `names`.

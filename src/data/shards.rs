@@ -41,7 +41,7 @@ use super::augment::Shape;
 use super::decode::{self, Header};
 use super::index::{IndexOrigin, default_cache_dir, modified_ns};
 use super::source::{Framing, ImageSource};
-use super::stream::{Framer, decode_framed};
+use super::stream::{Framer, Skipper, decode_framed};
 use super::{DataError, Result};
 
 /// Bumped whenever the cached layout changes, so older caches are rebuilt rather than misread.
@@ -877,13 +877,6 @@ pub fn buffered_order(runs: &[Range<usize>], buffer: usize, seed: u64) -> Vec<us
     out
 }
 
-/// Files that failed mid-run and were skipped, each reported once.
-#[derive(Default)]
-struct SkipLog {
-    seen: std::collections::HashSet<usize>,
-    file: Option<PathBuf>,
-}
-
 /// The images of one split of a set of shards, read on demand.
 pub struct ShardSet {
     reader: Arc<ShardReader>,
@@ -893,9 +886,8 @@ pub struct ShardSet {
     class_names: Vec<String>,
     channels: usize,
     framer: Framer,
-    skip_corrupt: bool,
     buffer: usize,
-    skipped: Mutex<SkipLog>,
+    skipped: Skipper,
 }
 
 impl ShardSet {
@@ -921,9 +913,8 @@ impl ShardSet {
             class_names: splits.class_names.clone(),
             channels,
             framer,
-            skip_corrupt,
             buffer,
-            skipped: Mutex::new(SkipLog::default()),
+            skipped: Skipper::new(skip_corrupt),
         }
     }
 
@@ -950,35 +941,6 @@ impl ShardSet {
         let bytes = self.raw(i)?;
         decode_framed(&self.path(i), &bytes, &self.framer, self.channels, framing)
     }
-
-    fn skip(&self, i: usize, error: DataError) -> Result<()> {
-        let skippable = matches!(
-            error,
-            DataError::CorruptImage { .. } | DataError::Format { .. }
-        );
-        if !(self.skip_corrupt && skippable) {
-            return Err(error);
-        }
-        let mut log = self.skipped.lock().expect("not poisoned");
-        if log.seen.insert(i) {
-            eprintln!("warning: skipping {error}");
-            if let Some(file) = &log.file {
-                use std::io::Write;
-                let written = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(file)
-                    .and_then(|mut f| f.write_all(format!("{error}\n").as_bytes()));
-                if let Err(e) = written {
-                    eprintln!(
-                        "warning: cannot record the skipped sample in {}: {e}",
-                        file.display()
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl ImageSource for ShardSet {
@@ -1001,7 +963,7 @@ impl ImageSource for ShardSet {
     fn image(&self, i: usize, framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
         match self.decode(i, framing) {
             Ok(image) => Ok(Some(Cow::Owned(image))),
-            Err(e) => self.skip(i, e).map(|()| None),
+            Err(e) => self.skipped.skip(i, e).map(|()| None),
         }
     }
     fn epoch_order(&self, seed: u64, epoch: u64) -> Option<Vec<usize>> {
@@ -1009,10 +971,10 @@ impl ImageSource for ShardSet {
         Some(buffered_order(&self.runs, self.buffer, seed))
     }
     fn log_skipped_to(&self, path: &Path) {
-        self.skipped.lock().expect("not poisoned").file = Some(path.to_path_buf());
+        self.skipped.log_to(path);
     }
     fn skipped(&self) -> usize {
-        self.skipped.lock().expect("not poisoned").seen.len()
+        self.skipped.count()
     }
 }
 

@@ -153,12 +153,59 @@ pub(crate) fn decode_framed(
     Ok(framer.frame(&pixels, framing))
 }
 
-/// Files that failed mid-run and were skipped: each reported once on stderr and appended to the
-/// run directory's `skipped.txt`.
+/// What a source that reads on demand does with an image that fails mid-run: an error, or with
+/// `skip_corrupt`, a skip, reported once on stderr and appended to the run directory's
+/// `skipped.txt`.
+pub(crate) struct Skipper {
+    skip_corrupt: bool,
+    log: Mutex<SkipLog>,
+}
+
 #[derive(Default)]
 struct SkipLog {
     seen: HashSet<usize>,
     file: Option<PathBuf>,
+}
+
+impl Skipper {
+    pub(crate) fn new(skip_corrupt: bool) -> Self {
+        Self {
+            skip_corrupt,
+            log: Mutex::new(SkipLog::default()),
+        }
+    }
+
+    /// Image `i` failed with `error`: `Ok` when it is to be skipped (and is recorded).
+    pub(crate) fn skip(&self, i: usize, error: DataError) -> Result<()> {
+        let skippable = matches!(error, DataError::CorruptImage { .. } | DataError::Format { .. });
+        if !(self.skip_corrupt && skippable) {
+            return Err(error);
+        }
+        let mut log = self.log.lock().expect("not poisoned");
+        if log.seen.insert(i) {
+            eprintln!("warning: skipping {error}");
+            if let Some(file) = &log.file {
+                let line = format!("{error}\n");
+                let written = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .and_then(|mut f| f.write_all(line.as_bytes()));
+                if let Err(e) = written {
+                    eprintln!("warning: cannot record the skipped image in {}: {e}", file.display());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn log_to(&self, path: &Path) {
+        self.log.lock().expect("not poisoned").file = Some(path.to_path_buf());
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.log.lock().expect("not poisoned").seen.len()
+    }
 }
 
 /// The images of one split of an indexed folder, read on demand.
@@ -168,8 +215,7 @@ pub struct StreamingSet {
     class_names: Vec<String>,
     channels: usize,
     framer: Framer,
-    skip_corrupt: bool,
-    skipped: Mutex<SkipLog>,
+    skipped: Skipper,
 }
 
 impl StreamingSet {
@@ -187,8 +233,7 @@ impl StreamingSet {
             class_names: index.class_names.clone(),
             channels,
             framer,
-            skip_corrupt,
-            skipped: Mutex::new(SkipLog::default()),
+            skipped: Skipper::new(skip_corrupt),
         }
     }
 
@@ -227,30 +272,6 @@ impl StreamingSet {
         let bytes = self.read(i)?;
         decode_framed(&self.path(i), &bytes, &self.framer, self.channels, framing)
     }
-
-    /// With `skip_corrupt`, records a bad file and lets the caller skip it.
-    fn skip(&self, i: usize, error: DataError) -> Result<()> {
-        let skippable = matches!(error, DataError::CorruptImage { .. } | DataError::Format { .. });
-        if !(self.skip_corrupt && skippable) {
-            return Err(error);
-        }
-        let mut log = self.skipped.lock().expect("not poisoned");
-        if log.seen.insert(i) {
-            eprintln!("warning: skipping {error}");
-            if let Some(file) = &log.file {
-                let line = format!("{error}\n");
-                let written = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(file)
-                    .and_then(|mut f| f.write_all(line.as_bytes()));
-                if let Err(e) = written {
-                    eprintln!("warning: cannot record the skipped file in {}: {e}", file.display());
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl ImageSource for StreamingSet {
@@ -269,14 +290,14 @@ impl ImageSource for StreamingSet {
     fn image(&self, i: usize, framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
         match self.decode(i, framing) {
             Ok(image) => Ok(Some(Cow::Owned(image))),
-            Err(e) => self.skip(i, e).map(|()| None),
+            Err(e) => self.skipped.skip(i, e).map(|()| None),
         }
     }
     fn log_skipped_to(&self, path: &Path) {
-        self.skipped.lock().expect("not poisoned").file = Some(path.to_path_buf());
+        self.skipped.log_to(path);
     }
     fn skipped(&self) -> usize {
-        self.skipped.lock().expect("not poisoned").seen.len()
+        self.skipped.count()
     }
 }
 
