@@ -12,7 +12,7 @@ runs=${1:-200000}
 export RUSTC_BOOTSTRAP=1
 python3 seeds.py corpus
 cargo fuzz build --dev
-for target in idx cifar config folder; do
+for target in idx cifar config folder decode; do
     mkdir -p "corpus/$target" artifacts
     log=$(mktemp)
     # -rss_limit_mb: an input that makes the reader allocate more than this is a crash.

@@ -47,3 +47,20 @@ put("folder", "classes", entry(1, 8 + 0) + entry(2, 8 + 6) + entry(9, 16 + 1))
 put("folder", "splits", entry(4, 8) + entry(5, 8) + entry(6, 8) + entry(14, 8))
 put("folder", "flat", entry(0, 8, 5, 5, 2) + entry(8, 16 + 1, 5, 5) + entry(0, 3, raw=b"hello"))
 put("folder", "broken", entry(1, 24, 7, 9, 2) + entry(2, 24, 7, 9, 1, raw=b"\xff\xd8"))
+
+
+# decode: one byte (the needed side) then a whole file: a 3x2 grey PNG and a 2x2 RGB PNG.
+def png(width, height, colour_type, raw_rows):
+    import zlib
+
+    def chunk(kind, body):
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    data = zlib.compress(b"".join(b"\0" + row for row in raw_rows))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+put("decode", "grey-png", bytes([2]) + png(3, 2, 0, [bytes([0, 128, 255])] * 2))
+put("decode", "rgb-png", bytes([1]) + png(2, 2, 2, [bytes(range(6))] * 2))

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use common::{safetensors_tensors, stderr, stdout};
 use pretext::collection::{self, TrainingImages};
 use pretext::config::{DataConfig, StreamMode};
-use pretext::data::source::{Framing, ImageSource};
+use pretext::data::source::Framing;
 
 /// A JPEG of `w` x `h` whose content depends on `seed`.
 fn write_jpeg(path: &Path, w: u32, h: u32, seed: u32) {
@@ -206,9 +206,9 @@ fn vanished_and_changed_files_are_named_and_skippable() {
     let set = streamed(&cfg).train;
     std::fs::remove_file(data.join("2.jpg")).unwrap();
     write_jpeg(&data.join("4.jpg"), 32, 32, 7);
-    let err = set.image(2, Framing::Eval).err().expect("a vanished file fails");
+    let err = set.image(2, Framing::Eval).expect_err("a vanished file fails");
     assert!(err.to_string().contains("2.jpg") && err.to_string().contains("gone"), "{err}");
-    let err = set.image(4, Framing::Eval).err().expect("a changed file fails");
+    let err = set.image(4, Framing::Eval).expect_err("a changed file fails");
     assert!(err.to_string().contains("4.jpg") && err.to_string().contains("changed"), "{err}");
     assert!(set.image(3, Framing::Eval).unwrap().is_some());
 
