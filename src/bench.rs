@@ -251,7 +251,9 @@ pub fn data_pipeline(
     };
     // The training order (a shuffle, as a DataLoader's), repeated if the set is smaller.
     let shuffled = plan.batches().concat();
-    let order: Vec<usize> = (0..images.max(1)).map(|i| shuffled[i % shuffled.len()]).collect();
+    let order: Vec<usize> = (0..images.max(1))
+        .map(|i| shuffled[i % shuffled.len()])
+        .collect();
     plan.make(&order[..batch_size.min(order.len())])?;
     let started = Instant::now();
     let mut views = 0;

@@ -70,8 +70,13 @@ pub fn for_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
     match choose(cfg)? {
         Choice::Stream(index) => Ok(TrainingImages::Stream(streamed(cfg, index)?)),
         Choice::Memory => match crate::pipeline::load_data(cfg) {
-            Err(Error::Data(DataError::Mismatch { path, problem })) if cfg.stream == StreamMode::Auto => {
-                eprintln!("note: {}: {problem}; streaming the folder instead", path.display());
+            Err(Error::Data(DataError::Mismatch { path, problem }))
+                if cfg.stream == StreamMode::Auto =>
+            {
+                eprintln!(
+                    "note: {}: {problem}; streaming the folder instead",
+                    path.display()
+                );
                 Ok(TrainingImages::Stream(streamed(cfg, open_index(cfg)?)?))
             }
             other => other.map(TrainingImages::Memory),
@@ -84,7 +89,10 @@ pub fn for_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
 /// data the in-memory readers take as they are.
 pub fn in_memory(cfg: &DataConfig) -> Result<Option<Dataset>, Error> {
     if is_stl(cfg)? {
-        return Ok(Some(crate::data::stl::load_framed(Path::new(&cfg.path), &stl_framer(cfg))?));
+        return Ok(Some(crate::data::stl::load_framed(
+            Path::new(&cfg.path),
+            &stl_framer(cfg),
+        )?));
     }
     if is_shards(cfg)? {
         return materialised(cfg, streamed_shards(cfg)?, Format::Shards).map(Some);
@@ -124,7 +132,11 @@ fn materialised(cfg: &DataConfig, streamed: Streamed, format: Format) -> Result<
         materialise(set, &all, BadImages::Fail)
     };
     let train = everything(streamed.train.as_ref())?;
-    let test = streamed.test.as_deref().map(|t| everything(t)).transpose()?;
+    let test = streamed
+        .test
+        .as_deref()
+        .map(|t| everything(t))
+        .transpose()?;
     let skipped = streamed.train.skipped() + streamed.test.as_ref().map_or(0, |t| t.skipped());
     Ok(Dataset {
         format,
@@ -207,7 +219,13 @@ fn streamed(cfg: &DataConfig, index: FileIndex) -> Result<Streamed, Error> {
     let channels = probe_channels(&index, cfg.max_image_pixels);
     let (train, test) = split_entries(cfg, &index);
     let set = |entries| -> Box<dyn ImageSource + Send> {
-        Box::new(StreamingSet::new(&index, entries, channels, framer.clone(), cfg.skip_corrupt))
+        Box::new(StreamingSet::new(
+            &index,
+            entries,
+            channels,
+            framer.clone(),
+            cfg.skip_corrupt,
+        ))
     };
     Ok(Streamed {
         source: cfg.path.clone(),
@@ -241,7 +259,10 @@ fn framer_at(cfg: &DataConfig, image_size: usize) -> Framer {
     }
 }
 
-fn split_entries(cfg: &DataConfig, index: &FileIndex) -> (Vec<IndexEntry>, Option<Vec<IndexEntry>>) {
+fn split_entries(
+    cfg: &DataConfig,
+    index: &FileIndex,
+) -> (Vec<IndexEntry>, Option<Vec<IndexEntry>>) {
     if let Some(test) = &index.test {
         return (index.train.clone(), Some(test.clone()));
     }
@@ -249,8 +270,13 @@ fn split_entries(cfg: &DataConfig, index: &FileIndex) -> (Vec<IndexEntry>, Optio
         return (index.train.clone(), None);
     }
     let labels: Vec<u32> = index.train.iter().map(|e| e.label.unwrap_or(0)).collect();
-    let (train, test) = split::holdout_indices(&labels, index.class_names.len(), HOLDOUT_FRACTION, 0);
-    let pick = |rows: Vec<usize>| rows.into_iter().map(|i| index.train[i].clone()).collect::<Vec<_>>();
+    let (train, test) =
+        split::holdout_indices(&labels, index.class_names.len(), HOLDOUT_FRACTION, 0);
+    let pick = |rows: Vec<usize>| {
+        rows.into_iter()
+            .map(|i| index.train[i].clone())
+            .collect::<Vec<_>>()
+    };
     eprintln!(
         "note: {} has no test split; holding out {} of its {} labelled images as the test split",
         cfg.path,

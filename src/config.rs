@@ -85,7 +85,9 @@ impl std::str::FromStr for StreamMode {
             "auto" => Ok(StreamMode::Auto),
             "always" => Ok(StreamMode::Always),
             "never" => Ok(StreamMode::Never),
-            other => Err(format!("unknown stream mode `{other}` (expected auto, always or never)")),
+            other => Err(format!(
+                "unknown stream mode `{other}` (expected auto, always or never)"
+            )),
         }
     }
 }
@@ -119,10 +121,16 @@ impl DataConfig {
         if let Some(size) = self.image_size
             && !(8..=1024).contains(&size)
         {
-            return Err(invalid("data.image_size", format!("must be between 8 and 1024, got {size}")));
+            return Err(invalid(
+                "data.image_size",
+                format!("must be between 8 and 1024, got {size}"),
+            ));
         }
         if !(self.eval_crop > 0.0 && self.eval_crop <= 1.0) {
-            return Err(invalid("data.eval_crop", format!("must be in (0, 1], got {}", self.eval_crop)));
+            return Err(invalid(
+                "data.eval_crop",
+                format!("must be in (0, 1], got {}", self.eval_crop),
+            ));
         }
         if !(self.crop_min_scale > 0.0 && self.crop_min_scale <= 1.0) {
             return Err(invalid(

@@ -226,7 +226,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None if path != pretext::data::SYNTHETIC => Some(pretext::data::detect_format(p)?),
                 None => None,
             };
-            if matches!(format, Some(pretext::data::Format::Folder | pretext::data::Format::Shards)) {
+            if matches!(
+                format,
+                Some(pretext::data::Format::Folder | pretext::data::Format::Shards)
+            ) {
                 let (report, problems) = if format == Some(pretext::data::Format::Shards) {
                     pretext::data::shards::describe(p, check, max_image_pixels)?
                 } else {
@@ -279,7 +282,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "wrote {} shards ({} samples, {}) to {}",
                 report.shards(),
                 report.samples(),
-                if report.classes > 0 { format!("{} classes", report.classes) } else { "unlabelled".into() },
+                if report.classes > 0 {
+                    format!("{} classes", report.classes)
+                } else {
+                    "unlabelled".into()
+                },
                 a.out.display()
             );
         }
@@ -439,7 +446,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Decode(a)) => {
             set_threads(threads.unwrap_or(0))?;
-            let r = pretext::bench::decode_speed(std::path::Path::new(&a.data), a.image_size, a.images)?;
+            let r = pretext::bench::decode_speed(
+                std::path::Path::new(&a.data),
+                a.image_size,
+                a.images,
+            )?;
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Bench(BenchCommand::Augment(a)) => {

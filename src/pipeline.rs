@@ -90,10 +90,12 @@ pub fn load_data(cfg: &DataConfig) -> Result<Dataset, Error> {
 /// folders are resized.
 fn check_native_size(cfg: &DataConfig, ds: &Dataset) -> Result<(), Error> {
     match cfg.image_size {
-        Some(side) if (ds.train.height, ds.train.width) != (side, side) => Err(Error::msg(format!(
-            "config key `data.image_size`: {} holds {}x{} images; only image folders are resized, so give {} or leave it unset",
-            cfg.path, ds.train.height, ds.train.width, ds.train.height
-        ))),
+        Some(side) if (ds.train.height, ds.train.width) != (side, side) => {
+            Err(Error::msg(format!(
+                "config key `data.image_size`: {} holds {}x{} images; only image folders are resized, so give {} or leave it unset",
+                cfg.path, ds.train.height, ds.train.width, ds.train.height
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -378,7 +380,13 @@ fn train_encoder(
         let outcome = fit_learner(fit, &mut learner)?;
         let acc = test.map(|test| {
             let batch = eval_batch(test.shape()).max(PAIRS_BATCH_MIN);
-            evaluate_pairs(&learner.online.encoder, test, fit.normalizer, fit.task, batch)
+            evaluate_pairs(
+                &learner.online.encoder,
+                test,
+                fit.normalizer,
+                fit.task,
+                batch,
+            )
         });
         return Ok((learner.online.encoder, outcome, acc));
     }
@@ -389,7 +397,13 @@ fn train_encoder(
     let mut learner = ClassifierLearner::new(model, &cfg.train, 1.0);
     let outcome = fit_learner(fit, &mut learner)?;
     let acc = test.map(|test| {
-        evaluate(&learner.model, test, fit.normalizer, fit.task, eval_batch(test.shape()))
+        evaluate(
+            &learner.model,
+            test,
+            fit.normalizer,
+            fit.task,
+            eval_batch(test.shape()),
+        )
     });
     Ok((learner.model.encoder, outcome, acc))
 }
@@ -546,7 +560,13 @@ pub fn embed(
         .chain(data.test.as_ref().map(|t| ("test", t)))
         .collect();
     for (name, set) in splits {
-        let f = transfer::features::extract_layer(&trained.encoder, set, &normalizer, eval_batch(set.shape()), layer);
+        let f = transfer::features::extract_layer(
+            &trained.encoder,
+            set,
+            &normalizer,
+            eval_batch(set.shape()),
+            layer,
+        );
         let path = out.join(format!("{name}_features.npy"));
         crate::npy::write(&path, &f.values, &[f.rows as u64, f.dim as u64])?;
         written.push(path);

@@ -26,7 +26,12 @@ fn labelled_folder(root: &Path, per_class: u32) {
     for (c, class) in ["ant", "bee"].iter().enumerate() {
         for i in 0..per_class {
             let seed = c as u32 * 100 + i;
-            write_jpeg(&root.join(format!("train/{class}/{i:03}.jpg")), 16, 16, seed);
+            write_jpeg(
+                &root.join(format!("train/{class}/{i:03}.jpg")),
+                16,
+                16,
+                seed,
+            );
         }
         for i in 0..per_class / 4 {
             let seed = 500 + c as u32 * 100 + i;
@@ -56,10 +61,28 @@ fn run(cache: &Path, args: &[&str], hook: Option<(&str, &str)>) -> Output {
     cmd.output().expect("the pretext binary runs")
 }
 
-fn pretrain_args<'a>(data: &'a str, out: &'a str, task: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+fn pretrain_args<'a>(
+    data: &'a str,
+    out: &'a str,
+    task: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
-        "pretrain", "--data", data, "--task", task, "--model", "convnet4", "--width", "4",
-        "--epochs", "2", "--batch-size", "8", "--out", out,
+        "pretrain",
+        "--data",
+        data,
+        "--task",
+        task,
+        "--model",
+        "convnet4",
+        "--width",
+        "4",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--out",
+        out,
     ];
     args.extend_from_slice(extra);
     args
@@ -169,7 +192,10 @@ fn a_bad_file_mid_run_stops_with_a_checkpoint_or_is_skipped_and_listed() {
     assert!(o.status.success(), "{}", stderr(&o));
     let listed = std::fs::read_to_string(skipped.join("skipped.txt")).unwrap();
     assert_eq!(listed.lines().count(), 1, "{listed}");
-    assert!(listed.contains("017b.jpg") && listed.contains("truncated"), "{listed}");
+    assert!(
+        listed.contains("017b.jpg") && listed.contains("truncated"),
+        "{listed}"
+    );
 
     // `info` reads headers only; `--check` decodes and names the broken file.
     let o = run(dir.path(), &["info", data], None);
@@ -206,10 +232,20 @@ fn vanished_and_changed_files_are_named_and_skippable() {
     let set = streamed(&cfg).train;
     std::fs::remove_file(data.join("2.jpg")).unwrap();
     write_jpeg(&data.join("4.jpg"), 32, 32, 7);
-    let err = set.image(2, Framing::Eval).expect_err("a vanished file fails");
-    assert!(err.to_string().contains("2.jpg") && err.to_string().contains("gone"), "{err}");
-    let err = set.image(4, Framing::Eval).expect_err("a changed file fails");
-    assert!(err.to_string().contains("4.jpg") && err.to_string().contains("changed"), "{err}");
+    let err = set
+        .image(2, Framing::Eval)
+        .expect_err("a vanished file fails");
+    assert!(
+        err.to_string().contains("2.jpg") && err.to_string().contains("gone"),
+        "{err}"
+    );
+    let err = set
+        .image(4, Framing::Eval)
+        .expect_err("a changed file fails");
+    assert!(
+        err.to_string().contains("4.jpg") && err.to_string().contains("changed"),
+        "{err}"
+    );
     assert!(set.image(3, Framing::Eval).unwrap().is_some());
 
     let skipping = DataConfig {
@@ -230,12 +266,18 @@ fn the_memory_budget_and_the_image_size_choose_streaming() {
     let data = dir.path().join("data");
     labelled_folder(&data, 8);
     let small = data_config(&data);
-    assert!(matches!(collection::for_training(&small).unwrap(), TrainingImages::Memory(_)));
+    assert!(matches!(
+        collection::for_training(&small).unwrap(),
+        TrainingImages::Memory(_)
+    ));
     let tight = DataConfig {
         memory_budget_mb: 0,
         ..small.clone()
     };
-    assert!(matches!(collection::for_training(&tight).unwrap(), TrainingImages::Stream(_)));
+    assert!(matches!(
+        collection::for_training(&tight).unwrap(),
+        TrainingImages::Stream(_)
+    ));
     let resized = DataConfig {
         image_size: Some(12),
         ..small.clone()
@@ -246,7 +288,10 @@ fn the_memory_budget_and_the_image_size_choose_streaming() {
 
     // Commands that hold images in memory get the folder framed at the image size.
     let ds = pretext::pipeline::load_data(&resized).unwrap();
-    assert_eq!((ds.train.height, ds.train.width, ds.train.len), (12, 12, 16));
+    assert_eq!(
+        (ds.train.height, ds.train.width, ds.train.len),
+        (12, 12, 16)
+    );
     // Data read as it is cannot be resized.
     let synthetic = DataConfig {
         image_size: Some(12),

@@ -64,7 +64,13 @@ impl FeatureMap {
             mean: self.teacher.spec.mean.clone(),
             std: self.teacher.spec.std.clone(),
         };
-        let f = extract_layer(&self.teacher.encoder, set, &normalizer, eval_batch(set.shape()), self.layer);
+        let f = extract_layer(
+            &self.teacher.encoder,
+            set,
+            &normalizer,
+            eval_batch(set.shape()),
+            self.layer,
+        );
         (f.values, f.dim)
     }
 

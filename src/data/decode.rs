@@ -93,7 +93,13 @@ pub fn dct_reduction(width: u32, height: u32, need: u32) -> u32 {
 
 /// Decodes `bytes` to `channels` (1 or 3) channels, at a reduced scale where the file is a JPEG
 /// whose shorter side is at least twice `need`.
-pub fn decode(path: &Path, bytes: &[u8], header: &Header, channels: usize, need: u32) -> Result<Pixels> {
+pub fn decode(
+    path: &Path,
+    bytes: &[u8],
+    header: &Header,
+    channels: usize,
+    need: u32,
+) -> Result<Pixels> {
     if header.format == ImageFormat::Jpeg {
         super::folder::check_jpeg_complete(bytes).map_err(|p| corrupt(path, p))?;
         let factor = dct_reduction(header.width, header.height, need);
@@ -131,15 +137,20 @@ fn decode_jpeg_scaled(
     let (width, height) = decoder
         .scale(want(header.width), want(header.height))
         .map_err(|e| corrupt(path, e.to_string()))?;
-    let data = decoder
-        .decode()
-        .map_err(|e| corrupt(path, e.to_string()))?;
+    let data = decoder.decode().map_err(|e| corrupt(path, e.to_string()))?;
     let (width, height) = (width as u32, height as u32);
     let image = match format {
-        Some(PixelFormat::L8) => image::GrayImage::from_raw(width, height, data).map(DynamicImage::ImageLuma8),
+        Some(PixelFormat::L8) => {
+            image::GrayImage::from_raw(width, height, data).map(DynamicImage::ImageLuma8)
+        }
         _ => image::RgbImage::from_raw(width, height, data).map(DynamicImage::ImageRgb8),
     }
-    .ok_or_else(|| corrupt(path, "JPEG decoder returned fewer pixels than the image size"))?;
+    .ok_or_else(|| {
+        corrupt(
+            path,
+            "JPEG decoder returned fewer pixels than the image size",
+        )
+    })?;
     Ok(Some(to_channels(image, channels)))
 }
 
@@ -199,22 +210,43 @@ mod tests {
         assert_eq!((px.width, px.height), (256, 192));
         assert_eq!(px.data.len(), 256 * 192 * 3);
         let grey = decode(path, &bytes, &h, 1, 1000).unwrap();
-        assert_eq!((grey.width, grey.height, grey.data.len()), (1024, 768, 1024 * 768));
+        assert_eq!(
+            (grey.width, grey.height, grey.data.len()),
+            (1024, 768, 1024 * 768)
+        );
     }
 
     #[test]
     fn every_colour_mode_becomes_grey_or_rgb() {
         let png = |image: DynamicImage| {
             let mut out = Vec::new();
-            image.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+            image
+                .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+                .unwrap();
             out
         };
         let images = [
             DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 2, image::Luma([200]))),
-            DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_pixel(4, 2, image::LumaA([200, 9]))),
-            DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(4, 2, image::Rgba([200, 200, 200, 9]))),
-            DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(4, 2, image::Luma([200 * 257u16]))),
-            DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(4, 2, image::Rgb([200 * 257u16; 3]))),
+            DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_pixel(
+                4,
+                2,
+                image::LumaA([200, 9]),
+            )),
+            DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+                4,
+                2,
+                image::Rgba([200, 200, 200, 9]),
+            )),
+            DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(
+                4,
+                2,
+                image::Luma([200 * 257u16]),
+            )),
+            DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(
+                4,
+                2,
+                image::Rgb([200 * 257u16; 3]),
+            )),
         ];
         for (k, image) in images.into_iter().enumerate() {
             let colour = image.color().has_color();
@@ -240,11 +272,18 @@ mod tests {
         ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         chunk(&mut png, b"IHDR", &ihdr);
-        chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]);
+        chunk(
+            &mut png,
+            b"IDAT",
+            &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+        );
         chunk(&mut png, b"IEND", &[]);
         let err = header(Path::new("bomb.png"), &png, DEFAULT_MAX_PIXELS).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("bomb.png") && text.contains("30000x30000"), "{text}");
+        assert!(
+            text.contains("bomb.png") && text.contains("30000x30000"),
+            "{text}"
+        );
         assert!(text.contains("data.max_image_pixels"), "{text}");
     }
 
@@ -262,7 +301,11 @@ mod tests {
         for &b in bytes {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

@@ -95,7 +95,10 @@ pub fn open(dir: &Path, cache_dir: &Path) -> Result<(FileIndex, IndexOrigin)> {
     if !root.is_dir() {
         return Err(DataError::format(dir, "is not a folder"));
     }
-    let cache = cache_dir.join(format!("index-{:016x}.json", fnv1a(root.as_os_str().as_encoded_bytes())));
+    let cache = cache_dir.join(format!(
+        "index-{:016x}.json",
+        fnv1a(root.as_os_str().as_encoded_bytes())
+    ));
     if let Some(index) = read_cache(&cache, &root)
         && is_fresh(&index)
     {
@@ -103,7 +106,10 @@ pub fn open(dir: &Path, cache_dir: &Path) -> Result<(FileIndex, IndexOrigin)> {
     }
     let index = walk(&root)?;
     if let Err(e) = write_cache(&cache, &index) {
-        eprintln!("warning: cannot cache the file index at {}: {e}", cache.display());
+        eprintln!(
+            "warning: cannot cache the file index at {}: {e}",
+            cache.display()
+        );
     }
     Ok((index, IndexOrigin::Walked))
 }
@@ -140,7 +146,10 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 /// Walks `root` (already canonical) in one of the folder layouts.
 pub fn walk(root: &Path) -> Result<FileIndex> {
     let visited = Mutex::new(HashMap::new());
-    let walker = Walker { root, visited: &visited };
+    let walker = Walker {
+        root,
+        visited: &visited,
+    };
     let top = walker.list(root)?;
     let has_train = top.dirs.iter().any(|(name, _)| name == TRAIN_DIR);
     let (class_names, train, test) = if has_train {
@@ -158,7 +167,11 @@ pub fn walk(root: &Path) -> Result<FileIndex> {
         (class_names, train, test)
     } else if !top.dirs.is_empty() {
         let class_names = class_names_of(root, &top)?;
-        (class_names.clone(), walker.classes(&top.dirs, &class_names)?, None)
+        (
+            class_names.clone(),
+            walker.classes(&top.dirs, &class_names)?,
+            None,
+        )
     } else {
         let train = walker.files(&top.images, None)?;
         (Vec::new(), train, None)
@@ -240,7 +253,10 @@ impl Walker<'_> {
             .par_iter()
             .map(|(name, dir)| {
                 let label = names.iter().position(|n| n == name).ok_or_else(|| {
-                    DataError::format(dir, "is a class folder that the training split does not have")
+                    DataError::format(
+                        dir,
+                        "is a class folder that the training split does not have",
+                    )
                 })?;
                 self.tree(dir, Some(label as u32))
             })
@@ -328,9 +344,20 @@ mod tests {
         std::os::unix::fs::symlink(d.join("a/sub"), d.join("b")).unwrap();
         let index = walk(&fs::canonicalize(d).unwrap()).unwrap();
         // `b` is the real folder `a/sub`, reached twice (once through `a`); its image counts once.
-        let count = index.train.iter().filter(|e| e.path.ends_with("two.jpg")).count();
+        let count = index
+            .train
+            .iter()
+            .filter(|e| e.path.ends_with("two.jpg"))
+            .count();
         assert_eq!(count, 1, "{:?}", index.train);
-        assert_eq!(index.train.iter().filter(|e| e.path.ends_with("one.jpg")).count(), 1);
+        assert_eq!(
+            index
+                .train
+                .iter()
+                .filter(|e| e.path.ends_with("one.jpg"))
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -374,7 +401,10 @@ mod tests {
         let index = walk(&fs::canonicalize(d).unwrap()).unwrap();
         assert_eq!(index.train.len(), 2);
         let test = index.test.unwrap();
-        assert_eq!((test[0].path.as_str(), test[0].label), ("test/b/3.jpg", Some(1)));
+        assert_eq!(
+            (test[0].path.as_str(), test[0].label),
+            ("test/b/3.jpg", Some(1))
+        );
 
         let empty = tempfile::tempdir().unwrap();
         let err = walk(&fs::canonicalize(empty.path()).unwrap()).unwrap_err();

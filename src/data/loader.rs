@@ -293,10 +293,17 @@ impl<'a> BatchPlan<'a> {
                 let mut out = new_examples();
                 let label = self.set.label(image.index);
                 if self.task.uses_donor() {
-                    let donor = (images.len() > 1).then(|| &images[(pos + 1) % images.len()].pixels);
+                    let donor =
+                        (images.len() > 1).then(|| &images[(pos + 1) % images.len()].pixels);
                     let donor = donor.map(Vec::as_slice);
-                    self.task
-                        .examples_with_donor(&image.pixels, donor, shape, label, &mut rng, &mut out);
+                    self.task.examples_with_donor(
+                        &image.pixels,
+                        donor,
+                        shape,
+                        label,
+                        &mut rng,
+                        &mut out,
+                    );
                 } else {
                     self.task
                         .examples(&image.pixels, shape, label, &mut rng, &mut out);
@@ -309,7 +316,8 @@ impl<'a> BatchPlan<'a> {
             })
             .collect();
         let mut all = new_examples();
-        all.views.reserve_exact(parts.iter().map(|p| p.views.len()).sum());
+        all.views
+            .reserve_exact(parts.iter().map(|p| p.views.len()).sum());
         for p in parts {
             all.append(p);
         }

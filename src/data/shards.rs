@@ -719,6 +719,26 @@ pub struct ShardSplits {
 /// shards without them, given `holdout`) that share of each class held out as
 /// [`super::split::holdout_indices`] holds out a folder's. Unusable samples are errors naming
 /// them, or, with `skip_corrupt`, left out and listed in [`ShardSplits::problems`].
+/// Why a sample's label cannot be used: missing among labelled shards, or beyond the classes.
+fn label_problem(index: &ShardIndex, sample: &Sample) -> Option<String> {
+    let classes = index.class_names.len();
+    match sample.label {
+        None if index.labelled() => Some(format!(
+            "sample `{}` has no .cls label, but the shards are labelled",
+            sample.key
+        )),
+        Some(l) if index.labelled() && l as usize >= classes => Some(format!(
+            "sample `{}` has label {l}, but {} names {classes} classes",
+            sample.key,
+            index
+                .classes_file
+                .as_ref()
+                .map_or(CLASSES_FILE.into(), |f| f.path.display().to_string())
+        )),
+        _ => None,
+    }
+}
+
 pub fn splits(index: &ShardIndex, skip_corrupt: bool, holdout: Option<f64>) -> Result<ShardSplits> {
     let mut files = Vec::new();
     let labelled = index.labelled();
@@ -735,22 +755,7 @@ pub fn splits(index: &ShardIndex, skip_corrupt: bool, holdout: Option<f64>) -> R
             });
             let mut problems: Vec<String> = shard.problems.iter().map(|(_, p)| p.clone()).collect();
             for s in &shard.samples {
-                let problem = match s.label {
-                    None if labelled => Some(format!(
-                        "sample `{}` has no .cls label, but the shards are labelled",
-                        s.key
-                    )),
-                    Some(l) if labelled && l as usize >= classes => Some(format!(
-                        "sample `{}` has label {l}, but {} names {classes} classes",
-                        s.key,
-                        index
-                            .classes_file
-                            .as_ref()
-                            .map_or(CLASSES_FILE.into(), |f| f.path.display().to_string())
-                    )),
-                    _ => None,
-                };
-                match problem {
+                match label_problem(index, s) {
                     Some(p) => problems.push(p),
                     None => out.push(Member {
                         shard: id,

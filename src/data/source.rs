@@ -60,7 +60,11 @@ pub enum BadImages {
 
 /// The images at `indices` framed for evaluation, decoded into memory (skipped files left out):
 /// the few labelled images of a transfer, samples for monitoring.
-pub fn materialise(source: &dyn ImageSource, indices: &[usize], bad: BadImages) -> Result<ImageSet> {
+pub fn materialise(
+    source: &dyn ImageSource,
+    indices: &[usize],
+    bad: BadImages,
+) -> Result<ImageSet> {
     use rayon::prelude::*;
     let images: Vec<Option<(Vec<u8>, Option<u32>)>> = indices
         .par_iter()

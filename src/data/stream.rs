@@ -81,7 +81,11 @@ impl Framer {
 
     /// `pixels` cut and resized to the output square, channel-major.
     pub fn frame(&self, pixels: &Pixels, framing: Framing) -> Vec<u8> {
-        let (h, w, c) = (pixels.height as usize, pixels.width as usize, pixels.channels);
+        let (h, w, c) = (
+            pixels.height as usize,
+            pixels.width as usize,
+            pixels.channels,
+        );
         let (top, left, ch, cw) = self.window(h, w, framing);
         let s = self.image_size;
         let square = if (ch, cw) == (s, s) {
@@ -93,7 +97,15 @@ impl Framer {
     }
 }
 
-fn crop_interleaved(data: &[u8], w: usize, c: usize, top: usize, left: usize, ch: usize, cw: usize) -> Vec<u8> {
+fn crop_interleaved(
+    data: &[u8],
+    w: usize,
+    c: usize,
+    top: usize,
+    left: usize,
+    ch: usize,
+    cw: usize,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(ch * cw * c);
     for row in top..top + ch {
         let start = (row * w + left) * c;
@@ -177,7 +189,10 @@ impl Skipper {
 
     /// Image `i` failed with `error`: `Ok` when it is to be skipped (and is recorded).
     pub(crate) fn skip(&self, i: usize, error: DataError) -> Result<()> {
-        let skippable = matches!(error, DataError::CorruptImage { .. } | DataError::Format { .. });
+        let skippable = matches!(
+            error,
+            DataError::CorruptImage { .. } | DataError::Format { .. }
+        );
         if !(self.skip_corrupt && skippable) {
             return Err(error);
         }
@@ -192,7 +207,10 @@ impl Skipper {
                     .open(file)
                     .and_then(|mut f| f.write_all(line.as_bytes()));
                 if let Err(e) = written {
-                    eprintln!("warning: cannot record the skipped image in {}: {e}", file.display());
+                    eprintln!(
+                        "warning: cannot record the skipped image in {}: {e}",
+                        file.display()
+                    );
                 }
             }
         }
@@ -254,7 +272,9 @@ impl StreamingSet {
             problem,
         };
         let meta = fs::metadata(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => bad("the file is gone (removed after the folder was indexed)".into()),
+            std::io::ErrorKind::NotFound => {
+                bad("the file is gone (removed after the folder was indexed)".into())
+            }
             _ => DataError::io(&path, e),
         })?;
         let modified = super::index::modified_ns(&meta);
@@ -279,7 +299,11 @@ impl ImageSource for StreamingSet {
         self.entries.len()
     }
     fn shape(&self) -> Shape {
-        [self.channels, self.framer.image_size, self.framer.image_size]
+        [
+            self.channels,
+            self.framer.image_size,
+            self.framer.image_size,
+        ]
     }
     fn label(&self, i: usize) -> Option<u32> {
         self.entries[i].label
@@ -375,7 +399,10 @@ mod tests {
         // An 8 x 8 square somewhere along the 12 columns.
         let left = out[0] as usize;
         assert!(left <= 4);
-        assert_eq!(&out[..8], &(left as u8..left as u8 + 8).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            &out[..8],
+            &(left as u8..left as u8 + 8).collect::<Vec<_>>()[..]
+        );
     }
 
     #[test]

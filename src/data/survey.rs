@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::{DataError, decode};
 use super::index::{FileIndex, IndexEntry, IndexOrigin};
+use super::{DataError, decode};
 
 /// Broken files listed by name (the rest are counted).
 const LISTED_PROBLEMS: usize = 20;
@@ -42,7 +42,11 @@ impl Survey {
 
 /// Reads every indexed file's header (and decodes it, with `check`).
 pub fn survey(index: &FileIndex, check: bool, max_pixels: u64) -> Survey {
-    let entries: Vec<&IndexEntry> = index.train.iter().chain(index.test.iter().flatten()).collect();
+    let entries: Vec<&IndexEntry> = index
+        .train
+        .iter()
+        .chain(index.test.iter().flatten())
+        .collect();
     survey_items(&entries, check, max_pixels, |entry| {
         let path = index.full_path(entry);
         let bytes = if check {
@@ -104,7 +108,12 @@ pub fn survey_items<T: Sync>(
     survey
 }
 
-fn look(path: &Path, bytes: &[u8], check: bool, max_pixels: u64) -> Result<decode::Header, DataError> {
+fn look(
+    path: &Path,
+    bytes: &[u8],
+    check: bool,
+    max_pixels: u64,
+) -> Result<decode::Header, DataError> {
     let header = decode::header(path, bytes, max_pixels)?;
     if check {
         // The smallest DCT scale keeps the check fast; every byte of the scan is still read.
@@ -120,13 +129,17 @@ pub fn describe(index: &FileIndex, origin: IndexOrigin, survey: &Survey) -> Stri
         IndexOrigin::Walked => "index built",
     };
     let mut s = format!("source: {}\nformat: folder ({how})\n", index.root.display());
-    let splits = std::iter::once(("train", &index.train)).chain(index.test.as_ref().map(|t| ("test", t)));
+    let splits =
+        std::iter::once(("train", &index.train)).chain(index.test.as_ref().map(|t| ("test", t)));
     for (name, entries) in splits {
         s += &format!("{name}: {} images", entries.len());
         if index.labelled() {
             s += &format!(", {} classes\n", index.class_names.len());
             let mut counts = vec![0usize; index.class_names.len()];
-            entries.iter().filter_map(|e| e.label).for_each(|l| counts[l as usize] += 1);
+            entries
+                .iter()
+                .filter_map(|e| e.label)
+                .for_each(|l| counts[l as usize] += 1);
             for (class, count) in index.class_names.iter().zip(counts) {
                 s += &format!("  {class}: {count}\n");
             }
@@ -150,13 +163,20 @@ pub fn describe_images(survey: &Survey) -> String {
         s += &format!("  ... and {} more sizes\n", sizes.len() - LISTED_SIZES);
     }
     s += &format!("colour: {} colour, {} grey\n", survey.colour, survey.grey);
-    let what = if survey.checked { "broken files (decoded)" } else { "unreadable headers" };
+    let what = if survey.checked {
+        "broken files (decoded)"
+    } else {
+        "unreadable headers"
+    };
     s += &format!("{what}: {}\n", survey.problems.len());
     for problem in survey.problems.iter().take(LISTED_PROBLEMS) {
         s += &format!("  {problem}\n");
     }
     if survey.problems.len() > LISTED_PROBLEMS {
-        s += &format!("  ... and {} more\n", survey.problems.len() - LISTED_PROBLEMS);
+        s += &format!(
+            "  ... and {} more\n",
+            survey.problems.len() - LISTED_PROBLEMS
+        );
     }
     s
 }

@@ -22,9 +22,9 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 
 use crate::config::{OptimizerKind, TrainConfig};
+use crate::data::loader::{BatchPlan, BatchSource, ImageBatches, Normalizer, prefetch};
 use crate::data::source::ImageSource;
 use crate::data::{DataError, ImageSet};
-use crate::data::loader::{BatchPlan, BatchSource, ImageBatches, Normalizer, prefetch};
 use crate::losses::cross_entropy;
 use crate::models::{Classifier, Encoder};
 use crate::tasks::{Examples, Task};
@@ -57,7 +57,9 @@ pub enum TrainError {
     Interrupted { step: usize, path: PathBuf },
     #[error("interrupted at step {step}")]
     Stopped { step: usize },
-    #[error("{source}; stopped at step {step}{where_} (with --skip-corrupt such files are skipped and listed in skipped.txt)")]
+    #[error(
+        "{source}; stopped at step {step}{where_} (with --skip-corrupt such files are skipped and listed in skipped.txt)"
+    )]
     Data {
         source: DataError,
         step: usize,

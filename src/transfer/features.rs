@@ -74,11 +74,18 @@ pub fn extract_augmented(
     seed: u64,
 ) -> Features {
     let shape = [set.channels, set.height, set.width];
-    encode(encoder, set, views * set.len, eval_batch(set.shape()), layer, |row| {
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0, row as u64));
-        let img = normalizer.apply(set.image(row % set.len.max(1)), set.channels);
-        augment.apply(&img, shape, &mut rng)
-    })
+    encode(
+        encoder,
+        set,
+        views * set.len,
+        eval_batch(set.shape()),
+        layer,
+        |row| {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, 0, row as u64));
+            let img = normalizer.apply(set.image(row % set.len.max(1)), set.channels);
+            augment.apply(&img, shape, &mut rng)
+        },
+    )
 }
 
 /// Encode `rows` normalised images of `set`'s shape, made by `image(row)`, in batches.

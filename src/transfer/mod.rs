@@ -160,7 +160,13 @@ impl<'a> Transferer<'a> {
     }
 
     fn extract(&self, encoder: &Encoder, set: &ImageSet) -> Features {
-        extract_layer(encoder, set, &self.normalizer, eval_batch(set.shape()), self.layer)
+        extract_layer(
+            encoder,
+            set,
+            &self.normalizer,
+            eval_batch(set.shape()),
+            self.layer,
+        )
     }
 
     /// The linear probe's training rows: `plain`, the features of the labelled images `subset`,
@@ -305,7 +311,12 @@ impl<'a> Transferer<'a> {
                     },
                     model,
                 )?;
-                predict(&outcome.model, inputs.test, &self.normalizer, eval_batch(inputs.test.shape()))
+                predict(
+                    &outcome.model,
+                    inputs.test,
+                    &self.normalizer,
+                    eval_batch(inputs.test.shape()),
+                )
             }
         })
     }

@@ -166,32 +166,9 @@ fn from_shards(input: &Path) -> Result<Input> {
     })
 }
 
-/// Writes the image folder (or shards) at `input` as shards in `out`: `out/train/` and
-/// `out/test/` for a folder with a test split, `out/` otherwise.
-pub fn shard(input: &Path, out: &Path, opts: &ShardOptions) -> Result<ShardReport> {
-    if opts.shard_size == 0 {
-        return Err(DataError::Other("--shard-size must be at least 1".into()));
-    }
-    let input_data = match detect_format(input)? {
-        Format::Folder => from_folder(input)?,
-        Format::Shards => from_shards(input)?,
-        other => {
-            return Err(DataError::format(
-                input,
-                format!("is {other} data; `pretext shard` reads an image folder or tar shards"),
-            ));
-        }
-    };
-    if let Some(bad) = input_data
-        .class_names
-        .iter()
-        .find(|n| n.contains(['\n', '\r']))
-    {
-        return Err(DataError::format(
-            input,
-            format!("class name {bad:?} has a line break, which classes.txt cannot hold"),
-        ));
-    }
+/// `out` may not lie inside `input` (a later walk would take it for a class), nor hold shards
+/// already: checked before anything is written.
+fn check_output(input: &Path, out: &Path, input_data: &Input) -> Result<()> {
     // The output must not land in the input, where a later walk would take it for a class.
     let absolute = |p: &Path| std::path::absolute(p).map_err(|e| DataError::io(p, e));
     let inputs = [Some(absolute(input)?), std::fs::canonicalize(input).ok()];
@@ -218,6 +195,36 @@ pub fn shard(input: &Path, out: &Path, opts: &ShardOptions) -> Result<ShardRepor
             ));
         }
     }
+    Ok(())
+}
+
+/// Writes the image folder (or shards) at `input` as shards in `out`: `out/train/` and
+/// `out/test/` for a folder with a test split, `out/` otherwise.
+pub fn shard(input: &Path, out: &Path, opts: &ShardOptions) -> Result<ShardReport> {
+    if opts.shard_size == 0 {
+        return Err(DataError::Other("--shard-size must be at least 1".into()));
+    }
+    let input_data = match detect_format(input)? {
+        Format::Folder => from_folder(input)?,
+        Format::Shards => from_shards(input)?,
+        other => {
+            return Err(DataError::format(
+                input,
+                format!("is {other} data; `pretext shard` reads an image folder or tar shards"),
+            ));
+        }
+    };
+    if let Some(bad) = input_data
+        .class_names
+        .iter()
+        .find(|n| n.contains(['\n', '\r']))
+    {
+        return Err(DataError::format(
+            input,
+            format!("class name {bad:?} has a line break, which classes.txt cannot hold"),
+        ));
+    }
+    check_output(input, out, &input_data)?;
     let mut written = Vec::new();
     for (sub, mut items) in input_data.splits {
         let dir = sub.map_or(out.to_path_buf(), |s| out.join(s));
