@@ -61,26 +61,28 @@ enum Choice {
 /// The images `cfg` names for training: streamed where [`choose`] says so, or where the folder
 /// turns out to mix image sizes.
 pub fn for_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
-    if let Some(images) = stl_training(cfg)? {
-        return Ok(images);
+    let format = format_of(cfg)?;
+    match format {
+        Format::Stl10 => return stl_training(cfg),
+        Format::Shards => return shards_training(cfg),
+        _ => {}
     }
-    if let Some(images) = shards_training(cfg)? {
-        return Ok(images);
+    if let Choice::Stream(index) = choose(cfg, format)? {
+        return Ok(TrainingImages::Stream(streamed(cfg, index)?));
     }
-    match choose(cfg)? {
-        Choice::Stream(index) => Ok(TrainingImages::Stream(streamed(cfg, index)?)),
-        Choice::Memory => match crate::pipeline::load_data(cfg) {
-            Err(Error::Data(DataError::Mismatch { path, problem }))
-                if cfg.stream == StreamMode::Auto =>
-            {
-                eprintln!(
-                    "note: {}: {problem}; streaming the folder instead",
-                    path.display()
-                );
-                Ok(TrainingImages::Stream(streamed(cfg, open_index(cfg)?)?))
-            }
-            other => other.map(TrainingImages::Memory),
-        },
+    match crate::pipeline::read_as_is(cfg) {
+        Err(Error::Data(DataError::Mismatch { path, problem }))
+            if cfg.stream == StreamMode::Auto =>
+        {
+            eprintln!(
+                "note: {}: {problem}; streaming the folder instead",
+                path.display()
+            );
+            Ok(TrainingImages::Stream(streamed(cfg, open_index(cfg)?)?))
+        }
+        read => Ok(TrainingImages::Memory(crate::pipeline::with_test_split(
+            cfg, read?,
+        )?)),
     }
 }
 
@@ -88,16 +90,18 @@ pub fn for_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
 /// framing (another size, `stream = "always"`) is decoded with the evaluation crop; `None` for
 /// data the in-memory readers take as they are.
 pub fn in_memory(cfg: &DataConfig) -> Result<Option<Dataset>, Error> {
-    if is_stl(cfg)? {
-        return Ok(Some(crate::data::stl::load_framed(
-            Path::new(&cfg.path),
-            &stl_framer(cfg),
-        )?));
+    let format = format_of(cfg)?;
+    match format {
+        Format::Stl10 => {
+            let path = Path::new(&cfg.path);
+            return Ok(Some(crate::data::stl::load_framed(path, &stl_framer(cfg))?));
+        }
+        Format::Shards => {
+            return materialised(cfg, streamed_shards(cfg)?, Format::Shards).map(Some);
+        }
+        _ => {}
     }
-    if is_shards(cfg)? {
-        return materialised(cfg, streamed_shards(cfg)?, Format::Shards).map(Some);
-    }
-    match choose(cfg)? {
+    match choose(cfg, format)? {
         Choice::Stream(index) => framed(cfg, index).map(Some),
         Choice::Memory => Ok(None),
     }
@@ -151,15 +155,16 @@ fn budget_bytes(cfg: &DataConfig) -> u64 {
     cfg.memory_budget_mb.saturating_mul(1 << 20)
 }
 
-fn is_folder(cfg: &DataConfig) -> Result<bool, Error> {
+/// The format of the data `cfg` names, detected once per call (the literal `synthetic` is
+/// generated, never looked for on disk).
+fn format_of(cfg: &DataConfig) -> Result<Format, Error> {
     if cfg.path == crate::data::SYNTHETIC {
-        return Ok(false);
+        return Ok(Format::Synthetic);
     }
-    let format = match cfg.format {
+    Ok(match cfg.format {
         Some(f) => f,
         None => crate::data::detect_format(Path::new(&cfg.path))?,
-    };
-    Ok(format == Format::Folder)
+    })
 }
 
 fn open_index(cfg: &DataConfig) -> Result<FileIndex, Error> {
@@ -169,8 +174,8 @@ fn open_index(cfg: &DataConfig) -> Result<FileIndex, Error> {
 
 /// Streams a folder when asked to, when `image_size` differs from its first image's size, or
 /// when its decoded training images would exceed the memory budget.
-fn choose(cfg: &DataConfig) -> Result<Choice, Error> {
-    if !is_folder(cfg)? {
+fn choose(cfg: &DataConfig, format: Format) -> Result<Choice, Error> {
+    if format != Format::Folder {
         if cfg.stream == StreamMode::Always {
             return Err(Error::msg(format!(
                 "{}: data.stream = \"always\" reads image folders; this data set is not one",
@@ -318,17 +323,6 @@ pub fn sample(set: &dyn ImageSource, limit: usize) -> Result<ImageSet, Error> {
     Ok(materialise(set, &rows, BadImages::LeaveOut)?)
 }
 
-fn is_stl(cfg: &DataConfig) -> Result<bool, Error> {
-    if cfg.path == crate::data::SYNTHETIC {
-        return Ok(false);
-    }
-    let format = match cfg.format {
-        Some(f) => f,
-        None => crate::data::detect_format(Path::new(&cfg.path))?,
-    };
-    Ok(format == Format::Stl10)
-}
-
 /// STL-10's 96-pixel images framed to `data.image_size` as a streamed folder's are.
 fn stl_framer(cfg: &DataConfig) -> Framer {
     framer_at(cfg, cfg.image_size.unwrap_or(crate::data::stl::SIDE))
@@ -337,46 +331,29 @@ fn stl_framer(cfg: &DataConfig) -> Framer {
 /// STL-10 pretrains on its training and unlabelled splits together (105,000 images, the SSL
 /// convention), the unlabelled images read on demand; with `data.stream = "never"`, or without
 /// `unlabeled_X.bin`, on its labelled splits in memory.
-fn stl_training(cfg: &DataConfig) -> Result<Option<TrainingImages>, Error> {
-    if !is_stl(cfg)? {
-        return Ok(None);
-    }
+fn stl_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
     if cfg.stream != StreamMode::Never
         && let Some((train, test)) =
             crate::data::stl::open_pretraining(Path::new(&cfg.path), &stl_framer(cfg))?
     {
-        return Ok(Some(TrainingImages::Stream(Streamed {
+        return Ok(TrainingImages::Stream(Streamed {
             source: cfg.path.clone(),
             train: Box::new(train),
             test: test.map(|t| Box::new(t) as Box<dyn ImageSource + Send>),
-        })));
+        }));
     }
-    crate::pipeline::load_data(cfg).map(|ds| Some(TrainingImages::Memory(ds)))
-}
-
-fn is_shards(cfg: &DataConfig) -> Result<bool, Error> {
-    if cfg.path == crate::data::SYNTHETIC {
-        return Ok(false);
-    }
-    let format = match cfg.format {
-        Some(f) => f,
-        None => crate::data::detect_format(Path::new(&cfg.path))?,
-    };
-    Ok(format == Format::Shards)
+    crate::pipeline::load_data(cfg).map(TrainingImages::Memory)
 }
 
 /// Tar shards are read on demand in their own order (shards shuffled, then a shuffle buffer);
 /// with `data.stream = "never"`, decoded into memory with the evaluation crop instead.
-fn shards_training(cfg: &DataConfig) -> Result<Option<TrainingImages>, Error> {
-    if !is_shards(cfg)? {
-        return Ok(None);
-    }
+fn shards_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
     let streamed = streamed_shards(cfg)?;
-    Ok(Some(if cfg.stream == StreamMode::Never {
+    Ok(if cfg.stream == StreamMode::Never {
         TrainingImages::Memory(materialised(cfg, streamed, Format::Shards)?)
     } else {
         TrainingImages::Stream(streamed)
-    }))
+    })
 }
 
 /// The shards' splits as streaming sets: their `test/` shards, or a held-out share of labelled

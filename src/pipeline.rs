@@ -36,25 +36,12 @@ pub const RESULTS_FILE: &str = "results.json";
 /// Load the data a config names, with a test split (held out of the training images when the
 /// source has none).
 pub fn load_data(cfg: &DataConfig) -> Result<Dataset, Error> {
-    let mut ds = if cfg.path == "synthetic" {
-        generate(&SyntheticConfig {
-            train: cfg.synthetic_train,
-            test: cfg.synthetic_test,
-            size: cfg.synthetic_size,
-            seed: 0,
-        })
-    } else if let Some(framed) = crate::collection::in_memory(cfg)? {
-        framed
-    } else {
-        let read = crate::data::load(
-            Path::new(&cfg.path),
-            cfg.format,
-            &FolderOptions {
-                skip_corrupt: cfg.skip_corrupt,
-            },
-        );
-        match read {
-            Err(DataError::Mismatch { path, problem }) if cfg.stream == StreamMode::Auto => {
+    let ds = match crate::collection::in_memory(cfg)? {
+        Some(framed) => framed,
+        None => match read_as_is(cfg) {
+            Err(Error::Data(DataError::Mismatch { path, problem }))
+                if cfg.stream == StreamMode::Auto =>
+            {
                 eprintln!(
                     "note: {}: {problem}; decoding the folder with the evaluation crop instead",
                     path.display()
@@ -62,14 +49,40 @@ pub fn load_data(cfg: &DataConfig) -> Result<Dataset, Error> {
                 crate::collection::mixed_sizes(cfg)?
             }
             other => other?,
-        }
+        },
     };
+    with_test_split(cfg, ds)
+}
+
+/// The data as its format's in-memory reader gives it (synthetic data generated), before any
+/// test split is held out.
+pub fn read_as_is(cfg: &DataConfig) -> Result<Dataset, Error> {
+    if cfg.path == crate::data::SYNTHETIC {
+        return Ok(generate(&SyntheticConfig {
+            train: cfg.synthetic_train,
+            test: cfg.synthetic_test,
+            size: cfg.synthetic_size,
+            seed: 0,
+        }));
+    }
+    Ok(crate::data::load(
+        Path::new(&cfg.path),
+        cfg.format,
+        &FolderOptions {
+            skip_corrupt: cfg.skip_corrupt,
+        },
+    )?)
+}
+
+/// `ds` checked against `data.image_size`, with a test split held out of its labelled training
+/// images when it has none.
+pub fn with_test_split(cfg: &DataConfig, mut ds: Dataset) -> Result<Dataset, Error> {
     check_native_size(cfg, &ds)?;
     if ds.train.len == 0 {
         return Err(Error::msg(format!("{}: no training images", cfg.path)));
     }
     if ds.test.is_none() && ds.train.labels.is_some() {
-        let (train, test) = split::holdout(&ds.train, 0.2, 0);
+        let (train, test) = split::holdout(&ds.train, crate::collection::HOLDOUT_FRACTION, 0);
         eprintln!(
             "note: {} has no test split; holding out {} of its {} labelled images as the test split",
             cfg.path, test.len, ds.train.len
@@ -251,27 +264,9 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         std: normalizer.std.clone(),
         stem: cfg.model.stem_for(height.min(width)),
     };
-    let device = train_device();
-    device.seed(cfg.train.seed);
+    train_device().seed(cfg.train.seed);
     if !quiet {
-        eprintln!(
-            "pretrain {} on {} ({} images {}x{}x{}), {} width {}, into {}",
-            cfg.task.name.name(),
-            data.source,
-            data.train.len(),
-            channels,
-            height,
-            width,
-            spec.arch,
-            spec.width,
-            run_dir.display()
-        );
-        if let Some(pool) = &data.decode_pool {
-            eprintln!(
-                "streaming from disk: files decoded on {} threads, up to {PREFETCH_BATCHES} batches ahead",
-                pool.current_num_threads()
-            );
-        }
+        data.announce(cfg, &spec, &run_dir);
     }
     let monitor = EpochMonitor::new(
         &data.sample,
@@ -421,6 +416,26 @@ struct PretrainImages<'a> {
 }
 
 impl<'a> PretrainImages<'a> {
+    /// The line a pretraining run starts with (and how a streamed source is read).
+    fn announce(&self, cfg: &PretrainConfig, spec: &EncoderSpec, run_dir: &Path) {
+        let [channels, height, width] = self.train.shape();
+        eprintln!(
+            "pretrain {} on {} ({} images {channels}x{height}x{width}), {} width {}, into {}",
+            cfg.task.name.name(),
+            self.source,
+            self.train.len(),
+            spec.arch,
+            spec.width,
+            run_dir.display()
+        );
+        if let Some(pool) = &self.decode_pool {
+            eprintln!(
+                "streaming from disk: files decoded on {} threads, up to {PREFETCH_BATCHES} batches ahead",
+                pool.current_num_threads()
+            );
+        }
+    }
+
     fn of(images: &'a TrainingImages, run_dir: &Path, workers: usize) -> Result<Self, Error> {
         Ok(match images {
             TrainingImages::Memory(d) => Self {

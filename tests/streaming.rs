@@ -286,6 +286,19 @@ fn the_memory_budget_and_the_image_size_choose_streaming() {
     assert_eq!(s.train.shape(), [3, 12, 12]);
     assert_eq!(s.test.as_ref().unwrap().len(), 4);
 
+    // A folder whose sizes turn out to differ streams for training (random crops from each
+    // file), and in-memory commands decode it with the evaluation crop.
+    let mixed = dir.path().join("mixed");
+    mixed_folder(&mixed, 6);
+    let s = streamed(&data_config(&mixed));
+    assert_eq!(
+        s.train.shape(),
+        [3, 20, 20],
+        "the first image's shorter side"
+    );
+    let ds = pretext::pipeline::load_data(&data_config(&mixed)).unwrap();
+    assert_eq!((ds.train.height, ds.train.len), (20, 6));
+
     // Commands that hold images in memory get the folder framed at the image size.
     let ds = pretext::pipeline::load_data(&resized).unwrap();
     assert_eq!(

@@ -105,7 +105,7 @@ pub fn open(dir: &Path, cache_dir: &Path) -> Result<(FileIndex, IndexOrigin)> {
         return Ok((index, IndexOrigin::Cached));
     }
     let index = walk(&root)?;
-    if let Err(e) = write_cache(&cache, &index) {
+    if let Err(e) = crate::util::fs::write_json_atomic(&cache, &index) {
         eprintln!(
             "warning: cannot cache the file index at {}: {e}",
             cache.display()
@@ -115,14 +115,8 @@ pub fn open(dir: &Path, cache_dir: &Path) -> Result<(FileIndex, IndexOrigin)> {
 }
 
 fn read_cache(path: &Path, root: &Path) -> Option<FileIndex> {
-    let bytes = fs::read(path).ok()?;
-    let index: FileIndex = serde_json::from_slice(&bytes).ok()?;
+    let index: FileIndex = crate::util::fs::read_json(path)?;
     (index.version == CACHE_VERSION && index.root == root).then_some(index)
-}
-
-fn write_cache(path: &Path, index: &FileIndex) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(index).map_err(std::io::Error::other)?;
-    crate::util::fs::write_atomic(path, &bytes)
 }
 
 fn is_fresh(index: &FileIndex) -> bool {

@@ -41,7 +41,7 @@ use super::augment::Shape;
 use super::decode::{self, Header};
 use super::index::{IndexOrigin, default_cache_dir, modified_ns};
 use super::source::{Framing, ImageSource};
-use super::stream::{Framer, Skipper, decode_framed};
+use super::stream::{Framer, OnDemand};
 use super::{DataError, Result};
 
 /// Bumped whenever the cached layout changes, so older caches are rebuilt rather than misread.
@@ -388,7 +388,7 @@ pub fn open(path: &Path, cache_dir: &Path) -> Result<(ShardIndex, IndexOrigin)> 
         test,
     };
     index.class_names = class_names(&index)?;
-    if let Err(e) = write_cache(&cache, &index) {
+    if let Err(e) = crate::util::fs::write_json_atomic(&cache, &index) {
         eprintln!(
             "warning: cannot cache the shard index at {}: {e}",
             cache.display()
@@ -398,14 +398,8 @@ pub fn open(path: &Path, cache_dir: &Path) -> Result<(ShardIndex, IndexOrigin)> 
 }
 
 fn read_cache(path: &Path, key: &str) -> Option<ShardIndex> {
-    let bytes = fs::read(path).ok()?;
-    let index: ShardIndex = serde_json::from_slice(&bytes).ok()?;
+    let index: ShardIndex = crate::util::fs::read_json(path)?;
     (index.version == CACHE_VERSION && index.source == key).then_some(index)
-}
-
-fn write_cache(path: &Path, index: &ShardIndex) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(index).map_err(std::io::Error::other)?;
-    crate::util::fs::write_atomic(path, &bytes)
 }
 
 /// `classes.txt`'s names (every label must be one of them), or `0`, `1`, … up to the largest
@@ -888,11 +882,8 @@ pub struct ShardSet {
     members: Vec<Member>,
     /// Consecutive members of one shard.
     runs: Vec<Range<usize>>,
-    class_names: Vec<String>,
-    channels: usize,
-    framer: Framer,
     buffer: usize,
-    skipped: Skipper,
+    on_demand: OnDemand,
 }
 
 impl ShardSet {
@@ -915,16 +906,9 @@ impl ShardSet {
             reader: splits.reader.clone(),
             members,
             runs,
-            class_names: splits.class_names.clone(),
-            channels,
-            framer,
             buffer,
-            skipped: Skipper::new(skip_corrupt),
+            on_demand: OnDemand::new(splits.class_names.clone(), channels, framer, skip_corrupt),
         }
-    }
-
-    pub fn framer(&self) -> &Framer {
-        &self.framer
     }
 
     /// `shard.tar/member.jpg` of sample `i`.
@@ -941,11 +925,6 @@ impl ShardSet {
     pub fn raw(&self, i: usize) -> Result<Vec<u8>> {
         self.reader.read(&self.members[i])
     }
-
-    fn decode(&self, i: usize, framing: Framing) -> Result<Vec<u8>> {
-        let bytes = self.raw(i)?;
-        decode_framed(&self.path(i), &bytes, &self.framer, self.channels, framing)
-    }
 }
 
 impl ImageSource for ShardSet {
@@ -953,33 +932,26 @@ impl ImageSource for ShardSet {
         self.members.len()
     }
     fn shape(&self) -> Shape {
-        [
-            self.channels,
-            self.framer.image_size,
-            self.framer.image_size,
-        ]
+        self.on_demand.shape()
     }
     fn label(&self, i: usize) -> Option<u32> {
         self.members[i].label
     }
     fn class_names(&self) -> &[String] {
-        &self.class_names
+        &self.on_demand.class_names
     }
     fn image(&self, i: usize, framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
-        match self.decode(i, framing) {
-            Ok(image) => Ok(Some(Cow::Owned(image))),
-            Err(e) => self.skipped.skip(i, e).map(|()| None),
-        }
+        self.on_demand.image(i, &self.path(i), self.raw(i), framing)
     }
     fn epoch_order(&self, seed: u64, epoch: u64) -> Option<Vec<usize>> {
         let seed = super::loader::mix(seed, epoch, ORDER_ITEM);
         Some(buffered_order(&self.runs, self.buffer, seed))
     }
     fn log_skipped_to(&self, path: &Path) {
-        self.skipped.log_to(path);
+        self.on_demand.log_skipped_to(path);
     }
     fn skipped(&self) -> usize {
-        self.skipped.count()
+        self.on_demand.skipped()
     }
 }
 

@@ -152,7 +152,7 @@ fn to_planes(data: &[u8], c: usize) -> Vec<u8> {
 /// An image file's `bytes` (named `path` in errors) to the training resolution: the header
 /// checked against the pixel limit, a decode at the smallest scale the framing needs, then the
 /// crop. Shared by the readers of folders and of tar shards.
-pub(crate) fn decode_framed(
+fn decode_framed(
     path: &Path,
     bytes: &[u8],
     framer: &Framer,
@@ -168,7 +168,7 @@ pub(crate) fn decode_framed(
 /// What a source that reads on demand does with an image that fails mid-run: an error, or with
 /// `skip_corrupt`, a skip, reported once on stderr and appended to the run directory's
 /// `skipped.txt`.
-pub(crate) struct Skipper {
+struct Skipper {
     skip_corrupt: bool,
     log: Mutex<SkipLog>,
 }
@@ -180,7 +180,7 @@ struct SkipLog {
 }
 
 impl Skipper {
-    pub(crate) fn new(skip_corrupt: bool) -> Self {
+    fn new(skip_corrupt: bool) -> Self {
         Self {
             skip_corrupt,
             log: Mutex::new(SkipLog::default()),
@@ -188,7 +188,7 @@ impl Skipper {
     }
 
     /// Image `i` failed with `error`: `Ok` when it is to be skipped (and is recorded).
-    pub(crate) fn skip(&self, i: usize, error: DataError) -> Result<()> {
+    fn skip(&self, i: usize, error: DataError) -> Result<()> {
         let skippable = matches!(
             error,
             DataError::CorruptImage { .. } | DataError::Format { .. }
@@ -217,12 +217,68 @@ impl Skipper {
         Ok(())
     }
 
-    pub(crate) fn log_to(&self, path: &Path) {
+    fn log_to(&self, path: &Path) {
         self.log.lock().expect("not poisoned").file = Some(path.to_path_buf());
     }
 
-    pub(crate) fn count(&self) -> usize {
+    fn count(&self) -> usize {
         self.log.lock().expect("not poisoned").seen.len()
+    }
+}
+
+/// What every source that decodes its files as training asks for them shares (folders, tar
+/// shards): its classes, the channels and framing of its images, and what becomes of a file that
+/// fails.
+pub(crate) struct OnDemand {
+    pub class_names: Vec<String>,
+    channels: usize,
+    framer: Framer,
+    skipped: Skipper,
+}
+
+impl OnDemand {
+    pub(crate) fn new(
+        class_names: Vec<String>,
+        channels: usize,
+        framer: Framer,
+        skip_corrupt: bool,
+    ) -> Self {
+        Self {
+            class_names,
+            channels,
+            framer,
+            skipped: Skipper::new(skip_corrupt),
+        }
+    }
+
+    pub(crate) fn shape(&self) -> Shape {
+        let side = self.framer.image_size;
+        [self.channels, side, side]
+    }
+
+    /// Image `i` from `bytes` (read from `path`, which names it in errors), decoded and
+    /// framed; `None` when it failed and is skipped.
+    pub(crate) fn image(
+        &self,
+        i: usize,
+        path: &Path,
+        bytes: Result<Vec<u8>>,
+        framing: Framing,
+    ) -> Result<Option<Cow<'static, [u8]>>> {
+        let framed =
+            bytes.and_then(|b| decode_framed(path, &b, &self.framer, self.channels, framing));
+        match framed {
+            Ok(image) => Ok(Some(Cow::Owned(image))),
+            Err(e) => self.skipped.skip(i, e).map(|()| None),
+        }
+    }
+
+    pub(crate) fn log_skipped_to(&self, path: &Path) {
+        self.skipped.log_to(path);
+    }
+
+    pub(crate) fn skipped(&self) -> usize {
+        self.skipped.count()
     }
 }
 
@@ -230,10 +286,7 @@ impl Skipper {
 pub struct StreamingSet {
     root: PathBuf,
     entries: Vec<IndexEntry>,
-    class_names: Vec<String>,
-    channels: usize,
-    framer: Framer,
-    skipped: Skipper,
+    on_demand: OnDemand,
 }
 
 impl StreamingSet {
@@ -248,15 +301,8 @@ impl StreamingSet {
         Self {
             root: index.root.clone(),
             entries,
-            class_names: index.class_names.clone(),
-            channels,
-            framer,
-            skipped: Skipper::new(skip_corrupt),
+            on_demand: OnDemand::new(index.class_names.clone(), channels, framer, skip_corrupt),
         }
-    }
-
-    pub fn framer(&self) -> &Framer {
-        &self.framer
     }
 
     pub fn path(&self, i: usize) -> PathBuf {
@@ -287,11 +333,6 @@ impl StreamingSet {
         }
         fs::read(&path).map_err(|e| DataError::io(&path, e))
     }
-
-    fn decode(&self, i: usize, framing: Framing) -> Result<Vec<u8>> {
-        let bytes = self.read(i)?;
-        decode_framed(&self.path(i), &bytes, &self.framer, self.channels, framing)
-    }
 }
 
 impl ImageSource for StreamingSet {
@@ -299,29 +340,23 @@ impl ImageSource for StreamingSet {
         self.entries.len()
     }
     fn shape(&self) -> Shape {
-        [
-            self.channels,
-            self.framer.image_size,
-            self.framer.image_size,
-        ]
+        self.on_demand.shape()
     }
     fn label(&self, i: usize) -> Option<u32> {
         self.entries[i].label
     }
     fn class_names(&self) -> &[String] {
-        &self.class_names
+        &self.on_demand.class_names
     }
     fn image(&self, i: usize, framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
-        match self.decode(i, framing) {
-            Ok(image) => Ok(Some(Cow::Owned(image))),
-            Err(e) => self.skipped.skip(i, e).map(|()| None),
-        }
+        self.on_demand
+            .image(i, &self.path(i), self.read(i), framing)
     }
     fn log_skipped_to(&self, path: &Path) {
-        self.skipped.log_to(path);
+        self.on_demand.log_skipped_to(path);
     }
     fn skipped(&self) -> usize {
-        self.skipped.count()
+        self.on_demand.skipped()
     }
 }
 
