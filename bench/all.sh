@@ -4,11 +4,15 @@
 # (batch 64), the masked-language-model step (batch 32), feature extraction with both image
 # encoders, and the data pipeline alone: rotation views per second against what the ConvNet-4
 # step consumes, and SimCLR's two-view augmentation against torchvision's
-# (bench/augment-compare.sh). Run from the repo root on an idle machine after
+# (bench/augment-compare.sh); then the ImageNet ResNet-18 and ResNet-50 at 224 pixels (batch 32,
+# torchvision's models as the peers), training and feature extraction. Each step's table also
+# gives both sides' step memory (peak resident minus resident before the first step).
+# Run from the repo root on an idle machine after
 # `cargo build --release`:
 #   bash bench/all.sh
 # Env: DATA (../shared/data/cifar10-jpeg), TORCH_PYTHON (/work/venv-torch/bin/python),
-#      PRETEXT (target/release/pretext), STEPS (20), REPEAT (1: interleaved rounds, medians
+#      PRETEXT (target/release/pretext), STEPS (20; STEPS_224, 5, at 224 pixels),
+#      REPEAT (1: interleaved rounds, medians
 #      reported), IMAGES (20000), OUT (a JSON-lines file; a temporary one by default).
 set -euo pipefail
 DATA="${DATA:-../shared/data/cifar10-jpeg}"
@@ -34,6 +38,12 @@ compare "ResNet-18 training step" MODEL=resnet18 BATCH=64
 compare "masked-language-model training step" MODEL=transformer BATCH=32
 compare "ConvNet-4 feature extraction" MODEL=convnet4 BATCH=128 INFERENCE=1
 compare "ResNet-18 feature extraction" MODEL=resnet18 BATCH=64 INFERENCE=1
+for model in resnet18 resnet50; do
+    compare "$model (ImageNet) training step, 224 pixels" MODEL=$model BATCH=32 SIZE=224 \
+        STEPS="${STEPS_224:-5}" WARMUP=2
+    compare "$model (ImageNet) feature extraction, 224 pixels" MODEL=$model BATCH=32 SIZE=224 \
+        STEPS="${STEPS_224:-5}" WARMUP=2 INFERENCE=1
+done
 
 echo
 echo "== data pipeline: rotation views against the ConvNet-4 step"

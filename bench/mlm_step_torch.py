@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import resident
+
 
 class Bert(nn.Module):
     def __init__(self, vocab, max_len, hidden, layers, heads, ff, dropout):
@@ -79,6 +81,7 @@ def main():
             loss.item()
             (logits.detach().argmax(1) == targets).sum().item()
 
+    before = resident.current_mib()
     run(a.warmup)
     t = time.perf_counter()
     run(a.steps)
@@ -94,6 +97,7 @@ def main():
         "seconds": seconds,
         "samples_per_s": a.steps * b / seconds,
         "torch": torch.__version__,
+        **resident.fields(before),
     }))
 
 

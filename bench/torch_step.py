@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `pretext bench step`: one ConvNet-4 or ResNet-18 (CIFAR variant)
+"""PyTorch peer of `pretext bench step`: one ConvNet-4, ResNet-18 or ResNet-50
 rotation-pretext training step (fp32; CPU, or CUDA with --device cuda), timed over a number
-of steps after warm-up.
+of steps after warm-up. The ResNets take pretext's rule for the stem: the CIFAR variant (3x3
+stem, no max-pool; ResNet-18 only) below 96 pixels, torchvision's ImageNet models from 96 up.
 
 The batch holds already-rotated views (random inputs, random labels in 0..4):
 rotating the images is data-side work and is not timed, same as on the Rust
@@ -14,6 +15,11 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import resident
+
+# From this image size up the ResNets take the ImageNet stem, as `model.stem = "auto"` does.
+IMAGENET_STEM_FROM = 96
 
 
 def block(cin, cout, pool):
@@ -87,10 +93,40 @@ class ResNet18(nn.Module):
         return self.blocks(self.stem(x)).mean(dim=(2, 3))
 
 
-class RotationNet(nn.Module):
-    def __init__(self, channels=3, width=64, model="convnet4"):
+class Torchvision(nn.Module):
+    """torchvision's ImageNet ResNet-18 or -50 (7x7 stem, max-pool), its classifier removed."""
+
+    def __init__(self, model, channels=3, width=64):
         super().__init__()
-        self.encoder = (ResNet18 if model == "resnet18" else ConvNet4)(channels, width)
+        import torchvision
+
+        if width != 64:
+            raise SystemExit("error: torchvision's ResNets have width 64 (got --width %d)" % width)
+        net = getattr(torchvision.models, model)()
+        if channels != 3:
+            net.conv1 = nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
+        self.feature_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def encoder(model, channels, width, size):
+    if model == "convnet4":
+        return ConvNet4(channels, width)
+    if size >= IMAGENET_STEM_FROM:
+        return Torchvision(model, channels, width)
+    if model == "resnet18":
+        return ResNet18(channels, width)
+    raise SystemExit("error: the CIFAR stem is built for resnet18 only; use --size >= %d" % IMAGENET_STEM_FROM)
+
+
+class RotationNet(nn.Module):
+    def __init__(self, channels=3, width=64, model="convnet4", size=32):
+        super().__init__()
+        self.encoder = encoder(model, channels, width, size)
         self.head = nn.Linear(self.encoder.feature_dim, 4)
 
     def forward(self, x):
@@ -99,14 +135,14 @@ class RotationNet(nn.Module):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="convnet4", choices=["convnet4", "resnet18"])
+    p.add_argument("--model", default="convnet4", choices=["convnet4", "resnet18", "resnet50"])
     p.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--channels", type=int, default=3)
-    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--size", "--image-size", dest="size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--inference", action="store_true",
@@ -120,7 +156,7 @@ def main():
     torch.manual_seed(a.seed)
 
     device = torch.device(a.device)
-    model = RotationNet(a.channels, a.width, a.model).to(device).train()
+    model = RotationNet(a.channels, a.width, a.model, a.size).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
     x = torch.randn(a.batch_size, a.channels, a.size, a.size, dtype=torch.float32, device=device)
@@ -142,6 +178,7 @@ def main():
         model.eval()
     step = features if a.inference else train_step
 
+    before = resident.current_mib()
     for _ in range(a.warmup):
         step()
 
@@ -162,6 +199,7 @@ def main():
         "steps": a.steps,
         "seconds": t,
         "samples_per_s": a.steps * a.batch_size / t,
+        **resident.fields(before),
     }), flush=True)
 
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
@@ -14,6 +15,7 @@ use serde::Serialize;
 use crate::losses::cross_entropy;
 use crate::models::{Arch, Classifier, ClassifierHead, EncoderSpec, Stem};
 use crate::train::train_device;
+use crate::util::memory::ResidentMemory;
 
 #[derive(Debug, Serialize)]
 pub struct StepBench {
@@ -32,6 +34,25 @@ pub struct StepBench {
     pub steps: usize,
     pub seconds: f64,
     pub samples_per_s: f64,
+    /// Resident memory before the first step, its peak over the run, and their difference:
+    /// what the steps themselves need (the PyTorch peers report the same three).
+    #[serde(flatten)]
+    pub memory: Option<StepMemory>,
+}
+
+/// Resident memory of a timed run, in MiB.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct StepMemory {
+    pub rss_before_mib: f64,
+    pub peak_rss_mib: f64,
+    pub step_mib: f64,
+}
+
+/// How long the timed steps took, and the memory they needed.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub seconds: f64,
+    pub memory: Option<StepMemory>,
 }
 
 /// The image network a benchmark times.
@@ -94,6 +115,7 @@ pub fn feature_extraction(
     let device = crate::train::infer_device();
     device.seed(0);
     let encoder = shape.encoder_spec(net).init(&device);
+    materialise(&encoder);
     let pixels = shape.pixels();
     let run = |n: usize| {
         for _ in 0..n {
@@ -106,7 +128,7 @@ pub fn feature_extraction(
                 .unwrap_or_default();
         }
     };
-    let seconds = time_after_warmup(warmup, steps, run);
+    let timing = time_after_warmup(warmup, steps, run);
     StepBench {
         stem: net.reported_stem(),
         ..StepBench::pretext(
@@ -115,7 +137,7 @@ pub fn feature_extraction(
             shape.batch,
             threads,
             steps,
-            seconds,
+            timing,
         )
     }
 }
@@ -128,7 +150,7 @@ impl StepBench {
         batch: usize,
         threads: usize,
         steps: usize,
-        seconds: f64,
+        timing: Timing,
     ) -> Self {
         Self {
             implementation: "pretext",
@@ -139,8 +161,9 @@ impl StepBench {
             threads,
             device: crate::device::selected().to_string(),
             steps,
-            seconds,
-            samples_per_s: (steps * batch) as f64 / seconds,
+            seconds: timing.seconds,
+            samples_per_s: (steps * batch) as f64 / timing.seconds,
+            memory: timing.memory,
         }
     }
 }
@@ -166,6 +189,7 @@ pub fn training_step(
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
+    materialise(&model);
     let pixels = shape.pixels();
     let labels: Vec<i64> = (0..batch_size).map(|i| (i % 4) as i64).collect();
     let run = |n: usize| {
@@ -187,7 +211,7 @@ pub fn training_step(
             .try_into_vec()
             .unwrap_or_default();
     };
-    let seconds = time_after_warmup(warmup, steps, run);
+    let timing = time_after_warmup(warmup, steps, run);
     StepBench {
         stem: net.reported_stem(),
         ..StepBench::pretext(
@@ -196,17 +220,37 @@ pub fn training_step(
             batch_size,
             threads,
             steps,
-            seconds,
+            timing,
         )
     }
 }
 
-/// Seconds that `run(steps)` takes after an untimed `run(warmup)`.
-fn time_after_warmup(warmup: usize, steps: usize, mut run: impl FnMut(usize)) -> f64 {
+/// Initialises every parameter of `module` (burn initialises them lazily, at first use), so
+/// that they count in the resident memory before the first step, as PyTorch's do.
+fn materialise<M: Module>(module: &M) {
+    struct Touch;
+    impl ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
+
+/// Seconds that `run(steps)` takes after an untimed `run(warmup)`, and the resident memory
+/// that warm-up and steps add to what the process held before them.
+fn time_after_warmup(warmup: usize, steps: usize, mut run: impl FnMut(usize)) -> Timing {
+    let before = ResidentMemory::read();
     run(warmup);
     let started = Instant::now();
     run(steps);
-    started.elapsed().as_secs_f64()
+    let seconds = started.elapsed().as_secs_f64();
+    let memory = before.zip(ResidentMemory::read()).map(|(b, a)| StepMemory {
+        rss_before_mib: b.current_mib,
+        peak_rss_mib: a.peak_mib,
+        step_mib: a.peak_mib - b.current_mib,
+    });
+    Timing { seconds, memory }
 }
 
 #[derive(Debug, Serialize)]
@@ -296,6 +340,7 @@ pub fn mlm_step(
         ..TrainConfig::default()
     };
     let mut learner = MlmLearner::new(MlmModel::new(spec, &device), &recipe, &device);
+    materialise(&learner.model);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let len = spec.max_len;
     let vocab = spec.vocab_size as i64;
@@ -324,12 +369,12 @@ pub fn mlm_step(
             learner.step(&batch, 1e-4, 0.0);
         }
     };
-    let seconds = time_after_warmup(warmup, steps, run);
+    let timing = time_after_warmup(warmup, steps, run);
     let model = format!(
         "transformer-mlm/l{}/h{}/len{}",
         spec.layers, spec.hidden, spec.max_len
     );
-    StepBench::pretext(model, spec.hidden, batch_size, threads, steps, seconds)
+    StepBench::pretext(model, spec.hidden, batch_size, threads, steps, timing)
 }
 
 /// What `pretext bench decode` prints.

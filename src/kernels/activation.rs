@@ -2,7 +2,7 @@
 //!
 //! burn computes GELU through libm's scalar `erff`, one call per element (about 6 % of the
 //! masked-language-model step); here `exp` and `erf` are branch-free polynomials that LLVM
-//! turns into AVX2 lanes.
+//! turns into vector lanes (AVX2 or AVX-512).
 
 use rayon::prelude::*;
 

@@ -8,6 +8,10 @@
 
 use rayon::prelude::*;
 
+use super::lanes::LANES;
+#[cfg(target_arch = "x86_64")]
+use super::simd::SimdLevel;
+
 /// Shape of the activation: `[batch, channels, plane]` with `plane = h·w`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NormShape {
@@ -45,7 +49,7 @@ struct Affine {
 /// non-NaN floats, z > 0 exactly when the bits `b` are positive as i32: then `-b` has its sign
 /// bit set and `!b` too; for +0, -0 (`i32::MIN`) and negatives one of them does not.
 #[inline(always)]
-fn open_gradient(z: f32, relu: bool, dy: f32) -> f32 {
+pub(crate) fn open_gradient(z: f32, relu: bool, dy: f32) -> f32 {
     if !relu {
         return dy;
     }
@@ -54,17 +58,16 @@ fn open_gradient(z: f32, relu: bool, dy: f32) -> f32 {
     f32::from_bits(dy.to_bits() & mask)
 }
 
-/// How many values eight f32 lanes accumulate before they are added into f64: few enough
+/// How many values the f32 lanes accumulate before they are added into f64: few enough
 /// for f32 to stay exact to about 1e-5, many enough to amortise the flush over small planes.
 const FLUSH_EVERY: usize = 4096;
 
 crate::simd_fn! {
     /// Over channel `c`: the sum of its values and the sum of their squared deviations from
-    /// `centre`, in eight f32 lanes flushed into f64 every [`FLUSH_EVERY`] values.
+    /// `centre`, in [`LANES`] f32 lanes flushed into f64 every [`FLUSH_EVERY`] values.
     fn channel_moments(s: NormShape, x: &[f32], c: usize, centre: f32) -> (f64, f64) {
-        const LANES: usize = 8;
         let (mut total_s, mut total_q) = (0.0f64, 0.0f64);
-        let (mut s8, mut q8) = ([0.0f32; LANES], [0.0f32; LANES]);
+        let (mut s_acc, mut q_acc) = ([0.0f32; LANES], [0.0f32; LANES]);
         let mut pending = 0;
         for run in s.runs(x, c) {
             let chunks = run.chunks_exact(LANES);
@@ -75,20 +78,20 @@ crate::simd_fn! {
             for v in chunks {
                 for l in 0..LANES {
                     let d = v[l] - centre;
-                    s8[l] += v[l];
-                    q8[l] += d * d;
+                    s_acc[l] += v[l];
+                    q_acc[l] += d * d;
                 }
             }
             pending += run.len();
             if pending >= FLUSH_EVERY {
-                total_s += s8.iter().map(|&v| v as f64).sum::<f64>();
-                total_q += q8.iter().map(|&v| v as f64).sum::<f64>();
-                (s8, q8, pending) = ([0.0; LANES], [0.0; LANES], 0);
+                total_s += s_acc.iter().map(|&v| v as f64).sum::<f64>();
+                total_q += q_acc.iter().map(|&v| v as f64).sum::<f64>();
+                (s_acc, q_acc, pending) = ([0.0; LANES], [0.0; LANES], 0);
             }
         }
         (
-            total_s + s8.iter().map(|&v| v as f64).sum::<f64>(),
-            total_q + q8.iter().map(|&v| v as f64).sum::<f64>(),
+            total_s + s_acc.iter().map(|&v| v as f64).sum::<f64>(),
+            total_q + q_acc.iter().map(|&v| v as f64).sum::<f64>(),
         )
     }
 }
@@ -103,55 +106,97 @@ crate::simd_fn! {
     }
 }
 
-/// Over the whole 8-value chunks of a run: per lane, the sums of dz and of dz·xhat.
-fn chunk_grad_sums(x: &[f32], dy: &[f32], a: Affine, s8: &mut [f32; 8], t8: &mut [f32; 8]) {
+/// Over the whole [`LANES`]-value chunks of a run: per lane, the sums of dz and of dz·xhat.
+/// The vector paths add in the same lanes and order, so AVX2 and AVX-512 agree to the bit;
+/// the baseline path rounds differently (no fused multiply-add).
+fn chunk_grad_sums(x: &[f32], dy: &[f32], a: Affine, s: &mut Lanes, t: &mut Lanes) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { chunk_grad_sums_avx2(x, dy, a, s8, t8) };
+    match super::simd::level() {
+        // SAFETY: `level` never exceeds what the CPU reports.
+        SimdLevel::Avx512 => return unsafe { chunk_grad_sums_avx512(x, dy, a, s, t) },
+        // SAFETY: as above.
+        SimdLevel::Avx2 => return unsafe { chunk_grad_sums_avx2(x, dy, a, s, t) },
+        SimdLevel::Baseline => {}
     }
-    for (x, dy) in x.chunks_exact(8).zip(dy.chunks_exact(8)) {
-        for l in 0..8 {
+    for (x, dy) in x.chunks_exact(LANES).zip(dy.chunks_exact(LANES)) {
+        for l in 0..LANES {
             let xhat = (x[l] - a.mean) * a.inv_std;
             let g = open_gradient(x[l] * a.scale + a.shift, a.relu, dy[l]);
-            s8[l] += g;
-            t8[l] += g * xhat;
+            s[l] += g;
+            t[l] += g * xhat;
         }
     }
 }
 
-/// [`chunk_grad_sums`] in AVX2 intrinsics: written out because LLVM compiled the portable
-/// loop's ReLU mask into a branch per lane. A NaN pre-activation closes the ReLU here.
+type Lanes = [f32; LANES];
+
+/// [`chunk_grad_sums`] in AVX2 intrinsics, the sixteen lanes as two registers: written out
+/// because LLVM compiled the portable loop's ReLU mask into a branch per lane. A NaN
+/// pre-activation closes the ReLU here.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn chunk_grad_sums_avx2(
-    x: &[f32],
-    dy: &[f32],
-    a: Affine,
-    s8: &mut [f32; 8],
-    t8: &mut [f32; 8],
-) {
+unsafe fn chunk_grad_sums_avx2(x: &[f32], dy: &[f32], a: Affine, s: &mut Lanes, t: &mut Lanes) {
     use std::arch::x86_64::*;
-    let n = x.len().min(dy.len()) / 8 * 8;
+    const HALF: usize = LANES / 2;
+    let n = x.len().min(dy.len()) / LANES * LANES;
     let (mean, inv) = (_mm256_set1_ps(a.mean), _mm256_set1_ps(a.inv_std));
     let (scale, shift) = (_mm256_set1_ps(a.scale), _mm256_set1_ps(a.shift));
     let zero = _mm256_setzero_ps();
-    // SAFETY: s8 and t8 hold 8 floats; x and dy are read below n, a multiple of 8 within both.
+    // SAFETY: s and t hold LANES floats; x and dy are read below n, a multiple of LANES
+    // within both.
     unsafe {
-        let (mut s, mut t) = (_mm256_loadu_ps(s8.as_ptr()), _mm256_loadu_ps(t8.as_ptr()));
-        for k in (0..n).step_by(8) {
-            let xv = _mm256_loadu_ps(x.as_ptr().add(k));
-            let mut g = _mm256_loadu_ps(dy.as_ptr().add(k));
-            if a.relu {
-                let z = _mm256_fmadd_ps(xv, scale, shift);
-                g = _mm256_and_ps(g, _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero));
+        let mut acc = [0, HALF].map(|h| {
+            (
+                _mm256_loadu_ps(s.as_ptr().add(h)),
+                _mm256_loadu_ps(t.as_ptr().add(h)),
+            )
+        });
+        for k in (0..n).step_by(LANES) {
+            for (h, (s, t)) in acc.iter_mut().enumerate() {
+                let at = k + h * HALF;
+                let xv = _mm256_loadu_ps(x.as_ptr().add(at));
+                let mut g = _mm256_loadu_ps(dy.as_ptr().add(at));
+                if a.relu {
+                    let z = _mm256_fmadd_ps(xv, scale, shift);
+                    g = _mm256_and_ps(g, _mm256_cmp_ps::<_CMP_GT_OQ>(z, zero));
+                }
+                let xhat = _mm256_mul_ps(_mm256_sub_ps(xv, mean), inv);
+                *s = _mm256_add_ps(*s, g);
+                *t = _mm256_fmadd_ps(g, xhat, *t);
             }
-            let xhat = _mm256_mul_ps(_mm256_sub_ps(xv, mean), inv);
-            s = _mm256_add_ps(s, g);
-            t = _mm256_fmadd_ps(g, xhat, t);
         }
-        _mm256_storeu_ps(s8.as_mut_ptr(), s);
-        _mm256_storeu_ps(t8.as_mut_ptr(), t);
+        for (h, (sv, tv)) in acc.into_iter().enumerate() {
+            _mm256_storeu_ps(s.as_mut_ptr().add(h * HALF), sv);
+            _mm256_storeu_ps(t.as_mut_ptr().add(h * HALF), tv);
+        }
+    }
+}
+
+/// [`chunk_grad_sums_avx2`] with the sixteen lanes in one AVX-512 register.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn chunk_grad_sums_avx512(x: &[f32], dy: &[f32], a: Affine, s: &mut Lanes, t: &mut Lanes) {
+    use std::arch::x86_64::*;
+    let n = x.len().min(dy.len()) / LANES * LANES;
+    let (mean, inv) = (_mm512_set1_ps(a.mean), _mm512_set1_ps(a.inv_std));
+    let (scale, shift) = (_mm512_set1_ps(a.scale), _mm512_set1_ps(a.shift));
+    let zero = _mm512_setzero_ps();
+    // SAFETY: as in the AVX2 version.
+    unsafe {
+        let (mut sv, mut tv) = (_mm512_loadu_ps(s.as_ptr()), _mm512_loadu_ps(t.as_ptr()));
+        for k in (0..n).step_by(LANES) {
+            let xv = _mm512_loadu_ps(x.as_ptr().add(k));
+            let mut g = _mm512_loadu_ps(dy.as_ptr().add(k));
+            if a.relu {
+                let z = _mm512_fmadd_ps(xv, scale, shift);
+                g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(z, zero), g);
+            }
+            let xhat = _mm512_mul_ps(_mm512_sub_ps(xv, mean), inv);
+            sv = _mm512_add_ps(sv, g);
+            tv = _mm512_fmadd_ps(g, xhat, tv);
+        }
+        _mm512_storeu_ps(s.as_mut_ptr(), sv);
+        _mm512_storeu_ps(t.as_mut_ptr(), tv);
     }
 }
 
@@ -159,11 +204,11 @@ unsafe fn chunk_grad_sums_avx2(
 /// lanes as in [`channel_moments`].
 fn channel_grad_sums(s: NormShape, x: &[f32], dy: &[f32], c: usize, a: Affine) -> (f64, f64) {
     let (mut total_s, mut total_t) = (0.0f64, 0.0f64);
-    let (mut s8, mut t8) = ([0.0f32; 8], [0.0f32; 8]);
+    let (mut s_acc, mut t_acc) = ([0.0f32; LANES], [0.0f32; LANES]);
     let mut pending = 0;
     for (x, dy) in s.runs(x, c).zip(s.runs(dy, c)) {
-        let full = x.len() / 8 * 8;
-        chunk_grad_sums(&x[..full], &dy[..full], a, &mut s8, &mut t8);
+        let full = x.len() / LANES * LANES;
+        chunk_grad_sums(&x[..full], &dy[..full], a, &mut s_acc, &mut t_acc);
         for (&x, &dy) in x[full..].iter().zip(&dy[full..]) {
             let xhat = (x - a.mean) * a.inv_std;
             let g = open_gradient(x * a.scale + a.shift, a.relu, dy);
@@ -172,14 +217,14 @@ fn channel_grad_sums(s: NormShape, x: &[f32], dy: &[f32], c: usize, a: Affine) -
         }
         pending += x.len();
         if pending >= FLUSH_EVERY {
-            total_s += s8.iter().map(|&v| v as f64).sum::<f64>();
-            total_t += t8.iter().map(|&v| v as f64).sum::<f64>();
-            (s8, t8, pending) = ([0.0; 8], [0.0; 8], 0);
+            total_s += s_acc.iter().map(|&v| v as f64).sum::<f64>();
+            total_t += t_acc.iter().map(|&v| v as f64).sum::<f64>();
+            (s_acc, t_acc, pending) = ([0.0; LANES], [0.0; LANES], 0);
         }
     }
     (
-        total_s + s8.iter().map(|&v| v as f64).sum::<f64>(),
-        total_t + t8.iter().map(|&v| v as f64).sum::<f64>(),
+        total_s + s_acc.iter().map(|&v| v as f64).sum::<f64>(),
+        total_t + t_acc.iter().map(|&v| v as f64).sum::<f64>(),
     )
 }
 

@@ -74,7 +74,7 @@ crate::simd_fn! {
         for (r, ((xr, dyr), dxr)) in rows.zip(dx.chunks_exact_mut(width)).enumerate() {
             let (m, s) = (mean[r], inv_std[r]);
             // g = dy·gamma; dx = s·(g - mean(g) - xhat·mean(g·xhat)).
-            let (mut g8, mut gx8) = ([0.0f32; LANES], [0.0f32; LANES]);
+            let (mut g_acc, mut gx_acc) = ([0.0f32; LANES], [0.0f32; LANES]);
             let (mut g_tail, mut gx_tail) = (0.0, 0.0);
             let (xc, dyc, gc) = (
                 xr.chunks_exact(LANES),
@@ -89,12 +89,12 @@ crate::simd_fn! {
             for ((x, dy), gm) in xc.zip(dyc).zip(gc) {
                 for l in 0..LANES {
                     let g = dy[l] * gm[l];
-                    g8[l] += g;
-                    gx8[l] += g * (x[l] - m) * s;
+                    g_acc[l] += g;
+                    gx_acc[l] += g * (x[l] - m) * s;
                 }
             }
-            let g_mean = (g8.iter().sum::<f32>() + g_tail) / width as f32;
-            let gx_mean = (gx8.iter().sum::<f32>() + gx_tail) / width as f32;
+            let g_mean = (g_acc.iter().sum::<f32>() + g_tail) / width as f32;
+            let gx_mean = (gx_acc.iter().sum::<f32>() + gx_tail) / width as f32;
             let cols = xr.iter().zip(dyr).zip(gamma).zip(dxr.iter_mut());
             for ((((&x, &dy), &gm), dx), (dg, db)) in cols.zip(dgamma.iter_mut().zip(dbeta.iter_mut())) {
                 let xhat = (x - m) * s;

@@ -17,34 +17,9 @@ pub mod layernorm;
 pub mod linear;
 pub mod matmul;
 pub mod pool;
+pub mod residual;
+pub mod simd;
 pub mod transformer;
-
-/// A function whose body is compiled twice, for the baseline x86-64 (SSE2) and for AVX2 with
-/// FMA, and which runs the second where the CPU has them: pretext is built without
-/// `target-cpu`, and burn-flex's `gemm` dispatches the same way.
-#[macro_export]
-macro_rules! simd_fn {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
-        $(#[$meta])*
-        #[allow(clippy::too_many_arguments, clippy::unused_unit)]
-        $vis fn $name($($arg: $ty),*) -> $ret {
-            #[inline(always)]
-            fn body($($arg: $ty),*) -> $ret $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) -> $ret {
-                    body($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU has the features `avx2` was compiled for.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

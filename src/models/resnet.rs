@@ -7,11 +7,11 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::convnet::ConvBnRelu;
 use super::{Stem, global_avg_pool};
+use crate::kernels::residual::residual_relu;
 use crate::kernels::{batch_norm, conv2d_forward, max_pool2d};
 
 /// Blocks per stage.
@@ -123,7 +123,7 @@ impl Residual for BasicBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let skip = skip(&self.downsample, &x);
         let y = conv2d_forward(&self.conv2, self.first.forward(x));
-        relu(batch_norm(&self.bn2, y, false) + skip)
+        residual_relu(batch_norm(&self.bn2, y, false), skip)
     }
 }
 
@@ -159,7 +159,7 @@ impl Residual for Bottleneck {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let skip = skip(&self.downsample, &x);
         let y = conv2d_forward(&self.conv3, self.second.forward(self.first.forward(x)));
-        relu(batch_norm(&self.bn3, y, false) + skip)
+        residual_relu(batch_norm(&self.bn3, y, false), skip)
     }
 }
 
