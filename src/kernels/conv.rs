@@ -262,9 +262,21 @@ crate::simd_fn! {
 /// edge handling dominate (ConvNet-4's last stage has 16 positions per image).
 const MIN_COLUMNS: usize = 512;
 
-/// Images per matrix product: enough that the group has [`MIN_COLUMNS`] output positions.
+/// Images per matrix product: enough that the group has [`MIN_COLUMNS`] output positions,
+/// in a power-of-two number of groups, so that the groups share out evenly over 2, 4, 8
+/// threads (a 224-pixel ResNet's last stage, 49 positions, made 11 + 11 + 10 images of a
+/// batch of 32: one thread idle for a third of the stage). The split does not depend on the
+/// thread count, so neither do the results.
 fn group_size(g: &ConvGeometry) -> usize {
-    MIN_COLUMNS.div_ceil(g.n().max(1)).clamp(1, g.batch.max(1))
+    let batch = g.batch.max(1);
+    let least = MIN_COLUMNS.div_ceil(g.n().max(1)).clamp(1, batch);
+    let most_groups = batch / least;
+    let groups = if most_groups.is_power_of_two() {
+        most_groups
+    } else {
+        most_groups.next_power_of_two() / 2
+    };
+    batch.div_ceil(groups.max(1))
 }
 
 /// `[co, m·n]` (the images of a group side by side) to `[m, co, n]` (NCHW), or back.
@@ -481,6 +493,31 @@ mod tests {
             // Enough groups for several partial weight gradients.
             g(40, 1, 16, 16, 2, 3, 3, 1, 1),
         ]
+    }
+
+    #[test]
+    fn groups_come_in_powers_of_two_with_enough_columns() {
+        let at = |batch, side| ConvGeometry {
+            batch,
+            ci: 8,
+            h: side,
+            w: side,
+            co: 8,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+        };
+        // (batch, side) -> images per group: the 224-pixel ResNets' last two stages, CIFAR's.
+        for ((batch, side), want) in [((32, 7), 16), ((32, 14), 4), ((32, 28), 1), ((64, 4), 32)]
+        {
+            let g = at(batch, side);
+            let size = group_size(&g);
+            assert_eq!(size, want, "batch {batch}, {side}x{side}");
+            assert!(size * g.n() >= MIN_COLUMNS.min(batch * g.n()));
+            assert!(batch.div_ceil(size).is_power_of_two());
+        }
+        assert_eq!(group_size(&at(3, 7)), 3, "fewer images than one group needs");
     }
 
     #[test]
