@@ -97,6 +97,16 @@ crate::simd_fn! {
 }
 
 crate::simd_fn! {
+    /// [`run_forward`] over `x` itself.
+    fn run_forward_in_place(x: &mut [f32], a: Affine) -> () {
+        for x in x.iter_mut() {
+            let v = *x * a.scale + a.shift;
+            *x = if a.relu && v < 0.0 { 0.0 } else { v };
+        }
+    }
+}
+
+crate::simd_fn! {
     /// `y = x·scale + shift`, then max(y, 0) when `a.relu`, NaN passing through.
     fn run_forward(y: &mut [f32], x: &[f32], a: Affine) -> () {
         for (y, &x) in y.iter_mut().zip(x) {
@@ -291,6 +301,22 @@ pub fn forward(
         .enumerate()
         .for_each(|(i, (y, x))| run_forward(y, x, affine[i % s.channels]));
     y
+}
+
+/// [`forward`] written over `x` itself.
+pub fn forward_in_place(
+    s: NormShape,
+    x: &mut [f32],
+    (gamma, beta): (&[f32], &[f32]),
+    (mean, var): (&[f32], &[f32]),
+    epsilon: f32,
+    relu: bool,
+) {
+    assert_eq!(x.len(), s.len(), "activation length");
+    let affine = affines((gamma, beta), (mean, var), epsilon, relu);
+    x.par_chunks_mut(s.plane.max(1))
+        .enumerate()
+        .for_each(|(i, x)| run_forward_in_place(x, affine[i % s.channels]));
 }
 
 /// Gradients of [`forward`] with respect to `x`, `gamma` and `beta`, with the batch

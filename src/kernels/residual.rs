@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::ELEMENTWISE_CHUNK as CHUNK;
 use super::batchnorm::open_gradient;
-use super::{f32s, flex_tensor, ours};
+use super::{f32s, flex_tensor, ours, owned_values};
 
 /// The residual join pretext computes itself on the CPU.
 #[backend_extension(Flex, Autodiff)]
@@ -74,17 +74,6 @@ pub fn add_relu_backward(out: &[f32], dout: &[f32]) -> Vec<f32> {
         .zip(out.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK)))
         .for_each(|(d, (o, g))| relu_mask_chunk(o, g, d));
     d
-}
-
-/// `t`'s values, writable where `t` owns its whole buffer in order (the block's BatchNorm
-/// output usually does: nothing else holds it).
-fn owned_values(t: &mut FlexTensor) -> Option<&mut [f32]> {
-    let n = t.layout().num_elements();
-    let whole = t.is_contiguous() && t.as_slice::<f32>().is_some_and(|v| v.len() == n);
-    if !whole || t.storage::<f32>().len() != n {
-        return None;
-    }
-    t.try_storage_mut::<f32>()
 }
 
 impl ResidualKernels for Flex {
