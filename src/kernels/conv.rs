@@ -509,15 +509,18 @@ mod tests {
             pad: 1,
         };
         // (batch, side) -> images per group: the 224-pixel ResNets' last two stages, CIFAR's.
-        for ((batch, side), want) in [((32, 7), 16), ((32, 14), 4), ((32, 28), 1), ((64, 4), 32)]
-        {
+        for ((batch, side), want) in [((32, 7), 16), ((32, 14), 4), ((32, 28), 1), ((64, 4), 32)] {
             let g = at(batch, side);
             let size = group_size(&g);
             assert_eq!(size, want, "batch {batch}, {side}x{side}");
             assert!(size * g.n() >= MIN_COLUMNS.min(batch * g.n()));
             assert!(batch.div_ceil(size).is_power_of_two());
         }
-        assert_eq!(group_size(&at(3, 7)), 3, "fewer images than one group needs");
+        assert_eq!(
+            group_size(&at(3, 7)),
+            3,
+            "fewer images than one group needs"
+        );
     }
 
     #[test]

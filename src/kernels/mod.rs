@@ -728,9 +728,11 @@ mod tests {
         bn.gamma = Param::from_tensor(Tensor::random([3], normal, &device));
         bn.beta = Param::from_tensor(Tensor::random([3], normal, &device));
         bn.running_mean = burn::module::RunningState::new(Tensor::random([3], normal, &device));
-        bn.running_var = burn::module::RunningState::new(
-            Tensor::random([3], Distribution::Uniform(0.5, 2.0), &device),
-        );
+        bn.running_var = burn::module::RunningState::new(Tensor::random(
+            [3],
+            Distribution::Uniform(0.5, 2.0),
+            &device,
+        ));
         let x = Tensor::<4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 2.0), &device);
         for relu in [true, false] {
             let burns = bn.forward(x.clone());
@@ -741,7 +743,10 @@ mod tests {
             };
             batch_norm(&bn, x.clone(), relu)
                 .into_data()
-                .assert_approx_eq::<f32>(&burns.into_data(), burn::tensor::Tolerance::absolute(1e-5));
+                .assert_approx_eq::<f32>(
+                    &burns.into_data(),
+                    burn::tensor::Tolerance::absolute(1e-5),
+                );
         }
     }
 

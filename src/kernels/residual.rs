@@ -176,7 +176,10 @@ mod tests {
             let draw = || Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
             let (y, skip, r) = (draw().into_data(), draw().into_data(), draw().into_data());
             let ours = run(residual_relu, [&y, &skip, &r]);
-            let burns = run(|y, s| burn::tensor::activation::relu(y + s), [&y, &skip, &r]);
+            let burns = run(
+                |y, s| burn::tensor::activation::relu(y + s),
+                [&y, &skip, &r],
+            );
             for (a, b) in ours.iter().zip(&burns) {
                 a.assert_eq(b, true);
             }

@@ -29,7 +29,12 @@ impl ResidentMemory {
 /// A `Key:   1234 kB` line of `status`, in MiB.
 fn field_mib(status: &str, key: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
-    let kib: f64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: f64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kib / KIB_PER_MIB)
 }
 
@@ -52,7 +57,10 @@ mod tests {
         let block = vec![1u8; 64 << 20];
         let after = ResidentMemory::read().unwrap();
         assert!(block.iter().all(|&b| b == 1));
-        assert!(after.peak_mib >= before.current_mib + 60.0, "{before:?} -> {after:?}");
+        assert!(
+            after.peak_mib >= before.current_mib + 60.0,
+            "{before:?} -> {after:?}"
+        );
         assert!(after.peak_mib >= after.current_mib);
     }
 }
