@@ -249,6 +249,17 @@ crate::simd_fn! {
     }
 }
 
+crate::simd_fn! {
+    /// [`run_dx`] with the gradient `d` read as dy and overwritten with dx.
+    fn run_dx_in_place(d: &mut [f32], x: &[f32], a: Affine, mean_dz: f32, mean_dz_xhat: f32) -> () {
+        for (d, &x) in d.iter_mut().zip(x) {
+            let xhat = (x - a.mean) * a.inv_std;
+            let g = open_gradient(x * a.scale + a.shift, a.relu, *d);
+            *d = a.scale * (g - mean_dz - xhat * mean_dz_xhat);
+        }
+    }
+}
+
 /// Per-channel mean and biased variance: what normalises the batch and what the running
 /// statistics are updated with. Two passes (the mean, then squared deviations from it).
 pub fn channel_stats(s: NormShape, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
@@ -330,17 +341,8 @@ pub fn backward(
     relu: bool,
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    assert_eq!(x.len(), s.len(), "activation length");
-    assert_eq!(dy.len(), s.len(), "gradient length");
     let affine = affines((gamma, beta), (mean, var), epsilon, relu);
-    // Per channel: sum(dz) is beta's gradient and sum(dz·xhat) gamma's.
-    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..s.channels)
-        .into_par_iter()
-        .map(|c| {
-            let (sum, sum_xhat) = channel_grad_sums(s, x, dy, c, affine[c]);
-            (sum as f32, sum_xhat as f32)
-        })
-        .unzip();
+    let (dgamma, dbeta) = gradient_sums(s, x, dy, &affine);
     let n = s.count() as f32;
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(s.plane.max(1))
@@ -356,9 +358,73 @@ pub fn backward(
     (dx, dgamma, dbeta)
 }
 
+/// [`backward`] with `dx` written over `dy` (the same values: each element reads only its
+/// own `dy`); returns `(dgamma, dbeta)`. Saves an activation-sized buffer per BatchNorm.
+pub fn backward_in_place(
+    s: NormShape,
+    x: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    (mean, var): (&[f32], &[f32]),
+    epsilon: f32,
+    relu: bool,
+    dy: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let affine = affines((gamma, beta), (mean, var), epsilon, relu);
+    let (dgamma, dbeta) = gradient_sums(s, x, dy, &affine);
+    let n = s.count() as f32;
+    dy.par_chunks_mut(s.plane.max(1))
+        .zip(x.par_chunks(s.plane.max(1)))
+        .enumerate()
+        .for_each(|(i, (d, x))| {
+            let c = i % s.channels;
+            run_dx_in_place(d, x, affine[c], dbeta[c] / n, dgamma[c] / n);
+        });
+    (dgamma, dbeta)
+}
+
+/// Per channel: sum(dz·xhat), gamma's gradient, and sum(dz), beta's.
+fn gradient_sums(s: NormShape, x: &[f32], dy: &[f32], affine: &[Affine]) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), s.len(), "activation length");
+    assert_eq!(dy.len(), s.len(), "gradient length");
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..s.channels)
+        .into_par_iter()
+        .map(|c| {
+            let (sum, sum_xhat) = channel_grad_sums(s, x, dy, c, affine[c]);
+            (sum as f32, sum_xhat as f32)
+        })
+        .unzip();
+    (dgamma, dbeta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_place_passes_give_the_same_bits() {
+        let s = NormShape {
+            batch: 3,
+            channels: 4,
+            plane: 37,
+        };
+        let wave =
+            |k: f32| -> Vec<f32> { (0..s.len()).map(|i| (i as f32 * k).sin() * 2.0).collect() };
+        let (x, dy) = (wave(0.37), wave(0.91));
+        let (gamma, beta) = ([0.5, -1.0, 2.0, 1.5], [0.1, 0.0, -0.3, 0.7]);
+        let (mean, var) = channel_stats(s, &x);
+        for relu in [false, true] {
+            let params = (&gamma[..], &beta[..]);
+            let stats = (&mean[..], &var[..]);
+            let y = forward(s, &x, params, stats, 1e-5, relu);
+            let mut y_in_place = x.clone();
+            forward_in_place(s, &mut y_in_place, params, stats, 1e-5, relu);
+            assert_eq!(y, y_in_place);
+            let (dx, dg, db) = backward(s, &x, params, stats, 1e-5, relu, &dy);
+            let mut d = dy.clone();
+            let (dg2, db2) = backward_in_place(s, &x, params, stats, 1e-5, relu, &mut d);
+            assert_eq!((dx, dg, db), (d, dg2, db2));
+        }
+    }
 
     #[test]
     fn the_relu_mask_opens_exactly_above_zero() {

@@ -405,19 +405,33 @@ impl Backward<Flex, 3> for BatchNormBackward {
                 .retrieve_node_output::<FlexTensor>(id)
                 .to_contiguous()
         });
-        let dy = dy.to_contiguous();
         let s = norm_shape(&x);
-        let (dx, dgamma, dbeta) = batchnorm::backward(
-            s,
-            f32s(&x),
-            (f32s(&gamma), f32s(&beta)),
-            (&st.mean, &st.var),
-            st.epsilon,
-            st.relu,
-            f32s(&dy),
-        );
+        let params = (f32s(&gamma), f32s(&beta));
+        let stats = (&st.mean[..], &st.var[..]);
+        let mut dy = dy;
+        let (dx, dgamma, dbeta) = match owned_values(&mut dy) {
+            // The gradient is this node's alone: dx is written over it.
+            Some(values) => {
+                let (dgamma, dbeta) = batchnorm::backward_in_place(
+                    s,
+                    f32s(&x),
+                    params,
+                    stats,
+                    st.epsilon,
+                    st.relu,
+                    values,
+                );
+                (dy, dgamma, dbeta)
+            }
+            None => {
+                let dy = dy.to_contiguous();
+                let (dx, dgamma, dbeta) =
+                    batchnorm::backward(s, f32s(&x), params, stats, st.epsilon, st.relu, f32s(&dy));
+                (flex_tensor(dx, x.layout().shape().clone()), dgamma, dbeta)
+            }
+        };
         if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex_tensor(dx, x.layout().shape().clone()));
+            grads.register::<Flex>(node.id, dx);
         }
         if let Some(node) = node_gamma {
             grads.register::<Flex>(node.id, flex_tensor(dgamma, [s.channels]));
