@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 const SIDE: usize = 96;
 const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
@@ -80,6 +80,20 @@ fn bad_stl_files_are_named() {
     assert_clean_failure(&pretext(&["info", path]), "train_y.bin");
 }
 
+/// A tiny rotation pretraining of `max_steps` on `data` into `run`, with `extra` arguments;
+/// not quiet, so that its stderr gives the count of images pretraining sees.
+fn pretrain_loud(data: &str, max_steps: &str, extra: &[&str], run: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args([
+            "pretrain", "--data", data, "--task", "rotation", "--model", "convnet4",
+        ])
+        .args(["--width", "8", "--batch-size", "8", "--threads", "2"])
+        .args(["--max-steps", max_steps, "--out", run.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn pretrain_streams_train_and_unlabelled_then_transfer_reads_the_labelled_splits() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,24 +101,7 @@ fn pretrain_streams_train_and_unlabelled_then_transfer_reads_the_labelled_splits
     let data = dir.path().to_str().unwrap();
     for (name, size) in [("run96", "96"), ("run48", "48")] {
         let run = dir.path().join(name);
-        // Not quiet, to read the count of images pretraining sees.
-        let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
-            .args([
-                "pretrain", "--data", data, "--task", "rotation", "--model", "convnet4",
-            ])
-            .args([
-                "--width",
-                "8",
-                "--max-steps",
-                "2",
-                "--batch-size",
-                "8",
-                "--threads",
-                "2",
-            ])
-            .args(["--image-size", size, "--out", run.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let o = pretrain_loud(data, "2", &["--image-size", size], &run);
         let err = stderr(&o);
         assert!(o.status.success(), "{err}");
         let seen = format!("(50 images 3x{size}x{size})");
@@ -136,23 +133,7 @@ fn pretrain_streams_train_and_unlabelled_then_transfer_reads_the_labelled_splits
     }
     // With `stream = "never"`, pretraining keeps to the labelled training split in memory.
     let run = dir.path().join("never");
-    let o = Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args([
-            "pretrain", "--data", data, "--task", "rotation", "--model", "convnet4",
-        ])
-        .args([
-            "--width",
-            "8",
-            "--max-steps",
-            "1",
-            "--batch-size",
-            "8",
-            "--threads",
-            "2",
-        ])
-        .args(["--stream", "never", "--out", run.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = pretrain_loud(data, "1", &["--stream", "never"], &run);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("(20 images 3x96x96)"), "{err}");

@@ -96,22 +96,27 @@ crate::simd_fn! {
     }
 }
 
+/// `x·scale + shift`, then max(·, 0) when `a.relu`, NaN passing through.
+#[inline(always)]
+fn normalised(x: f32, a: Affine) -> f32 {
+    let v = x * a.scale + a.shift;
+    if a.relu && v < 0.0 { 0.0 } else { v }
+}
+
 crate::simd_fn! {
     /// [`run_forward`] over `x` itself.
     fn run_forward_in_place(x: &mut [f32], a: Affine) -> () {
         for x in x.iter_mut() {
-            let v = *x * a.scale + a.shift;
-            *x = if a.relu && v < 0.0 { 0.0 } else { v };
+            *x = normalised(*x, a);
         }
     }
 }
 
 crate::simd_fn! {
-    /// `y = x·scale + shift`, then max(y, 0) when `a.relu`, NaN passing through.
+    /// `y = normalised(x)` element by element.
     fn run_forward(y: &mut [f32], x: &[f32], a: Affine) -> () {
         for (y, &x) in y.iter_mut().zip(x) {
-            let v = x * a.scale + a.shift;
-            *y = if a.relu && v < 0.0 { 0.0 } else { v };
+            *y = normalised(x, a);
         }
     }
 }
@@ -238,13 +243,19 @@ fn channel_grad_sums(s: NormShape, x: &[f32], dy: &[f32], c: usize, a: Affine) -
     )
 }
 
+/// `dx = scale·(dz - mean(dz) - xhat·mean(dz·xhat))` at one element.
+#[inline(always)]
+fn input_gradient(x: f32, dy: f32, a: Affine, mean_dz: f32, mean_dz_xhat: f32) -> f32 {
+    let xhat = (x - a.mean) * a.inv_std;
+    let g = open_gradient(x * a.scale + a.shift, a.relu, dy);
+    a.scale * (g - mean_dz - xhat * mean_dz_xhat)
+}
+
 crate::simd_fn! {
-    /// `dx = scale·(dz - mean(dz) - xhat·mean(dz·xhat))`.
+    /// [`input_gradient`] element by element.
     fn run_dx(dx: &mut [f32], x: &[f32], dy: &[f32], a: Affine, mean_dz: f32, mean_dz_xhat: f32) -> () {
         for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-            let xhat = (x - a.mean) * a.inv_std;
-            let g = open_gradient(x * a.scale + a.shift, a.relu, dy);
-            *dx = a.scale * (g - mean_dz - xhat * mean_dz_xhat);
+            *dx = input_gradient(x, dy, a, mean_dz, mean_dz_xhat);
         }
     }
 }
@@ -253,9 +264,7 @@ crate::simd_fn! {
     /// [`run_dx`] with the gradient `d` read as dy and overwritten with dx.
     fn run_dx_in_place(d: &mut [f32], x: &[f32], a: Affine, mean_dz: f32, mean_dz_xhat: f32) -> () {
         for (d, &x) in d.iter_mut().zip(x) {
-            let xhat = (x - a.mean) * a.inv_std;
-            let g = open_gradient(x * a.scale + a.shift, a.relu, *d);
-            *d = a.scale * (g - mean_dz - xhat * mean_dz_xhat);
+            *d = input_gradient(x, *d, a, mean_dz, mean_dz_xhat);
         }
     }
 }

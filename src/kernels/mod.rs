@@ -94,8 +94,9 @@ pub(crate) fn flex_tensor(values: Vec<f32>, shape: impl Into<burn::tensor::Shape
 /// nothing else holds), for kernels that can write their result over their input.
 pub(crate) fn owned_values(t: &mut FlexTensor) -> Option<&mut [f32]> {
     let n = t.layout().num_elements();
-    let whole = t.is_contiguous() && t.as_slice::<f32>().is_some_and(|v| v.len() == n);
-    if !whole || t.storage::<f32>().len() != n {
+    // `as_slice` is the contiguous range the layout covers; whole when it is all the storage.
+    let whole = t.as_slice::<f32>().is_some_and(|v| v.len() == n) && t.storage::<f32>().len() == n;
+    if !whole {
         return None;
     }
     t.try_storage_mut::<f32>()
@@ -499,20 +500,12 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         .update((running_mean.mul_scalar(1.0 - m) + mean.mul_scalar(m)).detach());
     bn.running_var
         .update((running_var.mul_scalar(1.0 - m) + var.mul_scalar(m)).detach());
-    Tensor::from_dispatch(<Dispatch as CpuKernels>::batch_norm_train(
-        x.into_dispatch(),
-        bn.gamma.val().into_dispatch(),
-        bn.beta.val().into_dispatch(),
-        stats.into_dispatch(),
-        bn.epsilon as f32,
-        relu,
-    ))
+    normalise(bn, x, stats, relu)
 }
 
 /// BatchNorm with the running statistics, as burn's `forward` on a device without autodiff,
 /// in one pass with the ReLU (feature extraction: burn's takes five element-wise passes).
 fn batch_norm_inference(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
-    use burn::backend::Dispatch;
     let device = x.device();
     let stats = Tensor::stack::<2>(
         vec![
@@ -521,6 +514,13 @@ fn batch_norm_inference(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         ],
         0,
     );
+    normalise(bn, x, stats, relu)
+}
+
+/// `bn`'s affine normalisation of `x` by `stats` (`[mean; var]`, `[2, channels]`), then a
+/// ReLU when `relu`: pretext's kernel, differentiated where `x` is tracked.
+fn normalise(bn: &BatchNorm, x: Tensor<4>, stats: Tensor<2>, relu: bool) -> Tensor<4> {
+    use burn::backend::Dispatch;
     Tensor::from_dispatch(<Dispatch as CpuKernels>::batch_norm_train(
         x.into_dispatch(),
         bn.gamma.val().into_dispatch(),

@@ -25,10 +25,16 @@ pub trait ResidualKernels: Backend {
     fn add_relu(y: FloatTensor<Self>, skip: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
+/// The join at one element.
+#[inline(always)]
+fn joined(y: f32, skip: f32) -> f32 {
+    (y + skip).max(0.0)
+}
+
 crate::simd_fn! {
     fn add_relu_chunk(y: &[f32], skip: &[f32], out: &mut [f32]) -> () {
         for ((o, &a), &b) in out.iter_mut().zip(y).zip(skip) {
-            *o = (a + b).max(0.0);
+            *o = joined(a, b);
         }
     }
 }
@@ -36,7 +42,7 @@ crate::simd_fn! {
 crate::simd_fn! {
     fn add_relu_in_place_chunk(y: &mut [f32], skip: &[f32]) -> () {
         for (a, &b) in y.iter_mut().zip(skip) {
-            *a = (*a + b).max(0.0);
+            *a = joined(*a, b);
         }
     }
 }
