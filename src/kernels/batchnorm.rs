@@ -66,15 +66,13 @@ crate::simd_fn! {
     /// Over channel `c`: the sum of its values and the sum of their squared deviations from
     /// `centre`, in [`LANES`] f32 lanes flushed into f64 every [`FLUSH_EVERY`] values.
     fn channel_moments(s: NormShape, x: &[f32], c: usize, centre: f32) -> (f64, f64) {
-        let (mut total_s, mut total_q) = (0.0f64, 0.0f64);
-        let (mut s_acc, mut q_acc) = ([0.0f32; LANES], [0.0f32; LANES]);
-        let mut pending = 0;
+        let mut sums = FlushedSums::new();
         for run in s.runs(x, c) {
             let chunks = run.chunks_exact(LANES);
             for &v in chunks.remainder() {
-                total_s += v as f64;
-                total_q += ((v - centre) * (v - centre)) as f64;
+                sums.add_exact(v, (v - centre) * (v - centre));
             }
+            let [s_acc, q_acc] = &mut sums.lanes;
             for v in chunks {
                 for l in 0..LANES {
                     let d = v[l] - centre;
@@ -82,17 +80,58 @@ crate::simd_fn! {
                     q_acc[l] += d * d;
                 }
             }
-            pending += run.len();
-            if pending >= FLUSH_EVERY {
-                total_s += s_acc.iter().map(|&v| v as f64).sum::<f64>();
-                total_q += q_acc.iter().map(|&v| v as f64).sum::<f64>();
-                (s_acc, q_acc, pending) = ([0.0; LANES], [0.0; LANES], 0);
-            }
+            sums.ran(run.len());
         }
-        (
-            total_s + s_acc.iter().map(|&v| v as f64).sum::<f64>(),
-            total_q + q_acc.iter().map(|&v| v as f64).sum::<f64>(),
-        )
+        sums.finish()
+    }
+}
+
+/// Two sums, each kept in [`LANES`] f32 lanes and flushed into f64 every [`FLUSH_EVERY`]
+/// values, and values added to the f64 totals directly.
+struct FlushedSums {
+    lanes: [Lanes; 2],
+    totals: [f64; 2],
+    pending: usize,
+}
+
+impl FlushedSums {
+    #[inline(always)]
+    fn new() -> Self {
+        Self {
+            lanes: [[0.0; LANES]; 2],
+            totals: [0.0; 2],
+            pending: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn add_exact(&mut self, a: f32, b: f32) {
+        self.totals[0] += a as f64;
+        self.totals[1] += b as f64;
+    }
+
+    /// Counts `values` more into the lanes, flushing them when enough have gathered.
+    #[inline(always)]
+    fn ran(&mut self, values: usize) {
+        self.pending += values;
+        if self.pending >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    #[inline(always)]
+    fn flush(&mut self) {
+        for (total, lanes) in self.totals.iter_mut().zip(&mut self.lanes) {
+            *total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+            *lanes = [0.0; LANES];
+        }
+        self.pending = 0;
+    }
+
+    #[inline(always)]
+    fn finish(mut self) -> (f64, f64) {
+        self.flush();
+        (self.totals[0], self.totals[1])
     }
 }
 
@@ -218,29 +257,19 @@ unsafe fn chunk_grad_sums_avx512(x: &[f32], dy: &[f32], a: Affine, s: &mut Lanes
 /// Over channel `c`: the sum of dz and of dz·xhat, where dz is `dy` where the ReLU is open;
 /// lanes as in [`channel_moments`].
 fn channel_grad_sums(s: NormShape, x: &[f32], dy: &[f32], c: usize, a: Affine) -> (f64, f64) {
-    let (mut total_s, mut total_t) = (0.0f64, 0.0f64);
-    let (mut s_acc, mut t_acc) = ([0.0f32; LANES], [0.0f32; LANES]);
-    let mut pending = 0;
+    let mut sums = FlushedSums::new();
     for (x, dy) in s.runs(x, c).zip(s.runs(dy, c)) {
         let full = x.len() / LANES * LANES;
-        chunk_grad_sums(&x[..full], &dy[..full], a, &mut s_acc, &mut t_acc);
+        let [s_acc, t_acc] = &mut sums.lanes;
+        chunk_grad_sums(&x[..full], &dy[..full], a, s_acc, t_acc);
         for (&x, &dy) in x[full..].iter().zip(&dy[full..]) {
             let xhat = (x - a.mean) * a.inv_std;
             let g = open_gradient(x * a.scale + a.shift, a.relu, dy);
-            total_s += g as f64;
-            total_t += (g * xhat) as f64;
+            sums.add_exact(g, g * xhat);
         }
-        pending += x.len();
-        if pending >= FLUSH_EVERY {
-            total_s += s_acc.iter().map(|&v| v as f64).sum::<f64>();
-            total_t += t_acc.iter().map(|&v| v as f64).sum::<f64>();
-            (s_acc, t_acc, pending) = ([0.0; LANES], [0.0; LANES], 0);
-        }
+        sums.ran(x.len());
     }
-    (
-        total_s + s_acc.iter().map(|&v| v as f64).sum::<f64>(),
-        total_t + t_acc.iter().map(|&v| v as f64).sum::<f64>(),
-    )
+    sums.finish()
 }
 
 /// `dx = scale·(dz - mean(dz) - xhat·mean(dz·xhat))` at one element.
