@@ -272,7 +272,7 @@ pub struct PipelineBench {
 /// augmentation, views, normalisation), timed over `images` images after one warm-up batch.
 pub fn data_pipeline(
     set: &dyn crate::data::source::ImageSource,
-    task: &dyn crate::tasks::Task,
+    task: &dyn crate::data::examples::Task,
     images: usize,
     batch_size: usize,
 ) -> Result<PipelineBench, crate::data::DataError> {
@@ -329,8 +329,8 @@ pub fn mlm_step(
     threads: usize,
 ) -> StepBench {
     use crate::config::{OptimizerKind, TrainConfig};
+    use crate::methods::mlm::{MlmBatch, MlmLearner, MlmModel};
     use crate::train::Learner;
-    use crate::train::mlm::{MlmBatch, MlmLearner, MlmModel};
     let device = train_device();
     device.seed(0);
     let recipe = TrainConfig {

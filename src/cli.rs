@@ -6,8 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use pretext::config::{DataConfig, PretrainConfig, StreamMode, TransferMode, read_toml};
 use pretext::data::Format;
+use pretext::methods::MethodKind;
 use pretext::models::{Arch, Stem};
-use pretext::tasks::TaskKind;
 
 #[derive(Parser)]
 #[command(
@@ -238,7 +238,7 @@ pub struct PretrainArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     #[arg(long)]
-    pub task: Option<TaskKind>,
+    pub task: Option<MethodKind>,
     #[arg(long)]
     pub model: Option<Arch>,
     /// Width of the first stage (64: the standard network).
@@ -359,7 +359,7 @@ pub struct BenchAugmentArgs {
     pub framing: FramingArgs,
     /// The task whose views are made (simclr: two views with colour jitter and crops).
     #[arg(long, default_value = "simclr")]
-    pub task: TaskKind,
+    pub task: MethodKind,
     /// Source images to push through the pipeline (after one warm-up batch).
     #[arg(long, default_value_t = 10000)]
     pub images: usize,

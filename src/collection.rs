@@ -4,11 +4,13 @@
 use std::path::Path;
 
 use crate::Error;
-use crate::config::{DataConfig, StreamMode};
+use crate::data::config::{DataConfig, StreamMode};
 use crate::data::decode::{self, Header};
+use crate::data::folder::FolderOptions;
 use crate::data::index::{self, FileIndex, IndexEntry};
 use crate::data::source::{BadImages, ImageSource, materialise};
 use crate::data::stream::{Framer, StreamingSet, probe_channels};
+use crate::data::synthetic::{SyntheticConfig, generate};
 use crate::data::{DataError, Dataset, Format, ImageSet, split};
 
 /// The largest side a streamed folder gets when `data.image_size` is unset.
@@ -70,7 +72,7 @@ pub fn for_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
     if let Choice::Stream(index) = choose(cfg, format)? {
         return Ok(TrainingImages::Stream(streamed(cfg, index)?));
     }
-    match crate::pipeline::read_as_is(cfg) {
+    match read_as_is(cfg) {
         Err(Error::Data(DataError::Mismatch { path, problem }))
             if cfg.stream == StreamMode::Auto =>
         {
@@ -80,9 +82,7 @@ pub fn for_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
             );
             Ok(TrainingImages::Stream(streamed(cfg, open_index(cfg)?)?))
         }
-        read => Ok(TrainingImages::Memory(crate::pipeline::with_test_split(
-            cfg, read?,
-        )?)),
+        read => Ok(TrainingImages::Memory(with_test_split(cfg, read?)?)),
     }
 }
 
@@ -342,7 +342,7 @@ fn stl_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
             test: test.map(|t| Box::new(t) as Box<dyn ImageSource + Send>),
         }));
     }
-    crate::pipeline::load_data(cfg).map(TrainingImages::Memory)
+    load_data(cfg).map(TrainingImages::Memory)
 }
 
 /// Tar shards are read on demand in their own order (shards shuffled, then a shuffle buffer);
@@ -380,4 +380,83 @@ fn streamed_shards(cfg: &DataConfig) -> Result<Streamed, Error> {
         train: set(splits.train.clone()),
         test: splits.test.clone().map(set),
     })
+}
+/// Load the data a config names, with a test split (held out of the training images when the
+/// source has none).
+pub fn load_data(cfg: &DataConfig) -> Result<Dataset, Error> {
+    let ds = match in_memory(cfg)? {
+        Some(framed) => framed,
+        None => match read_as_is(cfg) {
+            Err(Error::Data(DataError::Mismatch { path, problem }))
+                if cfg.stream == StreamMode::Auto =>
+            {
+                eprintln!(
+                    "note: {}: {problem}; decoding the folder with the evaluation crop instead",
+                    path.display()
+                );
+                mixed_sizes(cfg)?
+            }
+            other => other?,
+        },
+    };
+    with_test_split(cfg, ds)
+}
+
+/// The data as its format's in-memory reader gives it (synthetic data generated), before any
+/// test split is held out.
+pub fn read_as_is(cfg: &DataConfig) -> Result<Dataset, Error> {
+    if cfg.path == crate::data::SYNTHETIC {
+        return Ok(generate(&SyntheticConfig {
+            train: cfg.synthetic_train,
+            test: cfg.synthetic_test,
+            size: cfg.synthetic_size,
+            seed: 0,
+        }));
+    }
+    Ok(crate::data::load(
+        Path::new(&cfg.path),
+        cfg.format,
+        &FolderOptions {
+            skip_corrupt: cfg.skip_corrupt,
+        },
+    )?)
+}
+
+/// `ds` checked against `data.image_size`, with a test split held out of its labelled training
+/// images when it has none.
+pub fn with_test_split(cfg: &DataConfig, mut ds: Dataset) -> Result<Dataset, Error> {
+    check_native_size(cfg, &ds)?;
+    if ds.train.len == 0 {
+        return Err(Error::msg(format!("{}: no training images", cfg.path)));
+    }
+    if ds.test.is_none() && ds.train.labels.is_some() {
+        let (train, test) = split::holdout(&ds.train, HOLDOUT_FRACTION, 0);
+        eprintln!(
+            "note: {} has no test split; holding out {} of its {} labelled images as the test split",
+            cfg.path, test.len, ds.train.len
+        );
+        ds.train = train;
+        ds.test = Some(test);
+    }
+    if ds.skipped > 0 {
+        eprintln!(
+            "warning: skipped {} corrupt image(s) in {}",
+            ds.skipped, cfg.path
+        );
+    }
+    Ok(ds)
+}
+
+/// `data.image_size` on data read as it is (IDX, CIFAR, synthetic) must be its size: only image
+/// folders are resized.
+fn check_native_size(cfg: &DataConfig, ds: &Dataset) -> Result<(), Error> {
+    match cfg.image_size {
+        Some(side) if (ds.train.height, ds.train.width) != (side, side) => {
+            Err(Error::msg(format!(
+                "config key `data.image_size`: {} holds {}x{} images; only image folders are resized, so give {} or leave it unset",
+                cfg.path, ds.train.height, ds.train.width, ds.train.height
+            )))
+        }
+        _ => Ok(()),
+    }
 }

@@ -7,7 +7,7 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::util::config::ConfigError),
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
     #[error("{path}: {source}")]

@@ -6,6 +6,7 @@ use clap::Parser;
 
 use cli::{BenchCommand, Cli, Command};
 use pretext::config::{PretrainConfig, TrainConfig, read_toml};
+use pretext::methods::MethodConfig;
 use pretext::models::EncoderSpec;
 use pretext::pipeline;
 
@@ -106,8 +107,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pretrain(args) => {
             let mut cfg = args.common.resolve(None)?;
             apply_train_flags(&mut cfg, &args.common);
-            if let Some(t) = args.task {
-                cfg.task.name = t;
+            if let Some(kind) = args.task
+                && kind != cfg.task.kind()
+            {
+                cfg.task = MethodConfig::default_for(kind);
             }
             let model = ModelFlags {
                 arch: args.model,
@@ -315,7 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { out } => {
             set_threads(threads.unwrap_or(0))?;
-            let outcome = pipeline::demo(&out, quiet)?;
+            let outcome = pretext::demo::demo(&out, quiet)?;
             println!(
                 "pretext task (rotation) test accuracy: {:.3}",
                 outcome.pretrain.pretext_test_acc.unwrap_or(f64::NAN)
@@ -341,8 +344,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.run.out = std::path::PathBuf::from("runs/cluster-transfer");
             }
             apply_train_flags(&mut cfg, &a.common);
-            cfg.task.name = pretext::tasks::TaskKind::Cluster;
-            let c = &mut cfg.task.cluster;
+            let mut settings = match cfg.task {
+                MethodConfig::Cluster(s) => s,
+                _ => Default::default(),
+            };
+            let c = &mut settings.cluster;
             if let Some(t) = &a.teacher {
                 c.teacher = t.clone();
             }
@@ -367,6 +373,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(r) = a.restarts {
                 c.restarts = r;
             }
+            cfg.task = MethodConfig::Cluster(settings);
             let model = ModelFlags {
                 arch: a.student,
                 width: a.width,
@@ -485,13 +492,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             a.framing.apply(&mut data);
             data.validate()?;
             let images = pretext::collection::for_training(&data)?;
-            let task = pretext::config::TaskConfig {
-                name: a.task,
-                ..Default::default()
-            };
+            let method = MethodConfig::default_for(a.task)
+                .build()
+                .ok_or_else(|| anyhow::anyhow!("--task {}: not an image method", a.task))?;
             let r = pretext::bench::data_pipeline(
                 images.train(),
-                task.build().as_ref(),
+                method.task(),
                 a.images,
                 a.batch_size,
             )?;

@@ -2,116 +2,28 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::Error;
 use crate::cluster::pseudo::{self, ClusteringSummary};
 use crate::collection::{self, TrainingImages};
-use crate::config::{DataConfig, PretrainConfig, StreamMode, TransferConfig, read_toml};
-use crate::data::folder::FolderOptions;
+use crate::config::{ClusterConfig, DataConfig, PretrainConfig, TransferConfig, read_toml};
 use crate::data::loader::{Normalizer, PREFETCH_BATCHES, STREAM_NORMALIZER_IMAGES, eval_batch};
 use crate::data::source::ImageSource;
 use crate::data::stream::SKIPPED_FILE;
-use crate::data::synthetic::{SyntheticConfig, generate};
-use crate::data::{DataError, Dataset, ImageSet, split};
+use crate::data::{Dataset, ImageSet, split};
 use crate::encoder::TrainedEncoder;
-use crate::models::{Classifier, Encoder, EncoderSpec, FeatureLayer};
-use crate::tasks::TaskKind;
+use crate::methods::{ImageMethod, MethodConfig, Modality};
+use crate::models::{Encoder, EncoderSpec, FeatureLayer};
 use crate::train::checkpoint::write_atomic;
 use crate::train::monitor::EpochMonitor;
-use crate::train::siamese::{SiameseLearner, evaluate_pairs};
-use crate::train::{
-    ClassifierLearner, Fit, Monitor, checkpoint_path, evaluate, fit_learner, train_device,
-};
+use crate::train::{Fit, Monitor, TrainConfig, checkpoint_path, fit_learner, train_device};
 use crate::transfer::{self, TransferInputs, TransferResults};
 
-pub const CONFIG_FILE: &str = "config.toml";
-/// A siamese run's pretext accuracy finds each view's partner among a batch of this many images
-/// at least (256 at 32 pixels, as before larger images were read).
-const PAIRS_BATCH_MIN: usize = 64;
-pub const RESULTS_FILE: &str = "results.json";
-
-/// Load the data a config names, with a test split (held out of the training images when the
-/// source has none).
-pub fn load_data(cfg: &DataConfig) -> Result<Dataset, Error> {
-    let ds = match crate::collection::in_memory(cfg)? {
-        Some(framed) => framed,
-        None => match read_as_is(cfg) {
-            Err(Error::Data(DataError::Mismatch { path, problem }))
-                if cfg.stream == StreamMode::Auto =>
-            {
-                eprintln!(
-                    "note: {}: {problem}; decoding the folder with the evaluation crop instead",
-                    path.display()
-                );
-                crate::collection::mixed_sizes(cfg)?
-            }
-            other => other?,
-        },
-    };
-    with_test_split(cfg, ds)
-}
-
-/// The data as its format's in-memory reader gives it (synthetic data generated), before any
-/// test split is held out.
-pub fn read_as_is(cfg: &DataConfig) -> Result<Dataset, Error> {
-    if cfg.path == crate::data::SYNTHETIC {
-        return Ok(generate(&SyntheticConfig {
-            train: cfg.synthetic_train,
-            test: cfg.synthetic_test,
-            size: cfg.synthetic_size,
-            seed: 0,
-        }));
-    }
-    Ok(crate::data::load(
-        Path::new(&cfg.path),
-        cfg.format,
-        &FolderOptions {
-            skip_corrupt: cfg.skip_corrupt,
-        },
-    )?)
-}
-
-/// `ds` checked against `data.image_size`, with a test split held out of its labelled training
-/// images when it has none.
-pub fn with_test_split(cfg: &DataConfig, mut ds: Dataset) -> Result<Dataset, Error> {
-    check_native_size(cfg, &ds)?;
-    if ds.train.len == 0 {
-        return Err(Error::msg(format!("{}: no training images", cfg.path)));
-    }
-    if ds.test.is_none() && ds.train.labels.is_some() {
-        let (train, test) = split::holdout(&ds.train, crate::collection::HOLDOUT_FRACTION, 0);
-        eprintln!(
-            "note: {} has no test split; holding out {} of its {} labelled images as the test split",
-            cfg.path, test.len, ds.train.len
-        );
-        ds.train = train;
-        ds.test = Some(test);
-    }
-    if ds.skipped > 0 {
-        eprintln!(
-            "warning: skipped {} corrupt image(s) in {}",
-            ds.skipped, cfg.path
-        );
-    }
-    Ok(ds)
-}
-
-/// `data.image_size` on data read as it is (IDX, CIFAR, synthetic) must be its size: only image
-/// folders are resized.
-fn check_native_size(cfg: &DataConfig, ds: &Dataset) -> Result<(), Error> {
-    match cfg.image_size {
-        Some(side) if (ds.train.height, ds.train.width) != (side, side) => {
-            Err(Error::msg(format!(
-                "config key `data.image_size`: {} holds {}x{} images; only image folders are resized, so give {} or leave it unset",
-                cfg.path, ds.train.height, ds.train.width, ds.train.height
-            )))
-        }
-        _ => Ok(()),
-    }
-}
+pub use crate::collection::{load_data, read_as_is, with_test_split};
+pub use crate::methods::PretrainSummary;
+pub use crate::util::run_dir::{CONFIG_FILE, RESULTS_FILE};
 
 /// `pretext info` on an image folder: counts from its (cached) index and sizes from the files'
 /// headers; `check` decodes every image too. The report, and the unreadable files.
@@ -126,34 +38,13 @@ pub fn describe_folder(
     Ok((survey::describe(&index, origin, &found), found.problems))
 }
 
-/// What `pretext pretrain` writes to `results.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PretrainSummary {
-    pub task: String,
-    pub arch: String,
-    pub steps: usize,
-    pub seconds: f64,
-    pub views_per_s: f64,
-    /// Accuracy of the pretext task on the test split's images (self-labels, no human labels);
-    /// for `mlm`, the masked-token accuracy on held-out documents.
-    pub pretext_test_acc: Option<f64>,
-    /// `mlm`: the perplexity of the masked tokens of held-out documents.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heldout_perplexity: Option<f64>,
-    pub run_dir: PathBuf,
-    /// For the `cluster` task: the teacher, the k-means run and the clusters' agreement with
-    /// the true labels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clustering: Option<ClusteringSummary>,
-}
-
 const CLUSTERS_FILE: &str = "clusters.json";
 const TEST_LABELS_FILE: &str = "pseudo_labels_test.npy";
 
 /// Replaces the labels of `data` with the teacher's clusters (train) and nearest clusters (test),
 /// computing them or, when `reuse`, loading those this run saved before.
 fn label_with_clusters(
-    cfg: &PretrainConfig,
+    cfg: &ClusterConfig,
     run_dir: &Path,
     data: &mut Dataset,
     reuse: bool,
@@ -184,7 +75,7 @@ fn label_with_clusters(
         Some(s) => s,
         None => {
             let (train, test, summary) =
-                pseudo::pseudo_labels(&cfg.task.cluster, &data.train, data.test.as_ref(), quiet)?;
+                pseudo::pseudo_labels(cfg, &data.train, data.test.as_ref(), quiet)?;
             let as_i64 = |l: &[u32]| l.iter().map(|&x| x as i64).collect::<Vec<_>>();
             crate::npy::write(
                 &run_dir.join(pseudo::LABELS_FILE),
@@ -205,9 +96,7 @@ fn label_with_clusters(
             (train, test, summary)
         }
     };
-    let names: Vec<String> = (0..cfg.task.cluster.k)
-        .map(|i| format!("cluster{i}"))
-        .collect();
+    let names: Vec<String> = (0..cfg.k).map(|i| format!("cluster{i}")).collect();
     data.train.labels = Some(train);
     data.train.class_names = names.clone();
     if let (Some(set), Some(labels)) = (data.test.as_mut(), test) {
@@ -230,7 +119,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     let run_dir = cfg.run.out.clone();
     let saved_config = run_dir.join(CONFIG_FILE);
     refuse_another_config(cfg, &run_dir)?;
-    if cfg.task.name == TaskKind::Mlm {
+    if cfg.task.kind().modality() == Modality::Text {
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
         write_toml(&saved_config, cfg)?;
         return crate::text::pretrain::pretrain_mlm(cfg, &run_dir, quiet);
@@ -244,7 +133,8 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     write_toml(&saved_config, cfg)?;
     let clustering = cluster_labels(cfg, &mut images, &run_dir, same_task_before, quiet)?;
 
-    let task = cfg.task.build();
+    let method = cfg.task.build().expect("an image method");
+    let task = method.task();
     for (name, bytes) in task.artifacts() {
         write_atomic(&run_dir.join(name), &bytes)?;
     }
@@ -281,7 +171,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     let fit_spec = Fit {
         set: data.train,
         normalizer,
-        task: task.as_ref(),
+        task,
         recipe: &cfg.train,
         encoder_lr_scale: 1.0,
         run_dir: Some(&run_dir),
@@ -290,20 +180,25 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
             spec.arch,
             spec.width,
             spec.in_channels,
-            cfg.task.name.name()
+            cfg.task.kind()
         ),
-        label: format!("pretrain {}", cfg.task.name.name()),
+        label: format!("pretrain {}", cfg.task.kind()),
         quiet,
         checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
             .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
         monitor: measure.as_ref().map(|f| f as &Monitor),
         decode_pool: data.decode_pool.as_ref(),
     };
-    let (encoder, outcome, pretext_test_acc) =
-        train_encoder(cfg, &spec, &fit_spec, data.test.as_deref())?;
+    let (encoder, outcome, pretext_test_acc) = train_encoder(
+        method.as_ref(),
+        &cfg.train,
+        &spec,
+        &fit_spec,
+        data.test.as_deref(),
+    )?;
     TrainedEncoder { spec, encoder }.save(&run_dir)?;
     let summary = PretrainSummary {
-        task: cfg.task.name.name().into(),
+        task: cfg.task.kind().name().into(),
         arch: cfg.model.arch.to_string(),
         steps: outcome.steps,
         seconds: outcome.seconds,
@@ -348,59 +243,31 @@ fn cluster_labels(
     reuse: bool,
     quiet: bool,
 ) -> Result<Option<ClusteringSummary>, Error> {
-    if cfg.task.name != TaskKind::Cluster {
+    let MethodConfig::Cluster(settings) = &cfg.task else {
         return Ok(None);
-    }
+    };
     let TrainingImages::Memory(data) = images else {
         return Err(Error::msg(format!(
             "{}: the cluster task decodes its images into memory, and this folder is streamed; set data.stream = \"never\" (or a smaller data.image_size)",
             cfg.data.path
         )));
     };
-    label_with_clusters(cfg, run_dir, data, reuse, quiet).map(Some)
+    label_with_clusters(&settings.cluster, run_dir, data, reuse, quiet).map(Some)
 }
 
-/// Trains the task's learner on `fit`'s images; the encoder, how the run went, and the pretext
-/// task's accuracy on `test`.
+/// Trains the method's learner on `fit`'s images; the encoder, how the run went, and the
+/// pretext task's accuracy on `test`.
 fn train_encoder(
-    cfg: &PretrainConfig,
+    method: &dyn ImageMethod,
+    recipe: &TrainConfig,
     spec: &EncoderSpec,
     fit: &Fit,
     test: Option<&ImageSet>,
 ) -> Result<(Encoder, crate::train::RunStats, Option<f64>), Error> {
-    let device = train_device();
-    if cfg.task.name.is_siamese() {
-        let mut learner =
-            SiameseLearner::new(cfg.task.name, spec, &cfg.task.siamese, &cfg.train, &device);
-        let outcome = fit_learner(fit, &mut learner)?;
-        let acc = test.map(|test| {
-            let batch = eval_batch(test.shape()).max(PAIRS_BATCH_MIN);
-            evaluate_pairs(
-                &learner.online.encoder,
-                test,
-                fit.normalizer,
-                fit.task,
-                batch,
-            )
-        });
-        return Ok((learner.online.encoder, outcome, acc));
-    }
-    let model = Classifier {
-        encoder: spec.init(&device),
-        head: fit.task.head(spec.feature_dim(), &device),
-    };
-    let mut learner = ClassifierLearner::new(model, &cfg.train, 1.0);
-    let outcome = fit_learner(fit, &mut learner)?;
-    let acc = test.map(|test| {
-        evaluate(
-            &learner.model,
-            test,
-            fit.normalizer,
-            fit.task,
-            eval_batch(test.shape()),
-        )
-    });
-    Ok((learner.model.encoder, outcome, acc))
+    let mut learner = method.learner(spec, recipe, &train_device());
+    let outcome = fit_learner(fit, learner.as_mut())?;
+    let acc = test.map(|test| learner.pretext_accuracy(test, fit.normalizer, fit.task));
+    Ok((learner.encoder(), outcome, acc))
 }
 
 /// What pretraining reads: its training source, its normaliser, and the images in memory that
@@ -421,7 +288,7 @@ impl<'a> PretrainImages<'a> {
         let [channels, height, width] = self.train.shape();
         eprintln!(
             "pretrain {} on {} ({} images {channels}x{height}x{width}), {} width {}, into {}",
-            cfg.task.name.name(),
+            cfg.task.kind(),
             self.source,
             self.train.len(),
             spec.arch,
@@ -593,76 +460,4 @@ pub fn embed(
         }
     }
     Ok(written)
-}
-
-/// `pretext demo`: the whole pipeline on the synthetic data, sized for a laptop CPU.
-pub struct DemoOutcome {
-    pub pretrain: PretrainSummary,
-    pub transfer: TransferResults,
-    /// The few-label study's `report.md`.
-    pub report: PathBuf,
-    pub seconds: f64,
-}
-
-pub fn demo_configs(out: &Path) -> (PretrainConfig, TransferConfig) {
-    let mut pre = PretrainConfig::default();
-    // 16x16 images and a narrow network keep the whole demo within a few minutes on 2 cores.
-    pre.data.synthetic_train = 5_000;
-    pre.data.synthetic_test = 2_000;
-    pre.data.synthetic_size = 16;
-    pre.model.width = 16;
-    pre.train.epochs = 12;
-    pre.train.batch_size = 64;
-    pre.train.lr = 0.05;
-    pre.train.augment.crop_padding = 2;
-    pre.run.out = out.join("pretrain");
-    let mut tr = TransferConfig::default();
-    tr.labels_per_class = 10;
-    tr.seeds = 3;
-    tr.finetune.epochs = 40;
-    tr.finetune.batch_size = 25;
-    tr.finetune.augment.crop_padding = 2;
-    (pre, tr)
-}
-
-/// The demo's closing study: the rotation encoder against scratch at 2, 10 and 50 labels per
-/// class, 2 seeds.
-pub fn demo_study(
-    out: &Path,
-    pre: &PretrainConfig,
-    tr: &TransferConfig,
-) -> crate::study::StudyFile {
-    use crate::study::{MethodConfig, StudyConfig, StudyFile};
-    StudyFile {
-        data: pre.data.clone(),
-        study: StudyConfig {
-            out: out.join("study"),
-            budgets: vec![2, 10, 50],
-            seeds: 2,
-            finetune_steps: 150,
-            embedding_points: 1000,
-            methods: vec![MethodConfig {
-                name: "rotation".into(),
-                run: Some(pre.run.out.clone()),
-                pretrain: None,
-            }],
-            ..StudyConfig::default()
-        },
-        transfer: tr.clone(),
-    }
-}
-
-pub fn demo(out: &Path, quiet: bool) -> Result<DemoOutcome, Error> {
-    let started = Instant::now();
-    let (pre, tr) = demo_configs(out);
-    let pretrain = pretrain(&pre, quiet)?;
-    let transfer = transfer(Some(&pre.run.out), &pre.data, None, &tr, out, quiet)?;
-    write_atomic(&out.join("summary.txt"), transfer.table().as_bytes())?;
-    let study = crate::study::run_study(&demo_study(out, &pre, &tr), quiet)?;
-    Ok(DemoOutcome {
-        pretrain,
-        transfer,
-        report: study.report,
-        seconds: started.elapsed().as_secs_f64(),
-    })
 }

@@ -6,13 +6,13 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use pretext::config::{DataConfig, TaskConfig};
+use pretext::config::DataConfig;
 use pretext::data::loader::Normalizer;
+use pretext::methods::two_views::evaluate_pairs;
+use pretext::methods::{MethodConfig, MethodKind};
 use pretext::models::{Arch, EncoderSpec, Stem};
 use pretext::pipeline::load_data;
-use pretext::tasks::TaskKind;
 use pretext::train::infer_device;
-use pretext::train::siamese::evaluate_pairs;
 
 fn config(dir: &Path, name: &str, task: &str, epochs: usize) -> PathBuf {
     let cfg = dir.join(format!("{name}.toml"));
@@ -50,7 +50,7 @@ fn accuracy(results: &serde_json::Value, mode: &str) -> f64 {
 
 /// Held-out two-view retrieval (the siamese pretext accuracy) of a randomly initialised
 /// encoder, measured exactly as `pretrain` measures a trained one.
-fn random_encoder_retrieval(task: TaskKind) -> f64 {
+fn random_encoder_retrieval(task: MethodKind) -> f64 {
     let data = load_data(&DataConfig {
         path: "synthetic".into(),
         synthetic_train: 1500,
@@ -68,11 +68,7 @@ fn random_encoder_retrieval(task: TaskKind) -> f64 {
         std: normalizer.std.clone(),
         stem: Stem::Cifar,
     };
-    let task = TaskConfig {
-        name: task,
-        ..Default::default()
-    }
-    .build();
+    let method = MethodConfig::default_for(task).build().unwrap();
     // A fixed initialisation, so the baseline does not depend on what ran before.
     let device = infer_device();
     device.seed(0);
@@ -81,7 +77,7 @@ fn random_encoder_retrieval(task: TaskKind) -> f64 {
         &encoder,
         data.test.as_ref().unwrap(),
         &normalizer,
-        task.as_ref(),
+        method.task(),
         256,
     )
 }
@@ -89,7 +85,7 @@ fn random_encoder_retrieval(task: TaskKind) -> f64 {
 #[test]
 fn simclr_and_byol_learn_their_pretext_task_and_log_monitoring() {
     let dir = tempfile::tempdir().unwrap();
-    for (task, kind) in [("simclr", TaskKind::Simclr), ("byol", TaskKind::Byol)] {
+    for (task, kind) in [("simclr", MethodKind::Simclr), ("byol", MethodKind::Byol)] {
         let cfg = config(dir.path(), task, task, 8);
         let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
         assert!(o.status.success(), "{task}: {}", stderr(&o));
@@ -114,7 +110,7 @@ fn simclr_and_byol_learn_their_pretext_task_and_log_monitoring() {
         // summation order moved it from 0.133 to 0.117 against 0.123), while a collapsed
         // encoder falls to 1/256. (BYOL's encoder features need not be: its loss acts on the
         // predictor's output.)
-        if kind == TaskKind::Simclr {
+        if kind == MethodKind::Simclr {
             let trained = summary["pretext_test_acc"].as_f64().unwrap();
             let random = random_encoder_retrieval(kind);
             let standard_error = (random * (1.0 - random) / 300.0).sqrt();

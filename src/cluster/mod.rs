@@ -1,9 +1,11 @@
 //! Clustering of features: k-means, PCA before it, and agreement with true labels.
 
+pub mod config;
 pub mod kmeans;
 pub mod metrics;
-pub mod pca;
 pub mod pseudo;
+
+pub use crate::eval::pca;
 
 pub use kmeans::{KMeans, KMeansConfig, Points};
 pub use metrics::ClusterQuality;

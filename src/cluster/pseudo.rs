@@ -7,16 +7,16 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::ClusterConfig;
 use super::metrics::{self, ClusterQuality};
 use super::pca::{Pca, l2_normalise};
 use super::{KMeans, Points, kmeans};
 use crate::Error;
-use crate::config::ClusterConfig;
 use crate::data::ImageSet;
 use crate::data::loader::{Normalizer, eval_batch};
 use crate::encoder::TrainedEncoder;
+use crate::eval::features::extract_layer;
 use crate::models::FeatureLayer;
-use crate::transfer::features::extract_layer;
 
 pub const LABELS_FILE: &str = "pseudo_labels.npy";
 

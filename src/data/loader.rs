@@ -13,10 +13,13 @@ use serde::{Deserialize, Serialize};
 use super::augment::{Shape, hflip, random_crop_padded};
 use super::source::{Framing, ImageSource};
 use super::{DataError, ImageSet};
-use crate::tasks::{Examples, Task};
+use crate::data::examples::{Examples, Task};
 
 /// Images an evaluation batch holds at 32 x 32 pixels (28 x 28 as well): 256 x 32 x 32 pixels
 /// per batch, so larger images go in fewer at a time and activations stay bounded.
+/// Why reading images already decoded into memory cannot fail.
+pub const IN_MEMORY: &str = "images in memory are always readable";
+
 const EVAL_BATCH: usize = 256;
 const EVAL_BATCH_PIXELS: usize = EVAL_BATCH * 32 * 32;
 const EVAL_BATCH_MIN: usize = 16;
@@ -43,7 +46,7 @@ pub struct Normalizer {
 impl Normalizer {
     /// Mean and standard deviation per channel, estimated on up to 10,000 images.
     pub fn fit(set: &ImageSet) -> Self {
-        Self::fit_source(set, NORMALIZER_IMAGES).expect(crate::train::IN_MEMORY)
+        Self::fit_source(set, NORMALIZER_IMAGES).expect(IN_MEMORY)
     }
 
     /// As [`Normalizer::fit`], over any source and at most `limit` images (every

@@ -3,11 +3,14 @@
 pub mod augment;
 pub mod cifar;
 pub mod colour;
+pub mod config;
 pub mod decode;
+pub mod examples;
 pub mod folder;
 pub mod idx;
 pub mod index;
 pub mod loader;
+pub mod sequences;
 pub mod shards;
 pub mod source;
 pub mod split;
@@ -16,6 +19,7 @@ pub mod stream;
 pub mod survey;
 pub mod synthetic;
 pub mod text;
+pub mod tokenizer;
 
 use std::path::Path;
 use std::path::PathBuf;

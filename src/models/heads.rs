@@ -33,24 +33,36 @@ impl ClassifierHead {
     }
 }
 
-/// The projector and predictor MLP of SimCLR, BYOL and SimSiam: linear, BatchNorm, ReLU, linear.
+/// The projector and predictor MLP of the two-view methods: `layers` linear layers, each but the
+/// last followed by BatchNorm and ReLU (2: linear, BatchNorm, ReLU, linear).
 #[derive(Module, Debug)]
 pub struct ProjectionMlp {
-    pub hidden: Linear,
-    pub norm: BatchNorm,
+    pub hidden: Vec<Linear>,
+    pub norms: Vec<BatchNorm>,
     pub out: Linear,
 }
 
 impl ProjectionMlp {
-    pub fn new(d_in: usize, d_hidden: usize, d_out: usize, device: &Device) -> Self {
+    /// `layers` must be at least 2.
+    pub fn new(d_in: usize, d_hidden: usize, d_out: usize, layers: usize, device: &Device) -> Self {
+        let (mut hidden, mut norms) = (Vec::new(), Vec::new());
+        for i in 0..layers.max(2) - 1 {
+            let d = if i == 0 { d_in } else { d_hidden };
+            hidden.push(LinearConfig::new(d, d_hidden).init(device));
+            norms.push(BatchNormConfig::new(d_hidden).init(device));
+        }
         Self {
-            hidden: LinearConfig::new(d_in, d_hidden).init(device),
-            norm: BatchNormConfig::new(d_hidden).init(device),
+            hidden,
+            norms,
             out: LinearConfig::new(d_hidden, d_out).init(device),
         }
     }
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.out
-            .forward(relu(self.norm.forward(self.hidden.forward(x))))
+        let x = self
+            .hidden
+            .iter()
+            .zip(&self.norms)
+            .fold(x, |x, (linear, norm)| relu(norm.forward(linear.forward(x))));
+        self.out.forward(x)
     }
 }

@@ -15,7 +15,7 @@ use super::{Cell, Method, StudyFile, budget_name};
 use crate::Error;
 use crate::data::ImageSet;
 use crate::data::loader::Normalizer;
-use crate::pipeline::PretrainSummary;
+use crate::methods::PretrainSummary;
 use crate::train::checkpoint::write_atomic;
 
 /// A line of results: a method used one way.

@@ -12,10 +12,11 @@ use crate::Error;
 use crate::config::PretrainConfig;
 use crate::data::text::{TextOptions, read_unlabelled};
 use crate::encoder::save_weights;
-use crate::pipeline::{PretrainSummary, RESULTS_FILE};
+use crate::methods::PretrainSummary;
+use crate::methods::mlm::{MlmLearner, MlmModel, TextBatches, heldout_metrics};
 use crate::train::checkpoint::write_atomic;
-use crate::train::mlm::{MlmLearner, MlmModel, TextBatches, heldout_metrics};
 use crate::train::{LoopSettings, checkpoint_path, run_loop, train_device};
+use crate::util::run_dir::RESULTS_FILE;
 
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const TEXT_WEIGHTS_FILE: &str = "text_encoder.safetensors";

@@ -161,7 +161,7 @@ impl TextClassifierLearner {
 
 impl Learner for TextClassifierLearner {
     type Batch = TokenBatch;
-    fn inputs(batch: &TokenBatch) -> usize {
+    fn inputs(&self, batch: &TokenBatch) -> usize {
         batch.rows
     }
     fn step(&mut self, batch: &TokenBatch, lr: f64, _progress: f64) -> StepStats {

@@ -2,12 +2,10 @@
 //! head) is trained on them with cross-entropy. Used for pretraining, fine-tuning and scratch.
 
 pub mod checkpoint;
-pub mod data_parallel;
-pub mod mlm;
+pub mod config;
 pub mod monitor;
 pub mod progress;
 pub mod schedule;
-pub mod siamese;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -21,14 +19,15 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 
-use crate::config::{OptimizerKind, TrainConfig};
+use crate::data::examples::{Examples, Task};
 use crate::data::loader::{BatchPlan, BatchSource, ImageBatches, Normalizer, prefetch};
 use crate::data::source::ImageSource;
 use crate::data::{DataError, ImageSet};
+pub use crate::device::data_parallel::{self, DataParallel};
 use crate::losses::cross_entropy;
 use crate::models::{Classifier, Encoder};
-use crate::tasks::{Examples, Task};
 use checkpoint::{Checkpoint, CheckpointError, LoopState};
+pub use config::{OptimizerKind, TrainConfig};
 use progress::{MetricsLog, Progress};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +92,6 @@ fn env_number(name: &str) -> Option<usize> {
 }
 
 pub use crate::device::{infer_device, train_device};
-pub use data_parallel::DataParallel;
 
 /// One training run's inputs.
 pub struct Fit<'a> {
@@ -138,7 +136,7 @@ pub trait Learner {
     /// through training. A non-finite loss is returned before anything is updated.
     fn step(&mut self, batch: &Self::Batch, lr: f64, progress: f64) -> StepStats;
     /// How many inputs (views, sequences) the batch puts through the model, for throughput.
-    fn inputs(batch: &Self::Batch) -> usize;
+    fn inputs(&self, batch: &Self::Batch) -> usize;
     /// The model record (BatchNorm statistics folded in) and the two optimiser states.
     fn save_parts(&self) -> Result<[Vec<u8>; 3], String>;
     /// Restore what [`Learner::save_parts`] wrote; the error names the part.
@@ -326,7 +324,7 @@ impl ClassifierLearner {
 
 impl Learner for ClassifierLearner {
     type Batch = Examples;
-    fn inputs(ex: &Examples) -> usize {
+    fn inputs(&self, ex: &Examples) -> usize {
         ex.num_views()
     }
     fn step(&mut self, ex: &Examples, lr: f64, _progress: f64) -> StepStats {
@@ -459,7 +457,10 @@ pub struct RunStats {
 
 /// Train an image learner on `spec`'s images and task: [`run_loop`] over [`ImageBatches`], with
 /// the monitor (if any) measuring its encoder.
-pub fn fit_learner<L: ImageLearner>(spec: &Fit, learner: &mut L) -> Result<RunStats, TrainError> {
+pub fn fit_learner<L: ImageLearner + ?Sized>(
+    spec: &Fit,
+    learner: &mut L,
+) -> Result<RunStats, TrainError> {
     let source = ImageBatches {
         plan: BatchPlan {
             set: spec.set,
@@ -507,7 +508,7 @@ pub struct LoopSettings<'a> {
 /// `train.max_minutes`), batches made ahead of the model, checkpoints after every epoch (and
 /// every `checkpoint_every`), resumption, divergence and interruption handling,
 /// `metrics.jsonl`. `monitor` adds its numbers to every epoch's record.
-pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch>>(
+pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch> + ?Sized>(
     spec: &LoopSettings,
     source: &S,
     learner: &mut L,
@@ -673,7 +674,7 @@ pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch>>(
                 sums.seen += stats.counted;
                 sums.loss += stats.loss as f64;
                 sums.batches += 1;
-                views_seen += L::inputs(&ex);
+                views_seen += learner.inputs(&ex);
                 final_loss = stats.loss;
                 state.step += 1;
                 progress.step(
@@ -784,7 +785,7 @@ fn abort_if_asked(epoch_done: usize) {
 }
 
 /// Why evaluation over an [`ImageSet`] cannot fail: its images are decoded already.
-pub(crate) const IN_MEMORY: &str = "images in memory are always readable";
+pub(crate) use crate::data::loader::IN_MEMORY;
 
 /// Accuracy of `model` on the examples `task` makes from `set` (no augmentation).
 pub fn evaluate(

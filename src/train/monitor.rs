@@ -3,13 +3,13 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::cluster::pca::Pca;
 use crate::data::ImageSet;
 use crate::data::loader::{Normalizer, eval_batch};
 use crate::data::split::few_labels;
+use crate::eval::features::{Features, extract};
+use crate::eval::knn;
+use crate::eval::pca::Pca;
 use crate::models::Encoder;
-use crate::transfer::features::{Features, extract};
-use crate::transfer::knn;
 
 /// Labelled memory and query images for a k-NN accuracy after every epoch.
 pub struct EpochMonitor<'a> {

@@ -1,9 +1,10 @@
 //! Transfer with few labels: each mode over several labelled subsets (seeds), scored on the
 //! whole test split.
 
-pub mod features;
-pub mod knn;
+pub mod config;
 pub mod probe;
+
+pub use crate::eval::{features, knn};
 
 use std::time::Instant;
 
@@ -12,14 +13,14 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::config::{TransferConfig, TransferMode};
 use crate::data::ImageSet;
+use crate::data::examples::Supervised;
 use crate::data::loader::{Normalizer, eval_batch};
 use crate::data::split::few_labels;
 use crate::encoder::TrainedEncoder;
 use crate::models::{Classifier, ClassifierHead, Encoder, EncoderSpec, FeatureLayer};
-use crate::tasks::Supervised;
 use crate::train::{Fit, fit, predict, train_device};
+use config::{TransferConfig, TransferMode};
 use features::{Features, extract_augmented, extract_layer};
 
 /// Accuracies of one mode over the seeds, as fractions.
@@ -290,7 +291,7 @@ impl<'a> Transferer<'a> {
                 let model = Classifier { encoder, head };
                 let labelled = inputs.train.subset(subset);
                 let task = Supervised { classes };
-                let recipe = crate::config::TrainConfig {
+                let recipe = crate::train::TrainConfig {
                     seed: cfg.finetune.seed.wrapping_add(seed),
                     ..cfg.finetune.clone()
                 };
@@ -419,7 +420,7 @@ pub fn score_modes(
 pub fn write_results(out: &std::path::Path, results: &TransferResults) -> Result<(), Error> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     crate::train::checkpoint::write_atomic(
-        &out.join(crate::pipeline::RESULTS_FILE),
+        &out.join(crate::util::run_dir::RESULTS_FILE),
         &serde_json::to_vec_pretty(results).expect("results serialise"),
     )?;
     Ok(())

@@ -1,4 +1,6 @@
 //! The bottom layer: helpers that know no pretext types.
 
+pub mod config;
 pub mod fs;
 pub mod memory;
+pub mod run_dir;

@@ -8,9 +8,12 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Examples, Task};
+use super::classify::Classify;
+use super::{ImageMethod, Settings};
 use crate::data::augment::{Shape, center_square, crop, resize_bilinear, standardise_channels};
+use crate::data::examples::{Examples, Task};
 use crate::models::ClassifierHead;
+use crate::util::config::{ConfigError, invalid};
 
 /// What is done to colour patches against chromatic aberration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +103,7 @@ pub struct RelPos {
 
 impl RelPos {
     pub fn new(cfg: RelPosConfig) -> Result<RelPos, String> {
-        cfg.validate("task.relpos")?;
+        cfg.validate(RELPOS_KEY)?;
         Ok(RelPos { cfg })
     }
 
@@ -202,6 +205,27 @@ impl Task for RelPos {
             out.views.extend(patch);
         }
         out.labels.push(label as i64);
+    }
+}
+
+const RELPOS_KEY: &str = "task.relpos";
+
+/// The keys of `relpos`: `[task.relpos]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelPosSettings {
+    pub relpos: RelPosConfig,
+}
+
+impl Settings for RelPosSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.relpos
+            .validate(RELPOS_KEY)
+            .map_err(|e| invalid(RELPOS_KEY, e))
+    }
+    fn build(&self) -> Option<Box<dyn ImageMethod>> {
+        let task = RelPos::new(self.relpos.clone()).expect("validated relpos settings");
+        Some(Box::new(Classify(task)))
     }
 }
 

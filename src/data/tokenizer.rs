@@ -13,7 +13,7 @@ use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::sequences::Specials;
-use crate::Error;
+use crate::data::DataError as Error;
 
 pub const PAD: &str = "[PAD]";
 pub const UNK: &str = "[UNK]";
@@ -64,7 +64,7 @@ impl TextTokenizer {
     /// Load a `tokenizer.json` written by [`TextTokenizer::save`].
     pub fn load(path: &Path) -> Result<TextTokenizer, Error> {
         let tokenizer = Tokenizer::from_file(path)
-            .map_err(|e| Error::msg(format!("{}: not a tokenizer file: {e}", path.display())))?;
+            .map_err(|e| Error::Other(format!("{}: not a tokenizer file: {e}", path.display())))?;
         Self::finish(tokenizer)
     }
 
@@ -72,7 +72,7 @@ impl TextTokenizer {
         let id = |t: &str| {
             tokenizer
                 .token_to_id(t)
-                .ok_or_else(|| Error::msg(format!("the tokenizer has no {t} token")))
+                .ok_or_else(|| Error::Other(format!("the tokenizer has no {t} token")))
         };
         let (pad, cls, sep, mask) = (id(PAD)?, id(CLS)?, id(SEP)?, id(MASK)?);
         tokenizer.with_post_processor(Some(BertProcessing::new(
@@ -91,7 +91,7 @@ impl TextTokenizer {
     pub fn save(&self, path: &Path) -> Result<(), Error> {
         self.inner
             .save(path, false)
-            .map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+            .map_err(|e| Error::Other(format!("{}: {e}", path.display())))
     }
 
     /// The special ids sequences are built with.
@@ -130,7 +130,7 @@ impl TextTokenizer {
 }
 
 fn tok_err(e: impl std::fmt::Display) -> Error {
-    Error::msg(format!("tokenizer: {e}"))
+    Error::Other(format!("tokenizer: {e}"))
 }
 
 #[cfg(test)]

@@ -1,20 +1,11 @@
-//! Pretext tasks: views and self-labels made from data. A task never knows which backbone it
-//! trains; the trainer runs encoder → head → cross-entropy on what the task makes.
-
-pub mod jigsaw;
-pub mod permutations;
-pub mod relpos;
-pub mod rotation;
-pub mod views;
+//! Examples: the views and self-labels a [`Task`] makes from one image, batched. The loader
+//! calls a task; the methods (`crate::methods`) and supervised training provide them.
 
 use burn::tensor::Device;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::data::augment::Shape;
 use crate::models::ClassifierHead;
-
-pub use rotation::Rotation;
 
 /// A batch of views with one label per example; `arity` consecutive views form one example
 /// (their features are concatenated before the head).
@@ -113,74 +104,6 @@ pub trait Task: Send + Sync {
         out: &mut Examples,
     ) {
         self.examples(image, shape, label, rng, out)
-    }
-}
-
-/// Pretext tasks by name, as used in configs and `--task`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskKind {
-    Rotation,
-    /// Context prediction: which of the 8 neighbours a patch is.
-    Relpos,
-    /// Which permutation of the 9 tiles is shown.
-    Jigsaw,
-    /// Jigsaw with 0 to 2 tiles from another image.
-    #[serde(rename = "jigsaw++")]
-    JigsawPlus,
-    /// Predict the k-means cluster of a teacher encoder's features (Noroozi et al. 2018): the
-    /// pseudo-labels are computed first (`crate::cluster::transfer`), then this is
-    /// [`Supervised`] on them.
-    Cluster,
-    /// SimCLR: contrast two views of each image against the rest of the batch.
-    Simclr,
-    /// BYOL: predict a momentum (EMA) target network's projection of the other view.
-    Byol,
-    /// SimSiam: BYOL without the momentum network.
-    Simsiam,
-    /// Masked language modelling on a text corpus (BERT).
-    Mlm,
-}
-
-impl TaskKind {
-    /// The name used in configs, `--task` and results.
-    pub fn name(self) -> &'static str {
-        match self {
-            TaskKind::Rotation => "rotation",
-            TaskKind::Relpos => "relpos",
-            TaskKind::Jigsaw => "jigsaw",
-            TaskKind::JigsawPlus => "jigsaw++",
-            TaskKind::Cluster => "cluster",
-            TaskKind::Simclr => "simclr",
-            TaskKind::Byol => "byol",
-            TaskKind::Simsiam => "simsiam",
-            TaskKind::Mlm => "mlm",
-        }
-    }
-
-    /// SimCLR, BYOL and SimSiam: two views, a projector, and a loss between the views.
-    pub fn is_siamese(self) -> bool {
-        matches!(self, TaskKind::Simclr | TaskKind::Byol | TaskKind::Simsiam)
-    }
-}
-
-impl std::str::FromStr for TaskKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "rotation" => Ok(TaskKind::Rotation),
-            "relpos" => Ok(TaskKind::Relpos),
-            "jigsaw" => Ok(TaskKind::Jigsaw),
-            "jigsaw++" => Ok(TaskKind::JigsawPlus),
-            "cluster" => Ok(TaskKind::Cluster),
-            "simclr" => Ok(TaskKind::Simclr),
-            "byol" => Ok(TaskKind::Byol),
-            "simsiam" => Ok(TaskKind::Simsiam),
-            "mlm" => Ok(TaskKind::Mlm),
-            other => Err(format!(
-                "unknown task `{other}` (available: rotation, relpos, jigsaw, jigsaw++, cluster, simclr, byol, simsiam, mlm)"
-            )),
-        }
     }
 }
 

@@ -10,8 +10,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::ImageSet;
 use crate::data::loader::{Augment, Normalizer, eval_batch, mix};
+use crate::device::infer_device;
 use crate::models::{Encoder, FeatureLayer};
-use crate::train::infer_device;
 
 /// Features as a row-major `[n, d]` matrix.
 #[derive(Clone, Debug)]

@@ -9,13 +9,17 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{Learner, Optimisers, StepStats, correct_predictions};
-use crate::config::TrainConfig;
+use serde::{Deserialize, Serialize};
+
+use super::{ImageMethod, MethodKind, Modality, Settings};
 use crate::data::DataError;
 use crate::data::loader::{BatchSource, mix};
+use crate::data::sequences::{Specials, mask_tokens};
+use crate::data::text::Columns;
 use crate::losses::cross_entropy;
 use crate::models::bert::{BertEncoder, BertSpec, MlmHead, gather_positions};
-use crate::text::sequences::{Specials, mask_tokens};
+use crate::train::{Learner, Optimisers, StepStats, TrainConfig, correct_predictions};
+use crate::util::config::ConfigError;
 
 /// A batch of masked sequences, flattened.
 #[derive(Clone, Debug, Default)]
@@ -172,7 +176,7 @@ pub struct MlmLearner {
 impl MlmLearner {
     pub fn new(model: MlmModel, recipe: &TrainConfig, device: &Device) -> Self {
         if crate::device::data_parallel().is_some() {
-            crate::device::warn_first_device_only("mlm");
+            crate::device::warn_first_device_only(MethodKind::Mlm.name());
         }
         Self {
             model,
@@ -184,7 +188,7 @@ impl MlmLearner {
 
 impl Learner for MlmLearner {
     type Batch = MlmBatch;
-    fn inputs(batch: &MlmBatch) -> usize {
+    fn inputs(&self, batch: &MlmBatch) -> usize {
         batch.sequences
     }
     fn step(&mut self, batch: &MlmBatch, lr: f64, _progress: f64) -> StepStats {
@@ -216,7 +220,7 @@ impl Learner for MlmLearner {
 /// `model` on held-out sequences, with masks fixed by `source`'s seed.
 pub fn heldout_metrics(model: &MlmModel, source: &TextBatches) -> (f64, f64) {
     let model = model.valid();
-    let device = super::infer_device();
+    let device = crate::train::infer_device();
     let (mut loss_sum, mut hit_sum, mut count) = (0.0f64, 0usize, 0usize);
     let indices: Vec<usize> = (0..source.sequences.len()).collect();
     for chunk in indices.chunks(source.batch_size.max(1)) {
@@ -235,10 +239,87 @@ pub fn heldout_metrics(model: &MlmModel, source: &TextBatches) -> (f64, f64) {
     (hit_sum as f64 / count, (loss_sum / count).exp())
 }
 
+/// `mlm`'s settings are the `[text]` section, shared with text transfer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlmSettings {}
+
+impl Settings for MlmSettings {
+    const MODALITY: Modality = Modality::Text;
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    /// Text is pretrained by `crate::text::pretrain`.
+    fn build(&self) -> Option<Box<dyn ImageMethod>> {
+        None
+    }
+}
+
+/// Text settings (`[text]`): the encoder's shape and the MLM recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextConfig {
+    /// The transformer encoder (`[text.model]`); `vocab_size` is also the tokenizer's size.
+    pub model: BertSpec,
+    /// A word piece must occur this often in the corpus to enter the vocabulary.
+    pub min_frequency: u64,
+    /// Share of word tokens selected for prediction (BERT: 0.15).
+    pub mask_rate: f64,
+    /// Share of documents held out to measure masked-token accuracy and perplexity.
+    pub heldout: f64,
+    /// Held-out sequences measured after every epoch.
+    pub monitor_sequences: usize,
+    /// Sequences per epoch (0: the whole corpus). A large corpus is then measured and
+    /// checkpointed every this many sequences, drawn from successive shuffled passes.
+    pub epoch_sequences: usize,
+    /// More unlabelled text for MLM, after `data.path`: corpora, or labelled tables whose
+    /// training texts (not their test split) join the corpus, such as the transfer task's own.
+    pub extra_corpora: Vec<String>,
+    /// The columns of a labelled table with a header (`[text.columns]`), for transfer.
+    pub columns: Columns,
+    /// Replace invalid UTF-8 in the corpus instead of failing.
+    pub lossy_utf8: bool,
+    /// Read at most this many documents (0: all).
+    pub max_documents: usize,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        Self {
+            model: BertSpec::default(),
+            min_frequency: 2,
+            mask_rate: 0.15,
+            heldout: 0.02,
+            monitor_sequences: 512,
+            epoch_sequences: 0,
+            extra_corpora: Vec::new(),
+            columns: Columns::default(),
+            lossy_utf8: false,
+            max_documents: 0,
+        }
+    }
+}
+
+impl TextConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate("text.model")?;
+        if !(self.mask_rate > 0.0 && self.mask_rate < 1.0) {
+            return Err("text.mask_rate must be between 0 and 1".into());
+        }
+        if !(self.heldout > 0.0 && self.heldout < 0.5) {
+            return Err("text.heldout must be between 0 and 0.5".into());
+        }
+        if self.monitor_sequences == 0 {
+            return Err("text.monitor_sequences must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::text::sequences::TEST_SPECIALS as S;
+    use crate::data::sequences::TEST_SPECIALS as S;
     use crate::train::train_device;
 
     #[test]
@@ -316,7 +397,7 @@ mod tests {
         let device = train_device();
         device.seed(0);
         let recipe = TrainConfig {
-            optimizer: crate::config::OptimizerKind::Adamw,
+            optimizer: crate::train::OptimizerKind::Adamw,
             lr: 3e-3,
             weight_decay: 0.0,
             ..TrainConfig::default()

@@ -16,12 +16,15 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::classify::Classify;
 use super::permutations::{Permutation, PermutationSet, TILES};
-use super::{Examples, Task};
+use super::{ImageMethod, Settings};
 use crate::data::augment::{
     Shape, center_square, crop, grayscale, resize_bilinear, standardise_channels,
 };
+use crate::data::examples::{Examples, Task};
 use crate::models::ClassifierHead;
+use crate::util::config::{ConfigError, invalid};
 
 /// Settings of `jigsaw` and `jigsaw++` (`[task.jigsaw]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,7 +99,7 @@ pub fn visible_tiles_decide(set: &PermutationSet, replace_max: usize) -> Result<
         return Ok(());
     }
     Err(format!(
-        "task.jigsaw: with up to {replace_max} replaced tiles, jigsaw++ needs permutations that \
+        "{JIGSAW_KEY}: with up to {replace_max} replaced tiles, jigsaw++ needs permutations that \
          differ in at least {} tiles, but this set of {} has two that differ in only {}; use \
          fewer permutations or a lower replace_max",
         replace_max + 1,
@@ -125,7 +128,7 @@ pub struct Jigsaw {
 
 impl Jigsaw {
     pub fn new(cfg: JigsawConfig, plus: bool) -> Result<Jigsaw, String> {
-        cfg.validate("task.jigsaw")?;
+        cfg.validate(JIGSAW_KEY)?;
         let set = PermutationSet::generate(cfg.permutations, cfg.permutation_seed)?;
         if plus {
             visible_tiles_decide(&set, cfg.replace_max)?;
@@ -272,6 +275,48 @@ impl Task for Jigsaw {
             self.tiles(d, shape, &donor_plan, gray)
         });
         self.arrange(&tiles, donor_tiles.as_deref(), &plan, out);
+    }
+}
+
+const JIGSAW_KEY: &str = "task.jigsaw";
+
+/// The keys of `jigsaw`: `[task.jigsaw]` (`replace_max` unused).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JigsawSettings {
+    pub jigsaw: JigsawConfig,
+}
+
+/// The keys of `jigsaw++`: `[task.jigsaw]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JigsawPlusSettings {
+    pub jigsaw: JigsawConfig,
+}
+
+fn jigsaw_method(cfg: &JigsawConfig, plus: bool) -> Result<Box<dyn ImageMethod>, ConfigError> {
+    let task = Jigsaw::new(cfg.clone(), plus).map_err(|e| invalid(JIGSAW_KEY, e))?;
+    Ok(Box::new(Classify(task)))
+}
+
+impl Settings for JigsawSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.jigsaw
+            .validate(JIGSAW_KEY)
+            .map_err(|e| invalid(JIGSAW_KEY, e))
+    }
+    fn build(&self) -> Option<Box<dyn ImageMethod>> {
+        Some(jigsaw_method(&self.jigsaw, false).expect("validated jigsaw settings"))
+    }
+}
+
+impl Settings for JigsawPlusSettings {
+    /// Building the task also checks its permutation set against Jigsaw++'s rule.
+    fn validate(&self) -> Result<(), ConfigError> {
+        jigsaw_method(&self.jigsaw, true).map(|_| ())
+    }
+    fn build(&self) -> Option<Box<dyn ImageMethod>> {
+        Some(jigsaw_method(&self.jigsaw, true).expect("validated jigsaw++ settings"))
     }
 }
 

