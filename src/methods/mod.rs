@@ -227,9 +227,7 @@ impl TryFrom<toml::Table> for MethodConfig {
                 .map_err(|e| e.to_string())?;
             let own = own.as_table().cloned().unwrap_or_default();
             table.retain(|key, _| {
-                key == "name"
-                    || own.contains_key(key)
-                    || !SHARED_SECTIONS_BEFORE.contains(&key)
+                key == "name" || own.contains_key(key) || !SHARED_SECTIONS_BEFORE.contains(&key)
             });
         }
         toml::Value::Table(table)
