@@ -66,6 +66,51 @@ pub fn negative_cosine(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
     cosine_similarity(p, z).mean().neg()
 }
 
+/// The weights of VICReg's three terms (Bardes, Ponce, LeCun 2022: 25, 25, 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VicregWeights {
+    pub invariance: f64,
+    pub variance: f64,
+    pub covariance: f64,
+}
+
+/// VICReg's loss for projections `z1`, `z2` `[n, d]` of two views of the same `n` images, as the
+/// authors' code computes it: `invariance` times the mean squared difference of the views, plus
+/// `variance` times the mean over both views and all dimensions of relu(1 - std) (std with the
+/// n - 1 divisor and 1e-4 inside the root: it keeps every dimension spread), plus `covariance`
+/// times the sum over both views of the squared off-diagonal covariances divided by `d` (it
+/// decorrelates the dimensions).
+pub fn vicreg_loss(z1: Tensor<2>, z2: Tensor<2>, w: VicregWeights) -> Tensor<1> {
+    let invariance = (z1.clone() - z2.clone()).powf_scalar(2.0).mean();
+    let (var1, cov1) = variance_and_covariance(z1);
+    let (var2, cov2) = variance_and_covariance(z2);
+    invariance.mul_scalar(w.invariance)
+        + (var1 + var2).mul_scalar(w.variance / 2.0)
+        + (cov1 + cov2).mul_scalar(w.covariance)
+}
+
+/// VICReg's variance term (mean of relu(1 - std)) and covariance term (squared off-diagonal
+/// covariances summed, divided by the dimension) of one view's projections.
+fn variance_and_covariance(z: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
+    let [n, d] = z.dims();
+    let device = z.device();
+    let centred = z.clone() - z.mean_dim(0);
+    let covariance = centred.clone().transpose().matmul(centred) / (n.max(2) - 1) as f64;
+    let eye = Tensor::<2>::eye(d, &device);
+    let variances = (covariance.clone() * eye.clone()).sum_dim(1).reshape([d]);
+    let spread = variances
+        .add_scalar(1e-4)
+        .sqrt()
+        .neg()
+        .add_scalar(1.0)
+        .clamp_min(0.0)
+        .mean();
+    let off_diagonal = (covariance * (eye.neg().add_scalar(1.0)))
+        .powf_scalar(2.0)
+        .sum();
+    (spread, off_diagonal / d as f64)
+}
+
 /// Row-wise cosine similarity `[n, d] x [n, d] -> [n]`.
 fn cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
     let [n, _] = a.dims();
@@ -159,5 +204,96 @@ mod tests {
         assert!((byol - (0.0 + 1.0) / 2.0).abs() < 1e-6, "{byol}"); // (2-2*1 + 2-2*0.5)/2
         let simsiam: f32 = negative_cosine(p, z).into_scalar();
         assert!((simsiam + 0.75).abs() < 1e-6, "{simsiam}");
+    }
+
+    /// VICReg's loss written out element by element, as the authors' PyTorch code computes it.
+    fn vicreg_reference(z1: &[Vec<f64>], z2: &[Vec<f64>], w: VicregWeights) -> f64 {
+        let (n, d) = (z1.len(), z1[0].len());
+        let mut invariance = 0.0;
+        for i in 0..n {
+            for j in 0..d {
+                invariance += (z1[i][j] - z2[i][j]).powi(2);
+            }
+        }
+        invariance /= (n * d) as f64;
+        let terms = |z: &[Vec<f64>]| {
+            let mean: Vec<f64> = (0..d)
+                .map(|j| z.iter().map(|r| r[j]).sum::<f64>() / n as f64)
+                .collect();
+            let cov = |a: usize, b: usize| {
+                z.iter()
+                    .map(|r| (r[a] - mean[a]) * (r[b] - mean[b]))
+                    .sum::<f64>()
+                    / (n - 1) as f64
+            };
+            let std_loss = (0..d)
+                .map(|j| (1.0 - (cov(j, j) + 1e-4).sqrt()).max(0.0))
+                .sum::<f64>()
+                / d as f64;
+            let mut off = 0.0;
+            for a in 0..d {
+                for b in 0..d {
+                    if a != b {
+                        off += cov(a, b).powi(2);
+                    }
+                }
+            }
+            (std_loss, off / d as f64)
+        };
+        let ((s1, c1), (s2, c2)) = (terms(z1), terms(z2));
+        w.invariance * invariance + w.variance * (s1 / 2.0 + s2 / 2.0) + w.covariance * (c1 + c2)
+    }
+
+    fn rows(t: &[Vec<f64>]) -> Tensor<2> {
+        let (n, d) = (t.len(), t[0].len());
+        let flat: Vec<f32> = t.iter().flatten().map(|&v| v as f32).collect();
+        tensor(&flat, [n, d])
+    }
+
+    #[test]
+    fn vicreg_matches_its_reference_formula() {
+        let w = VicregWeights {
+            invariance: 25.0,
+            variance: 25.0,
+            covariance: 1.0,
+        };
+        // Small spread (the variance term is active) and correlated columns (covariance).
+        let z1: Vec<Vec<f64>> = (0..5)
+            .map(|i| {
+                let x = i as f64 * 0.3 - 0.6;
+                vec![
+                    x,
+                    0.5 * x + 0.1 * (i % 2) as f64,
+                    (i as f64).sin(),
+                    2.0 * x * x,
+                ]
+            })
+            .collect();
+        let z2: Vec<Vec<f64>> = z1
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.iter()
+                    .map(|v| v + 0.05 * ((i * 7 % 3) as f64 - 1.0))
+                    .collect()
+            })
+            .collect();
+        let want = vicreg_reference(&z1, &z2, w);
+        let got: f32 = vicreg_loss(rows(&z1), rows(&z2), w).into_scalar();
+        assert!(
+            (got as f64 - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+        // Identical, spread-out, decorrelated views cost nothing: +-2 on orthogonal patterns.
+        let spread: Vec<Vec<f64>> = [[2.0, 2.0], [2.0, -2.0], [-2.0, 2.0], [-2.0, -2.0]]
+            .iter()
+            .map(|r| r.to_vec())
+            .collect();
+        let zero: f32 = vicreg_loss(rows(&spread), rows(&spread), w).into_scalar();
+        assert!(zero.abs() < 1e-6, "{zero}");
+        // A collapsed projection pays the variance term in full: 25 * (1 - sqrt(1e-4)).
+        let collapsed = vec![vec![0.3, -0.2]; 4];
+        let full: f32 = vicreg_loss(rows(&collapsed), rows(&collapsed), w).into_scalar();
+        assert!((full as f64 - 25.0 * (1.0 - 0.01)).abs() < 1e-4, "{full}");
     }
 }

@@ -15,6 +15,7 @@ pub mod rotation;
 pub mod simclr;
 pub mod simsiam;
 pub mod two_views;
+pub mod vicreg;
 
 use std::path::PathBuf;
 
@@ -163,6 +164,7 @@ registry! {
     Simclr = "simclr" => simclr::SimclrSettings,
     Byol = "byol" => byol::ByolSettings,
     Simsiam = "simsiam" => simsiam::SimsiamSettings,
+    Vicreg = "vicreg" => vicreg::VicregSettings,
     Mlm = "mlm" => mlm::MlmSettings,
 }
 

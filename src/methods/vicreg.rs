@@ -1,0 +1,82 @@
+//! VICReg (Bardes, Ponce, LeCun 2022): the projections of two views are pulled together
+//! (invariance) while each view's projections keep every dimension spread over the batch
+//! (variance) and their dimensions decorrelated (covariance). No negatives, no predictor, no
+//! momentum network.
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::two_views::{
+    Objective, ProjectionLoss, ProjectorConfig, TwoViewMethod, TwoViews, ViewAugment, partner_hits,
+};
+use super::{ImageMethod, MethodKind, Settings};
+use crate::losses::{VicregWeights, vicreg_loss};
+use crate::util::config::{ConfigError, invalid};
+
+/// The keys of `vicreg`: the loss weights, `[task.views]` and `[task.projector]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VicregSettings {
+    /// Weights of the invariance, variance and covariance terms.
+    pub invariance: f64,
+    pub variance: f64,
+    pub covariance: f64,
+    pub views: ViewAugment,
+    pub projector: ProjectorConfig,
+}
+
+impl Default for VicregSettings {
+    fn default() -> Self {
+        Self {
+            invariance: 25.0,
+            variance: 25.0,
+            covariance: 1.0,
+            views: ViewAugment::default(),
+            projector: ProjectorConfig::default(),
+        }
+    }
+}
+
+struct Vicreg(VicregWeights);
+
+impl ProjectionLoss for Vicreg {
+    fn loss(&self, z1: Tensor<2>, z2: Tensor<2>) -> (Tensor<1>, usize) {
+        let hits = partner_hits(z1.clone().detach(), z2.clone().detach())
+            + partner_hits(z2.clone().detach(), z1.clone().detach());
+        (vicreg_loss(z1, z2, self.0), hits)
+    }
+}
+
+impl Settings for VicregSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, w) in [
+            ("task.invariance", self.invariance),
+            ("task.variance", self.variance),
+            ("task.covariance", self.covariance),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(invalid(key, format!("must be a weight >= 0, got {w}")));
+            }
+        }
+        self.views
+            .validate("task.views")
+            .map_err(|e| invalid("task.views", e))?;
+        self.projector.validate("task.projector")
+    }
+    fn build(&self) -> Option<Box<dyn ImageMethod>> {
+        let weights = VicregWeights {
+            invariance: self.invariance,
+            variance: self.variance,
+            covariance: self.covariance,
+        };
+        Some(Box::new(TwoViewMethod {
+            views: TwoViews {
+                name: MethodKind::Vicreg.name(),
+                augment: self.views.clone(),
+            },
+            projector: self.projector.clone(),
+            predictor_hidden: 0,
+            objective: std::sync::Arc::new(Objective::Projections(Box::new(Vicreg(weights)))),
+        }))
+    }
+}
