@@ -111,6 +111,37 @@ fn variance_and_covariance(z: Tensor<2>) -> (Tensor<1>, Tensor<1>) {
     (spread, off_diagonal / d as f64)
 }
 
+/// Barlow Twins' loss (Zbontar et al. 2021) for projections `z1`, `z2` `[n, d]` of two views of
+/// the same `n` images: each dimension is standardised over the batch (mean 0, variance 1 with
+/// the n divisor and 1e-5 inside the root, as a BatchNorm without affine), `c` is the `d x d`
+/// cross-correlation of the two views, and the loss is sum_i (1 - c_ii)^2 (the views agree)
+/// plus `off_diagonal` times sum_{i != j} c_ij^2 (the dimensions carry no redundancy).
+pub fn barlow_twins_loss(z1: Tensor<2>, z2: Tensor<2>, off_diagonal: f64) -> Tensor<1> {
+    let [n, d] = z1.dims();
+    let device = z1.device();
+    let c = standardise_columns(z1)
+        .transpose()
+        .matmul(standardise_columns(z2))
+        / n as f64;
+    let eye = Tensor::<2>::eye(d, &device);
+    let diagonal = (c.clone() * eye.clone()).sum_dim(1);
+    let on = diagonal.neg().add_scalar(1.0).powf_scalar(2.0).sum();
+    let off = (c * eye.neg().add_scalar(1.0)).powf_scalar(2.0).sum();
+    on + off.mul_scalar(off_diagonal)
+}
+
+/// Every column of `z` moved to mean 0 and scaled to variance 1 over the rows.
+fn standardise_columns(z: Tensor<2>) -> Tensor<2> {
+    let centred = z.clone() - z.mean_dim(0);
+    let std = centred
+        .clone()
+        .powf_scalar(2.0)
+        .mean_dim(0)
+        .add_scalar(1e-5)
+        .sqrt();
+    centred / std
+}
+
 /// Row-wise cosine similarity `[n, d] x [n, d] -> [n]`.
 fn cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
     let [n, _] = a.dims();
@@ -295,5 +326,64 @@ mod tests {
         let collapsed = vec![vec![0.3, -0.2]; 4];
         let full: f32 = vicreg_loss(rows(&collapsed), rows(&collapsed), w).into_scalar();
         assert!((full as f64 - 25.0 * (1.0 - 0.01)).abs() < 1e-4, "{full}");
+    }
+
+    /// Barlow Twins' loss written out element by element.
+    fn barlow_reference(z1: &[Vec<f64>], z2: &[Vec<f64>], off_diagonal: f64) -> f64 {
+        let (n, d) = (z1.len(), z1[0].len());
+        let standardise = |z: &[Vec<f64>]| -> Vec<Vec<f64>> {
+            let mut out = vec![vec![0.0; d]; n];
+            for j in 0..d {
+                let mean = z.iter().map(|r| r[j]).sum::<f64>() / n as f64;
+                let var = z.iter().map(|r| (r[j] - mean).powi(2)).sum::<f64>() / n as f64;
+                for i in 0..n {
+                    out[i][j] = (z[i][j] - mean) / (var + 1e-5).sqrt();
+                }
+            }
+            out
+        };
+        let (a, b) = (standardise(z1), standardise(z2));
+        let mut loss = 0.0;
+        for p in 0..d {
+            for q in 0..d {
+                let c = (0..n).map(|i| a[i][p] * b[i][q]).sum::<f64>() / n as f64;
+                loss += if p == q {
+                    (1.0 - c).powi(2)
+                } else {
+                    off_diagonal * c * c
+                };
+            }
+        }
+        loss
+    }
+
+    #[test]
+    fn barlow_twins_matches_its_reference_formula() {
+        let z1: Vec<Vec<f64>> = (0..6)
+            .map(|i| {
+                let x = i as f64 * 0.4 - 1.0;
+                vec![x, x * x, (2.0 * x).cos(), 0.3 * x + 0.1]
+            })
+            .collect();
+        let z2: Vec<Vec<f64>> = z1
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.iter().rev().map(|v| v * 0.9 + 0.02 * i as f64).collect())
+            .collect();
+        for lambda in [0.0051, 1.0] {
+            let want = barlow_reference(&z1, &z2, lambda);
+            let got: f32 = barlow_twins_loss(rows(&z1), rows(&z2), lambda).into_scalar();
+            assert!(
+                (got as f64 - want).abs() < 1e-4 * want.max(1.0),
+                "{got} vs {want}"
+            );
+        }
+        // Identical views whose dimensions are uncorrelated: c is the identity, the loss ~0.
+        let spread: Vec<Vec<f64>> = [[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]
+            .iter()
+            .map(|r| r.to_vec())
+            .collect();
+        let zero: f32 = barlow_twins_loss(rows(&spread), rows(&spread), 0.0051).into_scalar();
+        assert!(zero.abs() < 1e-4, "{zero}");
     }
 }

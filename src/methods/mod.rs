@@ -3,6 +3,7 @@
 //! The registry below is the only list of them: adding a method is one file, its loss in
 //! `crate::losses`, and one line in [`registry!`]'s invocation.
 
+pub mod barlow;
 pub mod byol;
 pub mod classify;
 pub mod cluster;
@@ -165,6 +166,7 @@ registry! {
     Byol = "byol" => byol::ByolSettings,
     Simsiam = "simsiam" => simsiam::SimsiamSettings,
     Vicreg = "vicreg" => vicreg::VicregSettings,
+    Barlow = "barlow" => barlow::BarlowSettings,
     Mlm = "mlm" => mlm::MlmSettings,
 }
 

@@ -309,7 +309,28 @@ impl TwoViewSettings {
     }
 }
 
+/// Checks a method's own `[task.views]` and `[task.projector]`.
+pub fn validate_views_and_projector(
+    views: &ViewAugment,
+    projector: &ProjectorConfig,
+) -> Result<(), ConfigError> {
+    views
+        .validate(VIEWS_KEY)
+        .map_err(|e| invalid(VIEWS_KEY, e))?;
+    projector.validate(PROJECTOR_KEY)
+}
+
+/// Checks that a loss weight is finite and not negative.
+pub fn validate_weight(key: &str, weight: f64) -> Result<(), ConfigError> {
+    if weight.is_finite() && weight >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be a weight >= 0, got {weight}")))
+    }
+}
+
 const VIEWS_KEY: &str = "task.views";
+const PROJECTOR_KEY: &str = "task.projector";
 const SIAMESE_KEY: &str = "task.siamese";
 
 /// A loss between the two views' projections over the whole batch (SimCLR, VICReg, Barlow
@@ -347,6 +368,24 @@ pub struct TwoViewMethod {
 }
 
 impl TwoViewMethod {
+    /// A method with its own projector and no predictor, comparing projections with `loss`.
+    pub fn projections(
+        kind: MethodKind,
+        views: &ViewAugment,
+        projector: &ProjectorConfig,
+        loss: impl ProjectionLoss + 'static,
+    ) -> Self {
+        Self {
+            views: TwoViews {
+                name: kind.name(),
+                augment: views.clone(),
+            },
+            projector: projector.clone(),
+            predictor_hidden: 0,
+            objective: Arc::new(Objective::Projections(Box::new(loss))),
+        }
+    }
+
     /// A method with the shared heads' keys (`[task.siamese]`).
     pub fn new(kind: MethodKind, settings: &TwoViewSettings, objective: Objective) -> Self {
         Self {
@@ -568,6 +607,13 @@ pub fn split_pairs(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         pairs.clone().narrow(1, 0, 1).reshape([n, d]),
         pairs.narrow(1, 1, 1).reshape([n, d]),
     )
+}
+
+/// How many of the 2n views of `z1`, `z2` (row i of each: two views of image i) have their
+/// partner as their nearest (cosine) among the other view's rows.
+pub fn retrieval_hits(z1: &Tensor<2>, z2: &Tensor<2>) -> usize {
+    let (a, b) = (z1.clone().detach(), z2.clone().detach());
+    partner_hits(a.clone(), b.clone()) + partner_hits(b, a)
 }
 
 /// How many rows of `a` have their own row of `b` as the most similar (cosine) row of `b`.

@@ -7,11 +7,12 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::two_views::{
-    Objective, ProjectionLoss, ProjectorConfig, TwoViewMethod, TwoViews, ViewAugment, partner_hits,
+    ProjectionLoss, ProjectorConfig, TwoViewMethod, ViewAugment, retrieval_hits,
+    validate_views_and_projector, validate_weight,
 };
 use super::{ImageMethod, MethodKind, Settings};
 use crate::losses::{VicregWeights, vicreg_loss};
-use crate::util::config::{ConfigError, invalid};
+use crate::util::config::ConfigError;
 
 /// The keys of `vicreg`: the loss weights, `[task.views]` and `[task.projector]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,27 +42,17 @@ struct Vicreg(VicregWeights);
 
 impl ProjectionLoss for Vicreg {
     fn loss(&self, z1: Tensor<2>, z2: Tensor<2>) -> (Tensor<1>, usize) {
-        let hits = partner_hits(z1.clone().detach(), z2.clone().detach())
-            + partner_hits(z2.clone().detach(), z1.clone().detach());
+        let hits = retrieval_hits(&z1, &z2);
         (vicreg_loss(z1, z2, self.0), hits)
     }
 }
 
 impl Settings for VicregSettings {
     fn validate(&self) -> Result<(), ConfigError> {
-        for (key, w) in [
-            ("task.invariance", self.invariance),
-            ("task.variance", self.variance),
-            ("task.covariance", self.covariance),
-        ] {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(invalid(key, format!("must be a weight >= 0, got {w}")));
-            }
-        }
-        self.views
-            .validate("task.views")
-            .map_err(|e| invalid("task.views", e))?;
-        self.projector.validate("task.projector")
+        validate_weight("task.invariance", self.invariance)?;
+        validate_weight("task.variance", self.variance)?;
+        validate_weight("task.covariance", self.covariance)?;
+        validate_views_and_projector(&self.views, &self.projector)
     }
     fn build(&self) -> Option<Box<dyn ImageMethod>> {
         let weights = VicregWeights {
@@ -69,14 +60,11 @@ impl Settings for VicregSettings {
             variance: self.variance,
             covariance: self.covariance,
         };
-        Some(Box::new(TwoViewMethod {
-            views: TwoViews {
-                name: MethodKind::Vicreg.name(),
-                augment: self.views.clone(),
-            },
-            projector: self.projector.clone(),
-            predictor_hidden: 0,
-            objective: std::sync::Arc::new(Objective::Projections(Box::new(Vicreg(weights)))),
-        }))
+        Some(Box::new(TwoViewMethod::projections(
+            MethodKind::Vicreg,
+            &self.views,
+            &self.projector,
+            Vicreg(weights),
+        )))
     }
 }
