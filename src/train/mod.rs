@@ -580,6 +580,7 @@ pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch> + ?Sized>(
         spec.quiet,
     );
     let started = Instant::now();
+    let mut collapse = monitor::CollapseWatch::default();
     let mut views_seen = 0usize;
     let mut final_loss = f32::NAN;
     let spent_before = state.elapsed_seconds;
@@ -751,6 +752,9 @@ pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch> + ?Sized>(
         });
         if let (Some(monitor), Some(fields)) = (monitor, record.as_object_mut()) {
             fields.extend(monitor(learner));
+            if let Some(warning) = collapse.check(fields) {
+                eprintln!("{warning}");
+            }
         }
         progress.epoch(&record);
         if let Some(m) = metrics.as_mut() {
