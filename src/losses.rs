@@ -1,6 +1,6 @@
 //! Loss functions, pure: tensors in, a scalar tensor out.
 
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// Mean cross-entropy of `logits` `[n, classes]` against class indices `targets` `[n]`.
@@ -140,6 +140,46 @@ fn standardise_columns(z: Tensor<2>) -> Tensor<2> {
         .add_scalar(1e-5)
         .sqrt();
     centred / std
+}
+
+/// DINO's loss (Caron et al. 2021). `teacher` holds the teacher's outputs `[n, K]` on each
+/// global view, `student` the student's on every view, the global views first in the same
+/// order; `center` `[1, K]` is the running mean of the teacher's outputs. For every image and
+/// every pair of a teacher view and a different student view: the cross-entropy
+/// -sum_k p_t(k) log p_s(k) between the teacher's centred, sharpened distribution
+/// p_t = softmax((t - center) / teacher_temp) (no gradient) and the student's
+/// p_s = softmax(s / student_temp); averaged over the images and the pairs.
+pub fn dino_loss(
+    teacher: &[Tensor<2>],
+    student: &[Tensor<2>],
+    center: Tensor<2>,
+    teacher_temp: f64,
+    student_temp: f64,
+) -> Tensor<1> {
+    let targets: Vec<Tensor<2>> = teacher
+        .iter()
+        .map(|t| softmax((t.clone() - center.clone()) / teacher_temp, 1).detach())
+        .collect();
+    let log_p: Vec<Tensor<2>> = student
+        .iter()
+        .map(|s| log_softmax(s.clone() / student_temp, 1))
+        .collect();
+    let mut total: Option<Tensor<1>> = None;
+    let mut pairs = 0usize;
+    for (a, target) in targets.iter().enumerate() {
+        for (b, log_p) in log_p.iter().enumerate() {
+            if a == b {
+                continue;
+            }
+            let term = (target.clone() * log_p.clone()).sum_dim(1).mean().neg();
+            total = Some(match total {
+                Some(t) => t + term,
+                None => term,
+            });
+            pairs += 1;
+        }
+    }
+    total.expect("at least two views") / pairs as f64
 }
 
 /// Row-wise cosine similarity `[n, d] x [n, d] -> [n]`.
@@ -385,5 +425,59 @@ mod tests {
             .collect();
         let zero: f32 = barlow_twins_loss(rows(&spread), rows(&spread), 0.0051).into_scalar();
         assert!(zero.abs() < 1e-4, "{zero}");
+    }
+
+    #[test]
+    fn dino_matches_the_cross_entropy_over_pairs_of_different_views() {
+        let (tt, ts) = (0.04, 0.1);
+        // Two images, K = 3; two global views and one local view.
+        let t = [
+            vec![[0.2, 0.1, -0.3], [0.0, 0.5, 0.1]],
+            vec![[0.3, -0.1, 0.0], [0.1, 0.4, -0.2]],
+        ];
+        let s = [
+            vec![[0.5, 0.0, -0.5], [0.2, 0.2, 0.1]],
+            vec![[0.1, 0.3, 0.0], [-0.4, 0.6, 0.2]],
+            vec![[0.0, 0.0, 1.0], [0.3, -0.3, 0.0]],
+        ];
+        let center = [0.05, 0.1, -0.05];
+        let softmax_row = |x: [f64; 3], temp: f64| -> Vec<f64> {
+            let m = x.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = x.iter().map(|v| ((v - m) / temp).exp()).collect();
+            let z: f64 = e.iter().sum();
+            e.iter().map(|v| v / z).collect()
+        };
+        let mut want = 0.0;
+        let mut pairs = 0;
+        for (a, ta) in t.iter().enumerate() {
+            for (b, sb) in s.iter().enumerate() {
+                if a == b {
+                    continue;
+                }
+                let mut term = 0.0;
+                for i in 0..2 {
+                    let centred = [0, 1, 2].map(|k| ta[i][k] - center[k]);
+                    let p = softmax_row(centred, tt);
+                    let q = softmax_row(sb[i], ts);
+                    term -= (0..3).map(|k| p[k] * q[k].ln()).sum::<f64>();
+                }
+                want += term / 2.0;
+                pairs += 1;
+            }
+        }
+        want /= pairs as f64;
+        let as_tensor = |rows: &Vec<[f64; 3]>| {
+            let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+            tensor(&flat, [2, 3])
+        };
+        let teacher: Vec<Tensor<2>> = t.iter().map(as_tensor).collect();
+        let student: Vec<Tensor<2>> = s.iter().map(as_tensor).collect();
+        let c = tensor(&center.map(|v| v as f32), [1, 3]);
+        let got: f32 = dino_loss(&teacher, &student, c, tt, ts).into_scalar();
+        assert_eq!(pairs, 4);
+        assert!(
+            (got as f64 - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
     }
 }

@@ -8,13 +8,36 @@ use crate::data::augment::Shape;
 use crate::models::ClassifierHead;
 
 /// A batch of views with one label per example; `arity` consecutive views form one example
-/// (their features are concatenated before the head).
+/// (their features are concatenated before the head). A task may also make views of other
+/// shapes (DINO's small local crops): each such group holds `per_example` views of every example.
 #[derive(Clone, Debug, Default)]
 pub struct Examples {
     pub views: Vec<f32>,
     pub view_shape: Shape,
     pub labels: Vec<i64>,
     pub arity: usize,
+    pub groups: Vec<ViewGroup>,
+}
+
+/// Views of another shape than the main ones, `per_example` of each example, in example order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ViewGroup {
+    pub shape: Shape,
+    pub per_example: usize,
+    pub views: Vec<f32>,
+}
+
+impl ViewGroup {
+    fn view_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// The number of views the group holds.
+    pub fn len(&self) -> usize {
+        self.views.len() / self.view_len().max(1)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
 }
 
 impl Examples {
@@ -24,7 +47,22 @@ impl Examples {
             view_shape,
             labels: Vec::new(),
             arity,
+            groups: Vec::new(),
         }
+    }
+    /// Empty examples of the shapes `task` makes from `input` images.
+    pub fn for_task(task: &dyn Task, input: Shape) -> Self {
+        let mut out = Self::new(task.view_shape(input), task.arity());
+        out.groups = task
+            .other_views(input)
+            .into_iter()
+            .map(|(shape, per_example)| ViewGroup {
+                shape,
+                per_example,
+                views: Vec::new(),
+            })
+            .collect();
+        out
     }
     pub fn num_views(&self) -> usize {
         self.labels.len() * self.arity
@@ -32,16 +70,31 @@ impl Examples {
     /// Examples `range` (with their `arity` views each), for one device's share of a batch.
     pub fn shard(&self, range: std::ops::Range<usize>) -> Examples {
         let per_example = self.arity * self.view_shape.iter().product::<usize>();
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| {
+                let per = g.per_example * g.view_len();
+                ViewGroup {
+                    views: g.views[range.start * per..range.end * per].to_vec(),
+                    ..g.clone()
+                }
+            })
+            .collect();
         Examples {
             views: self.views[range.start * per_example..range.end * per_example].to_vec(),
             view_shape: self.view_shape,
             labels: self.labels[range].to_vec(),
             arity: self.arity,
+            groups,
         }
     }
     pub fn append(&mut self, other: Examples) {
         self.views.extend(other.views);
         self.labels.extend(other.labels);
+        for (mine, theirs) in self.groups.iter_mut().zip(other.groups) {
+            mine.views.extend(theirs.views);
+        }
     }
 }
 
@@ -58,6 +111,11 @@ pub trait Task: Send + Sync {
     /// Shape of each view made from an input image of shape `input`.
     fn view_shape(&self, input: Shape) -> Shape {
         input
+    }
+    /// Views of other shapes made from an input image of shape `input`, as (shape, views per
+    /// example), in the order of [`Examples::groups`].
+    fn other_views(&self, _input: Shape) -> Vec<(Shape, usize)> {
+        Vec::new()
     }
     /// The head this task puts on an encoder with `feature_dim` features.
     fn head(&self, feature_dim: usize, device: &Device) -> ClassifierHead {

@@ -287,7 +287,7 @@ impl<'a> BatchPlan<'a> {
             .collect::<Result<_, _>>()?;
         let images: Vec<Prepared> = images.into_iter().flatten().collect();
         let shape = self.set.shape();
-        let new_examples = || Examples::new(self.task.view_shape(shape), self.task.arity());
+        let new_examples = || Examples::for_task(self.task, shape);
         let parts: Vec<Examples> = images
             .par_iter()
             .enumerate()
@@ -314,6 +314,10 @@ impl<'a> BatchPlan<'a> {
                 if self.task.augments_itself() {
                     let [c, h, w] = out.view_shape;
                     self.normalizer.apply_to_unit(&mut out.views, c, h * w);
+                    for group in &mut out.groups {
+                        let [c, h, w] = group.shape;
+                        self.normalizer.apply_to_unit(&mut group.views, c, h * w);
+                    }
                 }
                 out
             })

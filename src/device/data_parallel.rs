@@ -237,6 +237,7 @@ mod tests {
             view_shape: [1, 8, 8],
             labels: (0..n as i64).map(|i| i % 3).collect(),
             arity: 1,
+            groups: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod barlow;
 pub mod byol;
 pub mod classify;
 pub mod cluster;
+pub mod dino;
 pub mod ema;
 pub mod jigsaw;
 pub mod mlm;
@@ -167,6 +168,7 @@ registry! {
     Simsiam = "simsiam" => simsiam::SimsiamSettings,
     Vicreg = "vicreg" => vicreg::VicregSettings,
     Barlow = "barlow" => barlow::BarlowSettings,
+    Dino = "dino" => dino::DinoSettings,
     Mlm = "mlm" => mlm::MlmSettings,
 }
 

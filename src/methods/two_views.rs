@@ -116,14 +116,29 @@ impl ViewAugment {
         Ok(())
     }
 
-    /// One view of `image` (values in [0, 1]); `which` is 0 or 1.
+    /// One view of `image` (values in [0, 1]) at its own size; `which` is 0 or 1.
     pub fn view(&self, image: &[f32], shape: Shape, which: usize, rng: &mut impl Rng) -> Vec<f32> {
         let [_, h, w] = shape;
-        let scale = (self.crop_scale[0], self.crop_scale[1]);
+        self.view_at(image, shape, which, self.crop_scale, (h, w), rng)
+    }
+
+    /// One view of `image` cropped from a share `crop_scale` of its area and resized to `size`;
+    /// `which` (0 or 1) picks the blur and solarisation probabilities.
+    pub fn view_at(
+        &self,
+        image: &[f32],
+        shape: Shape,
+        which: usize,
+        crop_scale: [f32; 2],
+        (h, w): (usize, usize),
+        rng: &mut impl Rng,
+    ) -> Vec<f32> {
+        let out = [shape[0], h, w];
+        let scale = (crop_scale[0], crop_scale[1]);
         let ratio = (self.crop_ratio[0], self.crop_ratio[1]);
         let mut v = random_resized_crop(image, shape, scale, ratio, (h, w), rng);
         if rng.random::<f32>() < self.hflip {
-            hflip(&mut v, shape);
+            hflip(&mut v, out);
         }
         if rng.random::<f32>() < self.jitter_prob {
             let [brightness, contrast, saturation, hue] = self.jitter;
@@ -133,15 +148,15 @@ impl ViewAugment {
                 saturation,
                 hue,
             };
-            colour_jitter(&mut v, shape, strength, rng);
+            colour_jitter(&mut v, out, strength, rng);
         }
         if rng.random::<f32>() < self.grayscale {
-            to_grayscale(&mut v, shape);
+            to_grayscale(&mut v, out);
         }
         if rng.random::<f32>() < self.blur[which] {
             let sigma = rng.random_range(self.blur_sigma[0]..=self.blur_sigma[1]);
             let kernel = (h.min(w) / 10) | 1;
-            gaussian_blur(&mut v, shape, kernel.max(3), sigma);
+            gaussian_blur(&mut v, out, kernel.max(3), sigma);
         }
         if rng.random::<f32>() < self.solarise[which] {
             solarise(&mut v, 0.5);
@@ -824,6 +839,7 @@ mod tests {
             view_shape: [1, 8, 8],
             labels: vec![0; n],
             arity: 2,
+            groups: Vec::new(),
         }
     }
 

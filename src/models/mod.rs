@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use convnet::ConvNet4;
-pub use heads::{ClassifierHead, ProjectionMlp};
+pub use heads::{ClassifierHead, DinoHead, DinoHeadConfig, ProjectionMlp, WeightNormLinear};
 pub use resnet::{ResNet18, ResNet50};
 
 /// Which backbone architecture.
