@@ -96,6 +96,9 @@ impl ImageBatch {
             mean: vec![0.0; self.channels],
             std: vec![1.0; self.channels],
             stem: net.stem,
+            vit: net.arch.vit_size().map(|_| {
+                crate::models::VitLayout::new(None, self.size).expect("the default patch")
+            }),
         }
     }
     fn dims(&self) -> [usize; 4] {

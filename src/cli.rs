@@ -305,6 +305,11 @@ pub enum BenchModel {
     Convnet4,
     Resnet18,
     Resnet50,
+    /// ViT-Tiny and ViT-Small (patch 16 from 64 pixels, 4 below).
+    #[value(name = "vit_tiny")]
+    VitTiny,
+    #[value(name = "vit_small")]
+    VitSmall,
     /// The BERT-style encoder's masked-language-model step.
     Transformer,
 }

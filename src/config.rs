@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::cluster::config::ClusterConfig;
 pub use crate::data::config::{DataConfig, StreamMode};
 use crate::methods::{MethodConfig, MethodKind};
-use crate::models::{Arch, Stem};
+use crate::models::{Arch, Stem, VitLayout};
 pub use crate::train::config::{OptimizerKind, TrainConfig};
 pub use crate::transfer::config::{HeadStart, TransferConfig, TransferMode};
 use crate::util::config::invalid;
@@ -23,6 +23,9 @@ pub struct ModelConfig {
     /// The ResNets' stem; unset: chosen by the training image size ([`Stem::for_image_size`]).
     /// ConvNet-4 has no stem and refuses `imagenet`.
     pub stem: Option<Stem>,
+    /// A ViT's patch side; unset: 4 on images of 32 pixels or less, 16 above. The ViT's
+    /// position embedding is made for the training image size.
+    pub patch: Option<usize>,
 }
 
 impl Default for ModelConfig {
@@ -31,6 +34,7 @@ impl Default for ModelConfig {
             arch: Arch::Convnet4,
             width: 64,
             stem: None,
+            patch: None,
         }
     }
 }
@@ -54,6 +58,15 @@ impl ModelConfig {
             ));
         }
         Ok(())
+    }
+
+    /// A ViT's layout on `image_size`-pixel images (`None` for the other backbones).
+    pub fn vit_layout(&self, image_size: usize) -> Result<Option<VitLayout>, ConfigError> {
+        self.arch
+            .vit_size()
+            .map(|_| VitLayout::new(self.patch, image_size))
+            .transpose()
+            .map_err(|e| invalid("model.patch", e))
     }
 
     /// The stem the encoder gets when trained on `image_size`-pixel images.

@@ -178,6 +178,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         // The data is not loaded yet: an unset stem follows data.image_size
                         // where it is given, and is the CIFAR stem otherwise.
                         stem: cfg.model.stem_for(cfg.data.image_size.unwrap_or(0)),
+                        // Made for the data's image size once it is read.
+                        vit: None,
                     });
                     pipeline::transfer(
                         args.run.as_deref(),
@@ -431,12 +433,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let (arch, batch) = match image {
                         cli::BenchModel::Resnet18 => (Arch::Resnet18, 64),
                         cli::BenchModel::Resnet50 => (Arch::Resnet50, 32),
+                        cli::BenchModel::VitTiny => (Arch::VitTiny, 64),
+                        cli::BenchModel::VitSmall => (Arch::VitSmall, 32),
                         _ => (Arch::Convnet4, 128),
                     };
                     let model = pretext::config::ModelConfig {
                         arch,
                         width: a.width,
                         stem: a.stem,
+                        patch: None,
                     };
                     model.validate()?;
                     let net = pretext::bench::Backbone {

@@ -15,7 +15,7 @@ use crate::data::stream::SKIPPED_FILE;
 use crate::data::{Dataset, ImageSet, split};
 use crate::encoder::TrainedEncoder;
 use crate::methods::{ImageMethod, MethodConfig, Modality};
-use crate::models::{Encoder, EncoderSpec, FeatureLayer};
+use crate::models::{Encoder, EncoderSpec, FeatureLayer, VitLayout};
 use crate::train::checkpoint::write_atomic;
 use crate::train::monitor::EpochMonitor;
 use crate::train::{Fit, Monitor, TrainConfig, checkpoint_path, fit_learner, train_device};
@@ -153,6 +153,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         mean: normalizer.mean.clone(),
         std: normalizer.std.clone(),
         stem: cfg.model.stem_for(height.min(width)),
+        vit: cfg.model.vit_layout(height.min(width))?,
     };
     train_device().seed(cfg.train.seed);
     if !quiet {
@@ -375,10 +376,18 @@ pub fn transfer(
         // Without a pretrained run, the encoder's input statistics come from the data.
         (None, Some(spec)) => {
             let n = Normalizer::fit(&data.train);
+            let side = data.train.height.min(data.train.width);
+            let vit = spec
+                .arch
+                .vit_size()
+                .map(|_| VitLayout::new(spec.vit.map(|v| v.patch), side))
+                .transpose()
+                .map_err(|e| Error::msg(format!("{}: {e}", data_cfg.path)))?;
             EncoderSpec {
                 in_channels: data.train.channels,
                 mean: n.mean,
                 std: n.std,
+                vit,
                 ..spec
             }
         }

@@ -86,6 +86,7 @@ fn random_encoder_retrieval(task: MethodKind) -> f64 {
         mean: normalizer.mean.clone(),
         std: normalizer.std.clone(),
         stem: Stem::Cifar,
+        vit: None,
     };
     let method = MethodConfig::default_for(task).build().unwrap();
     // A fixed initialisation, so the baseline does not depend on what ran before.

@@ -254,6 +254,7 @@ mod tests {
             mean: vec![0.0],
             std: vec![1.0],
             stem: Stem::Cifar,
+            vit: None,
         };
         let model = Classifier {
             encoder: spec.init(&device),

@@ -139,6 +139,7 @@ mod tests {
             mean: vec![0.5; set.channels],
             std: vec![0.25; set.channels],
             stem: Stem::Cifar,
+            vit: None,
         };
         let encoder = spec.init(&infer_device());
         let normalizer = Normalizer {

@@ -542,6 +542,45 @@ pub fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>, pad: Tensor<2, Boo
     linear(&mha.output, context)
 }
 
+/// Self-attention over every token (no padding, no dropout) with the query, key and value
+/// projections fused in one linear layer, `qkv` (rows of its output: the query's `d` values, the
+/// key's, the value's; timm's layout), and the output projection `proj`.
+pub fn fused_self_attention(qkv: &Linear, proj: &Linear, heads: usize, x: Tensor<3>) -> Tensor<3> {
+    let [b, n, d] = x.dims();
+    let packed = linear(qkv, x);
+    let part = |i: usize| packed.clone().narrow(2, i * d, d);
+    let (q, k, v) = (part(0), part(1), part(2));
+    let context = if ours(&q) {
+        let none_padded = Tensor::<2>::zeros([b, n], &q.device());
+        Tensor::from_dispatch(Dispatch::self_attention(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            none_padded.into_dispatch(),
+            heads,
+            MASKED_SCORE,
+            1.0,
+            0,
+        ))
+    } else {
+        attention_by_tensor_ops(q, k, v, heads)
+    };
+    linear(proj, context)
+}
+
+/// The score no token gets (nothing is masked here; the kernel asks for one).
+const MASKED_SCORE: f32 = -1.0e4;
+
+/// softmax(q k^T / sqrt(head_dim)) v per head, with burn's tensor operations (other devices).
+fn attention_by_tensor_ops(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+    let [b, n, d] = q.dims();
+    let hd = d / heads;
+    let split = |t: Tensor<3>| t.reshape([b, n, heads, hd]).swap_dims(1, 2);
+    let scores = split(q).matmul(split(k).swap_dims(2, 3)) / (hd as f64).sqrt();
+    let weights = burn::tensor::activation::softmax(scores, 3);
+    weights.matmul(split(v)).swap_dims(1, 2).reshape([b, n, d])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -430,6 +430,7 @@ mod tests {
             mean: vec![0.0; 3],
             std: vec![1.0; 3],
             stem: Stem::Cifar,
+            vit: None,
         }
     }
 

@@ -790,6 +790,7 @@ mod tests {
             mean: vec![0.0],
             std: vec![1.0],
             stem: Stem::Cifar,
+            vit: None,
         }
     }
 

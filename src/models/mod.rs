@@ -4,6 +4,7 @@ pub mod bert;
 pub mod convnet;
 pub mod heads;
 pub mod resnet;
+pub mod vit;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use convnet::ConvNet4;
 pub use heads::{ClassifierHead, DinoHead, DinoHeadConfig, ProjectionMlp, WeightNormLinear};
 pub use resnet::{ResNet18, ResNet50};
+pub use vit::{VisionTransformer, VitLayout};
 
 /// Which backbone architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,10 +22,22 @@ pub enum Arch {
     Convnet4,
     Resnet18,
     Resnet50,
+    /// ViT-Tiny (192 wide, 12 blocks, 3 heads), timm's layout.
+    #[serde(rename = "vit_tiny")]
+    VitTiny,
+    /// ViT-Small (384 wide, 12 blocks, 6 heads), timm's layout.
+    #[serde(rename = "vit_small")]
+    VitSmall,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 3] = [Arch::Convnet4, Arch::Resnet18, Arch::Resnet50];
+    pub const ALL: [Arch; 5] = [
+        Arch::Convnet4,
+        Arch::Resnet18,
+        Arch::Resnet50,
+        Arch::VitTiny,
+        Arch::VitSmall,
+    ];
 
     /// The name in configs and on the command line.
     pub fn name(self) -> &'static str {
@@ -31,15 +45,30 @@ impl Arch {
             Arch::Convnet4 => "convnet4",
             Arch::Resnet18 => "resnet18",
             Arch::Resnet50 => "resnet50",
+            Arch::VitTiny => "vit_tiny",
+            Arch::VitSmall => "vit_small",
+        }
+    }
+
+    /// A Vision Transformer's size; `None` for the convolutional networks.
+    pub fn vit_size(self) -> Option<vit::VitSize> {
+        match self {
+            Arch::VitTiny => Some(vit::VIT_TINY),
+            Arch::VitSmall => Some(vit::VIT_SMALL),
+            Arch::Convnet4 | Arch::Resnet18 | Arch::Resnet50 => None,
         }
     }
 
     /// Channels out of stage `stage` (1 to 4) for a first-stage width `width`: the width doubles
     /// each stage, and ResNet-50's bottleneck blocks put out four times their inner width.
+    /// A ViT's width at every stage.
     pub fn stage_channels(self, width: usize, stage: usize) -> usize {
+        if let Some(size) = self.vit_size() {
+            return size.dim;
+        }
         let expansion = match self {
             Arch::Resnet50 => resnet::BOTTLENECK_EXPANSION,
-            Arch::Convnet4 | Arch::Resnet18 => 1,
+            _ => 1,
         };
         (expansion * width) << (stage - 1)
     }
@@ -47,7 +76,7 @@ impl Arch {
     /// Whether the architecture has a stem to choose: ConvNet-4 has none (its first block is a
     /// plain stride-1 conv3x3, the CIFAR layout).
     pub fn has_stem(self) -> bool {
-        self != Arch::Convnet4
+        matches!(self, Arch::Resnet18 | Arch::Resnet50)
     }
 
     /// The stem an encoder of this architecture gets on `image_size`-pixel images: `explicit`
@@ -157,6 +186,9 @@ pub struct EncoderSpec {
     /// before the ImageNet stem existed have no `stem` and had the CIFAR one.
     #[serde(default)]
     pub stem: Stem,
+    /// A ViT's patch and the image size of its position embedding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vit: Option<VitLayout>,
 }
 
 impl EncoderSpec {
@@ -169,6 +201,11 @@ impl EncoderSpec {
             Arch::Convnet4 => Encoder::ConvNet4(ConvNet4::new(c, w, device)),
             Arch::Resnet18 => Encoder::ResNet18(ResNet18::new(c, w, stem, device)),
             Arch::Resnet50 => Encoder::ResNet50(ResNet50::new(c, w, stem, device)),
+            Arch::VitTiny | Arch::VitSmall => {
+                let size = self.arch.vit_size().expect("a ViT");
+                let layout = self.vit.expect("a ViT's spec has its layout");
+                Encoder::Vit(VisionTransformer::new(c, size, layout, device))
+            }
         }
     }
 }
@@ -180,6 +217,7 @@ pub enum Encoder {
     ConvNet4(ConvNet4),
     ResNet18(ResNet18),
     ResNet50(ResNet50),
+    Vit(VisionTransformer),
 }
 
 impl Encoder {
@@ -188,16 +226,24 @@ impl Encoder {
             Encoder::ConvNet4(net) => net.forward(images),
             Encoder::ResNet18(net) => net.forward(images),
             Encoder::ResNet50(net) => net.forward(images),
+            Encoder::Vit(net) => net.forward(images),
         }
     }
 
     /// The features of `layer`: its stage's map average-pooled to a `grid x grid` map and
     /// flattened.
+    /// On a ViT, stage `s` is the patch tokens after block `s · depth / 4` (after stage 4's,
+    /// the final LayerNorm too), as a map of the patch grid; stage 4 with grid 1 is the class
+    /// token, the encoder's output.
     pub fn features(&self, images: Tensor<4>, layer: FeatureLayer) -> Tensor<2> {
+        if matches!(self, Encoder::Vit(_)) && layer == FeatureLayer::OUTPUT {
+            return self.forward(images);
+        }
         let map = match self {
             Encoder::ConvNet4(net) => net.stage_map(images, layer.stage),
             Encoder::ResNet18(net) => net.stage_map(images, layer.stage),
             Encoder::ResNet50(net) => net.stage_map(images, layer.stage),
+            Encoder::Vit(net) => net.stage_map(images, layer.stage),
         };
         if layer.grid == 1 {
             return global_avg_pool(map);
@@ -299,6 +345,10 @@ mod tests {
             mean: vec![0.0; in_channels],
             std: vec![1.0; in_channels],
             stem: Stem::Cifar,
+            vit: arch.vit_size().map(|_| VitLayout {
+                patch: 4,
+                image_size: 32,
+            }),
         }
     }
 
@@ -397,6 +447,7 @@ mod tests {
                     Encoder::ConvNet4(net) => net.stage_map(x.clone(), stage),
                     Encoder::ResNet18(net) => net.stage_map(x.clone(), stage),
                     Encoder::ResNet50(net) => net.stage_map(x.clone(), stage),
+                    Encoder::Vit(net) => net.stage_map(x.clone(), stage),
                 };
                 let [_, _, h, w] = map.dims();
                 [h, w]

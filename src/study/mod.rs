@@ -351,6 +351,7 @@ pub fn run_study(file: &StudyFile, quiet: bool) -> Result<StudyOutcome, Error> {
             mean: normalizer.mean,
             std: normalizer.std,
             stem: like.as_ref().map_or(crate::models::Stem::Cifar, |l| l.stem),
+            vit: like.as_ref().and_then(|l| l.vit),
         }
     };
     let mut plan: Vec<(String, Option<&TrainedEncoder>, TransferMode, &str)> = Vec::new();

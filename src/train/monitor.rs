@@ -255,6 +255,7 @@ mod tests {
             mean: normalizer.mean.clone(),
             std: normalizer.std.clone(),
             stem: Stem::Cifar,
+            vit: None,
         };
         let monitor = EpochMonitor::new(&set, None, &normalizer, 100, 30).expect("queries");
         let measured = monitor.measure(&spec.init(&infer_device()));
