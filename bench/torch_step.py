@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `pretext bench step`: one ConvNet-4, ResNet-18 or ResNet-50
-rotation-pretext training step (fp32; CPU, or CUDA with --device cuda), timed over a number
+"""PyTorch peer of `pretext bench step`: one ConvNet-4, ResNet-18, ResNet-50, ViT-Tiny or
+ViT-Small rotation-pretext training step (fp32; CPU, or CUDA with --device cuda), timed over a number
 of steps after warm-up. The ResNets take pretext's rule for the stem: the CIFAR variant (3x3
 stem, no max-pool; ResNet-18 only) below 96 pixels, torchvision's ImageNet models from 96 up.
 
@@ -113,7 +113,67 @@ class Torchvision(nn.Module):
         return self.net(x)
 
 
+# ViTs: patch 4 up to this image size, 16 above (pretext's `model.patch` default).
+SMALL_IMAGE_MAX = 32
+VIT_SIZES = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6)}
+
+
+class Attention(nn.Module):
+    """timm's Attention: one qkv linear layer with bias, scaled dot-product attention (timm's
+    fused_attn path), an output projection."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer(nn.Module):
+    """timm's VisionTransformer (class token, position embedding including it, pre-norm
+    blocks, LayerNorm eps 1e-6, final norm) without its classifier: the class token out."""
+
+    def __init__(self, model, channels, size):
+        super().__init__()
+        dim, depth, heads = VIT_SIZES[model]
+        patch = 4 if size <= SMALL_IMAGE_MAX else 16
+        grid = size // patch
+        self.patch_embed = nn.Conv2d(channels, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + grid * grid, dim) * 0.02)
+        self.blocks = nn.Sequential(*[Block(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.feature_dim = dim
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.norm(self.blocks(x))[:, 0]
+
+
 def encoder(model, channels, width, size):
+    if model in VIT_SIZES:
+        return VisionTransformer(model, channels, size)
     if model == "convnet4":
         return ConvNet4(channels, width)
     if size >= IMAGENET_STEM_FROM:
@@ -135,7 +195,8 @@ class RotationNet(nn.Module):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="convnet4", choices=["convnet4", "resnet18", "resnet50"])
+    p.add_argument("--model", default="convnet4",
+                   choices=["convnet4", "resnet18", "resnet50", "vit_tiny", "vit_small"])
     p.add_argument("--batch", "--batch-size", dest="batch_size", type=int, default=128)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=20)

@@ -142,6 +142,15 @@ impl PretrainConfig {
         if self.task.kind() == MethodKind::Mlm {
             self.text.validate().map_err(|e| invalid("text", e))?;
         }
+        if self.task.kind() == MethodKind::Mae && self.model.arch.vit_size().is_none() {
+            return Err(invalid(
+                "model.arch",
+                format!(
+                    "mae masks the patches of a Vision Transformer: use vit_tiny or vit_small, not {}",
+                    self.model.arch
+                ),
+            ));
+        }
         if let MethodConfig::Cluster(c) = &self.task
             && self.run.out == c.cluster.teacher
         {

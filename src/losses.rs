@@ -182,6 +182,23 @@ pub fn dino_loss(
     total.expect("at least two views") / pairs as f64
 }
 
+/// MAE's loss (He et al. 2022, with its normalised pixels): each target patch `[b, n, p]` is
+/// moved to mean 0 and variance 1 (the p - 1 divisor, 1e-6 inside the root); the loss is the
+/// mean, over the patches `hidden` marks with 1 `[b, n]`, of the mean squared error over the
+/// patch's values.
+pub fn masked_patch_loss(predicted: Tensor<3>, target: Tensor<3>, hidden: Tensor<2>) -> Tensor<1> {
+    let [b, n, p] = target.dims();
+    let mean = target.clone().mean_dim(2);
+    let centred = target - mean;
+    let var = centred.clone().powf_scalar(2.0).sum_dim(2) / (p.max(2) - 1) as f64;
+    let normalised = centred / var.add_scalar(1e-6).sqrt();
+    let per_patch = (predicted - normalised)
+        .powf_scalar(2.0)
+        .mean_dim(2)
+        .reshape([b, n]);
+    (per_patch * hidden.clone()).sum() / hidden.sum()
+}
+
 /// Row-wise cosine similarity `[n, d] x [n, d] -> [n]`.
 fn cosine_similarity(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
     let [n, _] = a.dims();
@@ -479,5 +496,25 @@ mod tests {
             (got as f64 - want).abs() < 1e-4 * want.abs().max(1.0),
             "{got} vs {want}"
         );
+    }
+
+    #[test]
+    fn masked_patch_loss_counts_the_hidden_patches_of_normalised_targets() {
+        let dev = Device::flex();
+        // One image, two patches of three values; only the second is hidden.
+        let target = Tensor::<3>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 0.0, 4.0, 8.0], [1, 2, 3]),
+            &dev,
+        );
+        let predicted = Tensor::<3>::from_data(
+            TensorData::new(vec![9.0f32, 9.0, 9.0, 0.0, 0.5, 1.0], [1, 2, 3]),
+            &dev,
+        );
+        let hidden = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 2]), &dev);
+        let got: f32 = masked_patch_loss(predicted, target, hidden).into_scalar();
+        // Patch 2: mean 4, sample variance (16 + 0 + 16) / 2 = 16, so (-1, 0, 1) / sqrt(16 + 1e-6).
+        let s = (16.0f64 + 1e-6).sqrt();
+        let want = ((4.0 / s).powi(2) + 0.5f64.powi(2) + (1.0 - 4.0 / s).powi(2)) / 3.0;
+        assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
     }
 }

@@ -267,7 +267,7 @@ fn train_encoder(
 ) -> Result<(Encoder, crate::train::RunStats, Option<f64>), Error> {
     let mut learner = method.learner(spec, recipe, &train_device());
     let outcome = fit_learner(fit, learner.as_mut())?;
-    let acc = test.map(|test| learner.pretext_accuracy(test, fit.normalizer, fit.task));
+    let acc = test.and_then(|test| learner.pretext_accuracy(test, fit.normalizer, fit.task));
     Ok((learner.encoder(), outcome, acc))
 }
 

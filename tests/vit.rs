@@ -103,7 +103,7 @@ fn a_vit_pretrains_transfers_embeds_and_teaches() {
 }
 
 #[test]
-fn dino_trains_a_vit_on_local_crops_of_another_size_and_a_bad_patch_is_named() {
+fn dino_and_mae_train_a_vit_and_bad_settings_are_named() {
     let dir = tempfile::tempdir().unwrap();
     // 16-pixel global crops and 8-pixel local ones: the 2 x 2 grid interpolates the positions.
     let cfg = synthetic_config(
@@ -121,4 +121,21 @@ fn dino_trains_a_vit_on_local_crops_of_another_size_and_a_bad_patch_is_named() {
     let bad = synthetic_config(dir.path(), "bad", "patch = 5", "name = \"rotation\"");
     let o = pretext(&["pretrain", "--config", bad.to_str().unwrap()]);
     assert_clean_failure(&o, "model.patch");
+
+    // MAE pretrains the ViT, and refuses a convolutional backbone by name.
+    let cfg = synthetic_config(dir.path(), "mae", "", "name = \"mae\"");
+    let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(dir.path().join("mae/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"loss\""), "{metrics}");
+    let o = pretext(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--model",
+        "convnet4",
+        "--out",
+        dir.path().join("mae-convnet").to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "model.arch");
 }

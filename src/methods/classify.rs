@@ -33,13 +33,18 @@ impl<T: Task + 'static> ImageMethod for Classify<T> {
 
 impl PretrainLearner for ClassifierLearner {
     /// Share of held-out examples whose self-label the head predicts.
-    fn pretext_accuracy(&self, test: &ImageSet, normalizer: &Normalizer, task: &dyn Task) -> f64 {
-        evaluate(
+    fn pretext_accuracy(
+        &self,
+        test: &ImageSet,
+        normalizer: &Normalizer,
+        task: &dyn Task,
+    ) -> Option<f64> {
+        Some(evaluate(
             &self.model,
             test,
             normalizer,
             task,
             eval_batch(test.shape()),
-        )
+        ))
     }
 }

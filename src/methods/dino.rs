@@ -409,9 +409,20 @@ impl ImageLearner for DinoLearner {
 
 impl PretrainLearner for DinoLearner {
     /// Two-view retrieval of the student's encoder on the global crops.
-    fn pretext_accuracy(&self, test: &ImageSet, normalizer: &Normalizer, task: &dyn Task) -> f64 {
+    fn pretext_accuracy(
+        &self,
+        test: &ImageSet,
+        normalizer: &Normalizer,
+        task: &dyn Task,
+    ) -> Option<f64> {
         let batch = eval_batch(test.shape()).max(PAIRS_BATCH_MIN);
-        evaluate_pairs(&self.student.encoder, test, normalizer, task, batch)
+        Some(evaluate_pairs(
+            &self.student.encoder,
+            test,
+            normalizer,
+            task,
+            batch,
+        ))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod dino;
 pub mod ema;
 pub mod jigsaw;
+pub mod mae;
 pub mod mlm;
 pub mod permutations;
 pub mod relpos;
@@ -67,8 +68,14 @@ pub trait ImageMethod: Send + Sync {
 
 /// A learner that pretrains an image encoder, and scores its pretext task.
 pub trait PretrainLearner: ImageLearner {
-    /// The pretext task's accuracy on held-out images (self-labels: no human labels).
-    fn pretext_accuracy(&self, test: &ImageSet, normalizer: &Normalizer, task: &dyn Task) -> f64;
+    /// The pretext task's accuracy on held-out images (self-labels: no human labels); `None`
+    /// for a method without one (MAE's pretext task is regression).
+    fn pretext_accuracy(
+        &self,
+        test: &ImageSet,
+        normalizer: &Normalizer,
+        task: &dyn Task,
+    ) -> Option<f64>;
 }
 
 /// What `pretext pretrain` writes to `results.json`.
@@ -169,6 +176,7 @@ registry! {
     Vicreg = "vicreg" => vicreg::VicregSettings,
     Barlow = "barlow" => barlow::BarlowSettings,
     Dino = "dino" => dino::DinoSettings,
+    Mae = "mae" => mae::MaeSettings,
     Mlm = "mlm" => mlm::MlmSettings,
 }
 

@@ -718,9 +718,20 @@ impl ImageLearner for TwoViewLearner {
 const PAIRS_BATCH_MIN: usize = 64;
 
 impl PretrainLearner for TwoViewLearner {
-    fn pretext_accuracy(&self, test: &ImageSet, normalizer: &Normalizer, task: &dyn Task) -> f64 {
+    fn pretext_accuracy(
+        &self,
+        test: &ImageSet,
+        normalizer: &Normalizer,
+        task: &dyn Task,
+    ) -> Option<f64> {
         let batch = eval_batch(test.shape()).max(PAIRS_BATCH_MIN);
-        evaluate_pairs(&self.online.encoder, test, normalizer, task, batch)
+        Some(evaluate_pairs(
+            &self.online.encoder,
+            test,
+            normalizer,
+            task,
+            batch,
+        ))
     }
 }
 

@@ -10,7 +10,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::transformer::{fused_self_attention, gelu, layer_norm, linear};
@@ -100,7 +100,7 @@ pub struct Block {
 }
 
 /// A linear layer initialised as timm's: normal weights (std 0.02), zero bias.
-fn timm_linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+pub fn timm_linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     let mut layer = LinearConfig::new(d_in, d_out)
         .with_initializer(Initializer::Normal {
             mean: 0.0,
@@ -111,14 +111,14 @@ fn timm_linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     layer
 }
 
-fn norm(dim: usize, device: &Device) -> LayerNorm {
+pub fn norm(dim: usize, device: &Device) -> LayerNorm {
     LayerNormConfig::new(dim)
         .with_epsilon(LAYER_NORM_EPSILON)
         .init(device)
 }
 
 impl Block {
-    fn new(size: VitSize, device: &Device) -> Self {
+    pub fn new(size: VitSize, device: &Device) -> Self {
         let d = size.dim;
         Self {
             norm1: norm(d, device),
@@ -135,7 +135,7 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let normed = layer_norm(&self.norm1, LAYER_NORM_EPSILON, x.clone());
         let x = x + fused_self_attention(&self.attn.qkv, &self.attn.proj, self.attn.heads, normed);
         let normed = layer_norm(&self.norm2, LAYER_NORM_EPSILON, x.clone());
@@ -216,6 +216,21 @@ impl VisionTransformer {
         );
         let resized = resized.permute([0, 2, 3, 1]).reshape([1, gh * gw, d]);
         Tensor::cat(vec![cls, resized], 1)
+    }
+
+    /// MAE's encoder pass: only the patches `keep` `[b, k, dim]` (patch indices, repeated along
+    /// the last axis) of each image, with their positions, after the class token; every block
+    /// and the final LayerNorm: `[b, 1 + k, dim]`.
+    pub fn encode_visible(&self, images: Tensor<4>, keep: Tensor<3, Int>) -> Tensor<3> {
+        let patches = self.patch_embed.proj.forward(images);
+        let [b, d, gh, gw] = patches.dims();
+        let patches = patches.reshape([b, d, gh * gw]).swap_dims(1, 2);
+        let pos = self.positions(gh, gw);
+        let visible = (patches + pos.clone().narrow(1, 1, gh * gw)).gather(1, keep);
+        let cls = (self.cls_token.val() + pos.narrow(1, 0, 1)).repeat_dim(0, b);
+        let x = Tensor::cat(vec![cls, visible], 1);
+        let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
+        layer_norm(&self.norm, LAYER_NORM_EPSILON, x)
     }
 
     /// The class token after every block and the final LayerNorm: `[b, dim]`.
