@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::two_views::{ViewAugment, evaluate_pairs, split_pairs, validate_weight};
+use super::two_views::{TwoViews, ViewAugment, evaluate_pairs, split_pairs, validate_weight};
 use super::{ImageMethod, MethodKind, PretrainLearner, Settings, ema};
 use crate::data::ImageSet;
 use crate::data::augment::Shape;
@@ -133,7 +133,10 @@ impl Settings for DinoSettings {
     fn build(&self) -> Option<Box<dyn ImageMethod>> {
         Some(Box::new(Dino {
             crops: MultiCrop {
-                augment: self.views.clone(),
+                globals: TwoViews {
+                    name: MethodKind::Dino.name(),
+                    augment: self.views.clone(),
+                },
                 locals: self.local_crops,
                 local_size: self.local_size,
                 local_scale: self.local_scale,
@@ -146,7 +149,8 @@ impl Settings for DinoSettings {
 /// Two global crops of every image at its own size (the main views), and `locals` local crops
 /// at `local_size` (one view group).
 pub struct MultiCrop {
-    pub augment: ViewAugment,
+    /// The two global crops.
+    pub globals: TwoViews,
     pub locals: usize,
     pub local_size: usize,
     pub local_scale: [f32; 2],
@@ -187,23 +191,13 @@ impl Task for MultiCrop {
         rng: &mut ChaCha8Rng,
         out: &mut Examples,
     ) {
-        for which in 0..2 {
-            out.views
-                .extend(self.augment.view(image, shape, which, rng));
-        }
+        self.globals.examples(image, shape, None, rng, out);
         let side = self.local_side(shape);
+        let augment = &self.globals.augment;
         let locals = &mut out.groups[0].views;
         for _ in 0..self.locals {
-            locals.extend(self.augment.view_at(
-                image,
-                shape,
-                0,
-                self.local_scale,
-                (side, side),
-                rng,
-            ));
+            locals.extend(augment.view_at(image, shape, 0, self.local_scale, (side, side), rng));
         }
-        out.labels.push(0);
     }
 }
 
@@ -460,7 +454,10 @@ mod tests {
 
     fn batch(settings: &DinoSettings, n: usize) -> Examples {
         let crops = MultiCrop {
-            augment: settings.views.clone(),
+            globals: TwoViews {
+                name: MethodKind::Dino.name(),
+                augment: settings.views.clone(),
+            },
             locals: settings.local_crops,
             local_size: settings.local_size,
             local_scale: settings.local_scale,
