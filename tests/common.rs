@@ -138,3 +138,33 @@ pub fn safetensors_tensors(path: &Path) -> std::collections::BTreeMap<String, Ve
         })
         .collect()
 }
+
+/// A run of `config` killed after its first epoch and resumed ends with the weights of an
+/// uninterrupted run of `reference` (the same config but for its run directory); `resumed`
+/// is `config`'s run directory.
+#[allow(dead_code)]
+pub fn assert_resumes_to_the_same_weights(reference: &Path, config: &Path, resumed: &Path) {
+    let o = pretext(&["pretrain", "--config", reference.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let killed = Command::new(env!("CARGO_BIN_EXE_pretext"))
+        .args(["--quiet", "--threads", "2", "pretrain", "--config"])
+        .arg(config)
+        .env("PRETEXT_ABORT_AFTER_EPOCH", "1")
+        .output()
+        .unwrap();
+    assert!(
+        !killed.status.success(),
+        "the run was stopped after its first epoch"
+    );
+    let o = pretext(&["resume", resumed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reference_dir = reference.with_extension("");
+    let a = safetensors_tensors(&reference_dir.join("encoder.safetensors"));
+    let b = safetensors_tensors(&resumed.join("encoder.safetensors"));
+    assert!(!a.is_empty());
+    assert!(
+        a == b,
+        "a resumed run ends with the same weights as an uninterrupted one ({})",
+        config.display()
+    );
+}

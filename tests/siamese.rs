@@ -232,37 +232,15 @@ fn probe_beats_random_on_fashion_mnist(root: &Path, task: &str) {
 }
 
 #[test]
-fn killed_byol_run_resumes_to_the_same_weights() {
-    let dir = tempfile::tempdir().unwrap();
-    let reference = config(dir.path(), "reference", "byol", 2);
-    let o = pretext(&["pretrain", "--config", reference.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-
-    let cfg = config(dir.path(), "resumed", "byol", 2);
-    let killed = std::process::Command::new(env!("CARGO_BIN_EXE_pretext"))
-        .args([
-            "--quiet",
-            "--threads",
-            "2",
-            "pretrain",
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .env("PRETEXT_ABORT_AFTER_EPOCH", "1")
-        .output()
-        .unwrap();
-    assert!(!killed.status.success());
-    let run = dir.path().join("resumed");
-    let o = pretext(&["resume", run.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let a = safetensors_tensors(&dir.path().join("reference/encoder.safetensors"));
-    let b = safetensors_tensors(&run.join("encoder.safetensors"));
-    assert!(!a.is_empty());
-    assert!(
-        a == b,
-        "a resumed BYOL run ends with the same weights as an uninterrupted one"
-    );
-    assert_eq!(metrics(&run).len(), 2);
+fn killed_byol_and_dino_runs_resume_to_the_same_weights() {
+    for task in ["byol", "dino"] {
+        let dir = tempfile::tempdir().unwrap();
+        let reference = config(dir.path(), "reference", task, 2);
+        let cfg = config(dir.path(), "resumed", task, 2);
+        let run = dir.path().join("resumed");
+        assert_resumes_to_the_same_weights(&reference, &cfg, &run);
+        assert_eq!(metrics(&run).len(), 2, "{task}");
+    }
 }
 
 #[test]

@@ -139,3 +139,19 @@ fn dino_and_mae_train_a_vit_and_bad_settings_are_named() {
     ]);
     assert_clean_failure(&o, "model.arch");
 }
+
+#[test]
+fn a_killed_mae_run_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let two_epochs = |name: &str| {
+        let cfg = synthetic_config(dir.path(), name, "", "name = \"mae\"");
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "epochs = 1\nmax_steps = 4\nbatch_size = 16",
+            "epochs = 2\nmax_steps = 0\nbatch_size = 64",
+        );
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let (reference, cfg) = (two_epochs("reference"), two_epochs("resumed"));
+    assert_resumes_to_the_same_weights(&reference, &cfg, &dir.path().join("resumed"));
+}
