@@ -403,7 +403,7 @@ mod tests {
         let mut loss = 0.0;
         for p in 0..d {
             for q in 0..d {
-                let c = (0..n).map(|i| a[i][p] * b[i][q]).sum::<f64>() / n as f64;
+                let c = a.iter().zip(&b).map(|(x, y)| x[p] * y[q]).sum::<f64>() / n as f64;
                 loss += if p == q {
                     (1.0 - c).powi(2)
                 } else {

@@ -81,7 +81,7 @@ impl Settings for MaeSettings {
             ));
         }
         let d = &self.decoder;
-        if d.dim == 0 || d.depth == 0 || d.heads == 0 || d.dim % d.heads != 0 {
+        if d.dim == 0 || d.depth == 0 || d.heads == 0 || !d.dim.is_multiple_of(d.heads) {
             return Err(invalid(
                 "task.decoder",
                 "dim, depth and heads must be at least 1, and heads must divide dim",

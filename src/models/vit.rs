@@ -56,7 +56,7 @@ impl VitLayout {
     /// divide the side.
     pub fn new(patch: Option<usize>, image_size: usize) -> Result<Self, String> {
         let patch = patch.unwrap_or_else(|| default_patch(image_size));
-        if patch == 0 || image_size % patch != 0 || image_size < patch {
+        if patch == 0 || !image_size.is_multiple_of(patch) || image_size < patch {
             return Err(format!(
                 "a ViT's patch ({patch}) must divide the image side ({image_size})"
             ));
@@ -311,17 +311,16 @@ mod tests {
         let diff: f32 = (got - want).abs().max().into_scalar();
         assert!(diff < 1e-5, "{diff}");
     }
-}
 
-/// Attention written with tensor operations, for the test above.
-#[cfg(test)]
-fn reference_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
-    let [b, n, d] = q.dims();
-    let hd = d / heads;
-    let split = |t: Tensor<3>| t.reshape([b, n, heads, hd]).swap_dims(1, 2);
-    let scores = split(q).matmul(split(k).swap_dims(2, 3)) / (hd as f64).sqrt();
-    burn::tensor::activation::softmax(scores, 3)
-        .matmul(split(v))
-        .swap_dims(1, 2)
-        .reshape([b, n, d])
+    /// Attention written with tensor operations.
+    fn reference_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+        let [b, n, d] = q.dims();
+        let hd = d / heads;
+        let split = |t: Tensor<3>| t.reshape([b, n, heads, hd]).swap_dims(1, 2);
+        let scores = split(q).matmul(split(k).swap_dims(2, 3)) / (hd as f64).sqrt();
+        burn::tensor::activation::softmax(scores, 3)
+            .matmul(split(v))
+            .swap_dims(1, 2)
+            .reshape([b, n, d])
+    }
 }
