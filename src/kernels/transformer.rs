@@ -571,8 +571,14 @@ pub fn fused_self_attention(qkv: &Linear, proj: &Linear, heads: usize, x: Tensor
 /// The score no token gets (nothing is masked here; the kernel asks for one).
 const MASKED_SCORE: f32 = -1.0e4;
 
-/// softmax(q k^T / sqrt(head_dim)) v per head, with burn's tensor operations (other devices).
-fn attention_by_tensor_ops(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
+/// softmax(q k^T / sqrt(head_dim)) v per head, with burn's tensor operations (other devices,
+/// and the reference the kernel is tested against).
+pub(crate) fn attention_by_tensor_ops(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+) -> Tensor<3> {
     let [b, n, d] = q.dims();
     let hd = d / heads;
     let split = |t: Tensor<3>| t.reshape([b, n, heads, hd]).swap_dims(1, 2);

@@ -7,25 +7,26 @@
 //! keep the teacher from collapsing to one prototype or to the uniform distribution.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::two_views::{TwoViews, ViewAugment, evaluate_pairs, split_pairs, validate_weight};
+use super::two_views::{TwoViews, ViewAugment, pair_retrieval, split_pairs, validate_weight};
 use super::{ImageMethod, MethodKind, PretrainLearner, Settings, ema};
 use crate::data::ImageSet;
 use crate::data::augment::Shape;
 use crate::data::examples::{Examples, Task, ViewGroup};
-use crate::data::loader::{Normalizer, eval_batch};
+use crate::data::loader::Normalizer;
 use crate::losses::dino_loss;
 use crate::models::{DinoHead, DinoHeadConfig, Encoder, EncoderSpec};
-use crate::train::{ImageLearner, Learner, Optimisers, StepStats, TrainConfig, to_tensors};
+use crate::train::{
+    ImageLearner, Learner, Optimisers, StepStats, TrainConfig, correct_predictions,
+    group_to_tensor, to_tensors,
+};
 use crate::util::config::{ConfigError, invalid};
 
 /// The smallest side of a local crop: ConvNet-4 halves its input four times.
 const MIN_LOCAL_SIDE: usize = 16;
-/// The pretext accuracy finds each view's partner among a batch of this many images at least.
-const PAIRS_BATCH_MIN: usize = 64;
 
 /// The keys of `dino`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -291,7 +292,7 @@ impl DinoLearner {
         let (t0, t1) = split_pairs(teacher_out.clone());
         let mut student = vec![s0.clone(), s1.clone()];
         if let Some(group) = ex.groups.first().filter(|g| !g.is_empty()) {
-            let local = self.student.forward(group_tensor(group, &self.device));
+            let local = self.student.forward(group_to_tensor(group, &self.device));
             let [_, k] = local.dims();
             let local = local.reshape([n, group.per_example, k]);
             student.extend(
@@ -307,7 +308,10 @@ impl DinoLearner {
             temperature,
             self.settings.student_temperature,
         );
-        let hits = agreements(s0.detach(), t1) + agreements(s1.detach(), t0);
+        // How often the student's top prototype on one global crop is the teacher's on the other.
+        let top = |t: Tensor<2>| t.argmax(1).reshape([n]);
+        let hits =
+            correct_predictions(s0.detach(), top(t1)) + correct_predictions(s1.detach(), top(t0));
         (loss, hits, teacher_out)
     }
 }
@@ -321,28 +325,6 @@ fn follow(teacher: DinoNet, student: &DinoNet, momentum: f64) -> DinoNet {
         encoder: ema::blend(teacher.encoder, encoder, momentum),
         head: ema::blend(teacher.head, head, momentum),
     }
-}
-
-/// How many rows of `a` and `b` have the same largest entry.
-fn agreements(a: Tensor<2>, b: Tensor<2>) -> usize {
-    let [n, _] = a.dims();
-    let same: i64 = a
-        .argmax(1)
-        .reshape([n])
-        .equal(b.argmax(1).reshape([n]))
-        .int()
-        .sum()
-        .into_scalar();
-    same as usize
-}
-
-/// A view group as one batch of images.
-fn group_tensor(group: &ViewGroup, device: &Device) -> Tensor<4> {
-    let [c, h, w] = group.shape;
-    Tensor::<4>::from_data(
-        TensorData::new(group.views.clone(), [group.len(), c, h, w]),
-        device,
-    )
 }
 
 impl Learner for DinoLearner {
@@ -409,13 +391,11 @@ impl PretrainLearner for DinoLearner {
         normalizer: &Normalizer,
         task: &dyn Task,
     ) -> Option<f64> {
-        let batch = eval_batch(test.shape()).max(PAIRS_BATCH_MIN);
-        Some(evaluate_pairs(
+        Some(pair_retrieval(
             &self.student.encoder,
             test,
             normalizer,
             task,
-            batch,
         ))
     }
 }

@@ -724,15 +724,20 @@ impl PretrainLearner for TwoViewLearner {
         normalizer: &Normalizer,
         task: &dyn Task,
     ) -> Option<f64> {
-        let batch = eval_batch(test.shape()).max(PAIRS_BATCH_MIN);
-        Some(evaluate_pairs(
-            &self.online.encoder,
-            test,
-            normalizer,
-            task,
-            batch,
-        ))
+        Some(pair_retrieval(&self.online.encoder, test, normalizer, task))
     }
+}
+
+/// [`evaluate_pairs`] among batches of at least [`PAIRS_BATCH_MIN`] held-out images: the
+/// pretext accuracy of every method that makes two views of each image.
+pub fn pair_retrieval(
+    encoder: &Encoder,
+    test: &ImageSet,
+    normalizer: &Normalizer,
+    task: &dyn Task,
+) -> f64 {
+    let batch = eval_batch(test.shape()).max(PAIRS_BATCH_MIN);
+    evaluate_pairs(encoder, test, normalizer, task, batch)
 }
 
 /// Share of held-out images whose second view's encoder feature is the nearest (cosine) to the

@@ -264,6 +264,7 @@ impl VisionTransformer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::transformer::attention_by_tensor_ops;
 
     fn tiny(layout: VitLayout) -> VisionTransformer {
         let size = VitSize {
@@ -292,7 +293,8 @@ mod tests {
         assert_eq!(vit.positions(2, 3).dims(), [1, 7, 8]);
     }
 
-    /// The fused attention on pretext's kernels is the textbook softmax(q k^T / sqrt(d)) v.
+    /// The fused attention on pretext's kernels is the textbook softmax(q k^T / sqrt(d)) v,
+    /// written with burn's tensor operations.
     #[test]
     fn the_blocks_attention_is_scaled_dot_product_attention() {
         let vit = tiny(VitLayout {
@@ -307,20 +309,8 @@ mod tests {
         let part = |i: usize| packed.clone().narrow(2, i * 8, 8);
         let want = attn
             .proj
-            .forward(reference_attention(part(0), part(1), part(2), 2));
+            .forward(attention_by_tensor_ops(part(0), part(1), part(2), 2));
         let diff: f32 = (got - want).abs().max().into_scalar();
         assert!(diff < 1e-5, "{diff}");
-    }
-
-    /// Attention written with tensor operations.
-    fn reference_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tensor<3> {
-        let [b, n, d] = q.dims();
-        let hd = d / heads;
-        let split = |t: Tensor<3>| t.reshape([b, n, heads, hd]).swap_dims(1, 2);
-        let scores = split(q).matmul(split(k).swap_dims(2, 3)) / (hd as f64).sqrt();
-        burn::tensor::activation::softmax(scores, 3)
-            .matmul(split(v))
-            .swap_dims(1, 2)
-            .reshape([b, n, d])
     }
 }

@@ -19,7 +19,7 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 
-use crate::data::examples::{Examples, Task};
+use crate::data::examples::{Examples, Task, ViewGroup};
 use crate::data::loader::{BatchPlan, BatchSource, ImageBatches, Normalizer, prefetch};
 use crate::data::source::ImageSource;
 use crate::data::{DataError, ImageSet};
@@ -430,6 +430,15 @@ pub fn to_tensors(ex: &Examples, device: &Device) -> (Tensor<4>, Tensor<1, Int>)
         device,
     );
     (views, labels)
+}
+
+/// A group of views of another shape (`Examples::groups`) as one batch of images.
+pub fn group_to_tensor(group: &ViewGroup, device: &Device) -> Tensor<4> {
+    let [c, h, w] = group.shape;
+    Tensor::<4>::from_data(
+        TensorData::new(group.views.clone(), [group.len(), c, h, w]),
+        device,
+    )
 }
 
 /// Train `model` (on the training device) with cross-entropy on the task's labels and return
