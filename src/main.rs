@@ -178,8 +178,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         // The data is not loaded yet: an unset stem follows data.image_size
                         // where it is given, and is the CIFAR stem otherwise.
                         stem: cfg.model.stem_for(cfg.data.image_size.unwrap_or(0)),
-                        // Made for the data's image size once it is read.
-                        vit: None,
+                        // `model.patch` travels here; the image size is the data's, set once
+                        // the data is read.
+                        vit: cfg.model.patch.map(|patch| pretext::models::VitLayout {
+                            patch,
+                            image_size: cfg.data.image_size.unwrap_or(patch),
+                        }),
                     });
                     pipeline::transfer(
                         args.run.as_deref(),
