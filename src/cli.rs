@@ -47,29 +47,7 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Print a data set's format, counts, image size and class counts. Also reads text: a corpus
     /// (.txt, .txt.gz, or a folder of them) or a labelled table (.tsv, .csv, gzipped or not).
-    Info {
-        path: String,
-        #[arg(long)]
-        format: Option<FormatArg>,
-        #[arg(long)]
-        skip_corrupt: bool,
-        /// Image folders: also decode every image and list the broken ones (by default only
-        /// headers are read).
-        #[arg(long)]
-        check: bool,
-        /// Image folders: refuse images declaring more pixels (data.max_image_pixels).
-        #[arg(long, default_value_t = pretext::data::decode::DEFAULT_MAX_PIXELS)]
-        max_image_pixels: u64,
-        /// Text: replace invalid UTF-8 instead of failing.
-        #[arg(long)]
-        lossy_utf8: bool,
-        /// Labelled text with a header: the column holding the text.
-        #[arg(long, default_value = "text")]
-        text_column: String,
-        /// Labelled text with a header: the column holding the label.
-        #[arg(long, default_value = "label")]
-        label_column: String,
-    },
+    Info(InfoArgs),
     /// The whole pipeline on the built-in synthetic data, with a results table.
     Demo {
         #[arg(long, default_value = "runs/demo")]
@@ -97,6 +75,31 @@ pub enum Command {
     /// … with `<key>.jpg`/`.png` (the original bytes) and `<key>.cls` members, `classes.txt`
     /// beside them, and `train/` and `test/` subfolders for a folder with a test split.
     Shard(ShardArgs),
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    pub path: String,
+    #[arg(long)]
+    pub format: Option<FormatArg>,
+    #[arg(long)]
+    pub skip_corrupt: bool,
+    /// Image folders: also decode every image and list the broken ones (by default only
+    /// headers are read).
+    #[arg(long)]
+    pub check: bool,
+    /// Image folders: refuse images declaring more pixels (data.max_image_pixels).
+    #[arg(long, default_value_t = pretext::data::decode::DEFAULT_MAX_PIXELS)]
+    pub max_image_pixels: u64,
+    /// Text: replace invalid UTF-8 instead of failing.
+    #[arg(long)]
+    pub lossy_utf8: bool,
+    /// Labelled text with a header: the column holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// Labelled text with a header: the column holding the label.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
 }
 
 #[derive(Args)]

@@ -107,6 +107,14 @@ pub struct RunConfig {
     pub monitor_queries: usize,
 }
 
+impl RunConfig {
+    /// How often to checkpoint inside an epoch, if at all.
+    pub fn checkpoint_every(&self) -> Option<std::time::Duration> {
+        (self.checkpoint_minutes > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.checkpoint_minutes * 60.0))
+    }
+}
+
 impl Default for RunConfig {
     fn default() -> Self {
         Self {

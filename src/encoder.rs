@@ -11,8 +11,7 @@ use crate::Error;
 use crate::models::{Encoder, EncoderSpec};
 use crate::train::checkpoint::write_atomic;
 
-pub const WEIGHTS_FILE: &str = "encoder.safetensors";
-pub const SPEC_FILE: &str = "encoder.json";
+use crate::util::run_dir::RunDir;
 
 pub struct TrainedEncoder {
     pub spec: EncoderSpec,
@@ -69,19 +68,19 @@ impl TrainedEncoder {
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
         save_weights(
             &self.encoder,
-            &dir.join(WEIGHTS_FILE),
+            &RunDir(dir).encoder_weights(),
             &self.spec.arch.to_string(),
         )?;
         let spec = serde_json::to_vec_pretty(&self.spec).expect("spec serialises");
-        write_atomic(&dir.join(SPEC_FILE), &spec)?;
+        write_atomic(&RunDir(dir).encoder_spec(), &spec)?;
         Ok(())
     }
 
     /// Load the encoder saved in `dir` onto `device`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, Error> {
-        let spec: EncoderSpec = read_spec(&dir.join(SPEC_FILE))?;
+        let spec: EncoderSpec = read_spec(&RunDir(dir).encoder_spec())?;
         let what = format!("a {} of width {}", spec.arch, spec.width);
-        let encoder = load_weights(spec.init(device), &dir.join(WEIGHTS_FILE), &what)?;
+        let encoder = load_weights(spec.init(device), &RunDir(dir).encoder_weights(), &what)?;
         Ok(Self { spec, encoder })
     }
 }

@@ -11,19 +11,18 @@ use crate::collection::{self, TrainingImages};
 use crate::config::{ClusterConfig, DataConfig, PretrainConfig, TransferConfig, read_toml};
 use crate::data::loader::{Normalizer, PREFETCH_BATCHES, STREAM_NORMALIZER_IMAGES, eval_batch};
 use crate::data::source::ImageSource;
-use crate::data::stream::SKIPPED_FILE;
 use crate::data::{Dataset, ImageSet, split};
 use crate::encoder::TrainedEncoder;
 use crate::methods::{ImageMethod, MethodConfig, Modality};
 use crate::models::{Encoder, EncoderSpec, FeatureLayer, VitLayout};
 use crate::train::checkpoint::write_atomic;
 use crate::train::monitor::EpochMonitor;
-use crate::train::{Fit, Monitor, TrainConfig, checkpoint_path, fit_learner, train_device};
+use crate::train::{Fit, Monitor, TrainConfig, fit_learner, train_device};
 use crate::transfer::{self, TransferInputs, TransferResults};
 
 pub use crate::collection::{load_data, read_as_is, with_test_split};
 pub use crate::methods::PretrainSummary;
-pub use crate::util::run_dir::{CONFIG_FILE, RESULTS_FILE};
+pub use crate::util::run_dir::{CONFIG_FILE, RESULTS_FILE, RunDir};
 
 /// `pretext info` on an image folder: counts from its (cached) index and sizes from the files'
 /// headers; `check` decodes every image too. The report, and the unreadable files.
@@ -38,9 +37,6 @@ pub fn describe_folder(
     Ok((survey::describe(&index, origin, &found), found.problems))
 }
 
-const CLUSTERS_FILE: &str = "clusters.json";
-const TEST_LABELS_FILE: &str = "pseudo_labels_test.npy";
-
 /// Replaces the labels of `data` with the teacher's clusters (train) and nearest clusters (test),
 /// computing them or, when `reuse`, loading those this run saved before.
 fn label_with_clusters(
@@ -50,11 +46,12 @@ fn label_with_clusters(
     reuse: bool,
     quiet: bool,
 ) -> Result<ClusteringSummary, Error> {
-    let summary_path = run_dir.join(CLUSTERS_FILE);
+    let run = RunDir(run_dir);
+    let summary_path = run.clusters();
     let saved = if reuse && summary_path.exists() {
         let train = pseudo::load_saved(run_dir, data.train.len)?;
         let test = match &data.test {
-            Some(t) => crate::npy::read_labels(&run_dir.join(TEST_LABELS_FILE))
+            Some(t) => crate::npy::read_labels(&run.test_pseudo_labels())
                 .ok()
                 .filter(|l| l.len() == t.len),
             None => None,
@@ -78,13 +75,13 @@ fn label_with_clusters(
                 pseudo::pseudo_labels(cfg, &data.train, data.test.as_ref(), quiet)?;
             let as_i64 = |l: &[u32]| l.iter().map(|&x| x as i64).collect::<Vec<_>>();
             crate::npy::write(
-                &run_dir.join(pseudo::LABELS_FILE),
+                &run.pseudo_labels(),
                 &as_i64(&train),
                 &[train.len() as u64],
             )?;
             if let Some(test) = &test {
                 crate::npy::write(
-                    &run_dir.join(TEST_LABELS_FILE),
+                    &run.test_pseudo_labels(),
                     &as_i64(test),
                     &[test.len() as u64],
                 )?;
@@ -117,7 +114,7 @@ fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
 pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Error> {
     cfg.validate()?;
     let run_dir = cfg.run.out.clone();
-    let saved_config = run_dir.join(CONFIG_FILE);
+    let saved_config = RunDir(&run_dir).config();
     refuse_another_config(cfg, &run_dir)?;
     if cfg.task.kind().modality() == Modality::Text {
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
@@ -145,16 +142,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     }
     let data = PretrainImages::of(&images, &run_dir, cfg.data.workers)?;
     let normalizer = &data.normalizer;
-    let [channels, height, width] = data.train.shape();
-    let spec = EncoderSpec {
-        arch: cfg.model.arch,
-        width: cfg.model.width,
-        in_channels: channels,
-        mean: normalizer.mean.clone(),
-        std: normalizer.std.clone(),
-        stem: cfg.model.stem_for(height.min(width)),
-        vit: cfg.model.vit_layout(height.min(width))?,
-    };
+    let spec = encoder_spec(cfg, &data)?;
     train_device().seed(cfg.train.seed);
     if !quiet {
         data.announce(cfg, &spec, &run_dir);
@@ -185,8 +173,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         ),
         label: format!("pretrain {}", cfg.task.kind()),
         quiet,
-        checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
-            .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
+        checkpoint_every: cfg.run.checkpoint_every(),
         monitor: measure.as_ref().map(|f| f as &Monitor),
         decode_pool: data.decode_pool.as_ref(),
     };
@@ -210,14 +197,30 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         clustering,
     };
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    write_atomic(&run_dir.join(RESULTS_FILE), &json)?;
+    write_atomic(&RunDir(&summary.run_dir).results(), &json)?;
     Ok(summary)
+}
+
+/// The encoder `cfg.model` describes, for the images and normalisation of `data`.
+fn encoder_spec(cfg: &PretrainConfig, data: &PretrainImages) -> Result<EncoderSpec, Error> {
+    let [channels, height, width] = data.train.shape();
+    let side = height.min(width);
+    Ok(EncoderSpec {
+        arch: cfg.model.arch,
+        width: cfg.model.width,
+        in_channels: channels,
+        mean: data.normalizer.mean.clone(),
+        std: data.normalizer.std.clone(),
+        stem: cfg.model.stem_for(side),
+        vit: cfg.model.vit_layout(side)?,
+    })
 }
 
 /// A run directory that holds a checkpoint may only be continued with the config it ran.
 fn refuse_another_config(cfg: &PretrainConfig, run_dir: &Path) -> Result<(), Error> {
-    let saved_config = run_dir.join(CONFIG_FILE);
-    if !(checkpoint_path(run_dir).exists() && saved_config.exists()) {
+    let run = RunDir(run_dir);
+    let saved_config = run.config();
+    if !(run.checkpoint().exists() && saved_config.exists()) {
         return Ok(());
     }
     let saved: PretrainConfig = read_toml(&saved_config)?;
@@ -315,7 +318,7 @@ impl<'a> PretrainImages<'a> {
                 decode_pool: None,
             },
             TrainingImages::Stream(s) => {
-                s.train.log_skipped_to(&run_dir.join(SKIPPED_FILE));
+                s.train.log_skipped_to(&RunDir(run_dir).skipped());
                 let test = s
                     .test
                     .as_deref()
@@ -338,7 +341,7 @@ impl<'a> PretrainImages<'a> {
 
 /// Continue an interrupted pretraining run from its directory.
 pub fn resume(run_dir: &Path, quiet: bool) -> Result<PretrainSummary, Error> {
-    let cfg_path = run_dir.join(CONFIG_FILE);
+    let cfg_path = RunDir(run_dir).config();
     if !run_dir.is_dir() {
         return Err(Error::io(
             run_dir,
@@ -416,7 +419,7 @@ pub fn transfer(
     transfer::write_results(out, &results)?;
     // What reproduces these results, beside them: `pretext transfer --config` reads it back.
     write_toml(
-        &out.join(CONFIG_FILE),
+        &RunDir(out).config(),
         &TransferRecord {
             data: data_cfg,
             transfer: cfg,

@@ -32,8 +32,8 @@ const LAYERS: &[&str] = &[
     "bench",      // benchmarks
 ];
 
-/// Files outside the layers: the crate root and the binary.
-const ROOTS: &[&str] = &["lib.rs", "main.rs", "cli.rs"];
+/// Files and folders outside the layers: the crate root and the binary's.
+const ROOTS: &[&str] = &["lib.rs", "main.rs", "cli.rs", "commands"];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
@@ -170,13 +170,13 @@ fn module_graph(src: &Path) -> Graph {
             }
             let rel = path.strip_prefix(src).expect("under src");
             let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let is_root = rel.components().count() == 1 && ROOTS.contains(&name);
+            let first = rel.components().next().expect("a path under src");
+            let is_root = ROOTS.contains(&first.as_os_str().to_string_lossy().as_ref());
             // A file of its own holding a module's tests.
             let is_tests = name == "tests.rs";
             if path.extension().is_none_or(|e| e != "rs") || is_root || is_tests {
                 continue;
             }
-            let first = rel.components().next().expect("a path under src");
             let top = first.as_os_str().to_string_lossy();
             let top = top.trim_end_matches(".rs").to_string();
             let code = std::fs::read_to_string(&path).expect("readable source");

@@ -18,7 +18,7 @@ use crate::encoder::TrainedEncoder;
 use crate::eval::features::extract_layer;
 use crate::models::FeatureLayer;
 
-pub const LABELS_FILE: &str = "pseudo_labels.npy";
+use crate::util::run_dir::RunDir;
 
 /// What the clustering did, saved in the student run's `results.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -94,6 +94,64 @@ pub fn pseudo_labels(
     test: Option<&ImageSet>,
     quiet: bool,
 ) -> Result<(Vec<u32>, Option<Vec<u32>>, ClusteringSummary), Error> {
+    let t0 = Instant::now();
+    let (map, values, feature_dim) = teacher_features(cfg, train, quiet)?;
+    let dim = map.pca.as_ref().map_or(feature_dim, |p| p.components);
+    let feature_seconds = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let points = Points::new(&values, train.len, dim)
+        .map_err(|e| Error::msg(format!("teacher features: {e}")))?;
+    let km: KMeans =
+        kmeans::fit(points, &cfg.kmeans()).map_err(|e| Error::msg(format!("task.cluster: {e}")))?;
+    let kmeans_seconds = t1.elapsed().as_secs_f64();
+
+    let test_labels = test.map(|set| {
+        let (raw, d) = map.features(set);
+        let (values, dim) = map.transform(raw, d);
+        let points = Points::new(&values, set.len, dim).expect("finite teacher features");
+        kmeans::nearest(points, &km.centroids)
+    });
+    let mut sizes = vec![0usize; km.k];
+    km.labels.iter().for_each(|&l| sizes[l as usize] += 1);
+    let quality = |clusters: &[u32], set: &ImageSet| {
+        set.labels
+            .as_ref()
+            .map(|truth| metrics::quality(clusters, truth))
+    };
+    let summary = ClusteringSummary {
+        teacher: cfg.teacher.display().to_string(),
+        teacher_arch: map.teacher.spec.arch.to_string(),
+        teacher_stage: cfg.teacher_stage,
+        teacher_grid: cfg.teacher_grid,
+        feature_dim,
+        clustered_dim: dim,
+        k: km.k,
+        inertia: km.inertia,
+        iterations: km.iterations,
+        converged: km.converged,
+        smallest_cluster: sizes.iter().copied().min().unwrap_or(0),
+        largest_cluster: sizes.iter().copied().max().unwrap_or(0),
+        feature_seconds,
+        kmeans_seconds,
+        train_quality: quality(&km.labels, train),
+        test_quality: test
+            .zip(test_labels.as_ref())
+            .and_then(|(set, l)| quality(l, set)),
+    };
+    if !quiet {
+        eprintln!("{}", kmeans_line(&summary));
+    }
+    Ok((km.labels, test_labels, summary))
+}
+
+/// The teacher's feature map (with its PCA fitted on `train`), `train`'s features through it,
+/// and the teacher's own feature width.
+fn teacher_features(
+    cfg: &ClusterConfig,
+    train: &ImageSet,
+    quiet: bool,
+) -> Result<(FeatureMap, Vec<f32>, usize), Error> {
     let device = crate::train::infer_device();
     let teacher = TrainedEncoder::load(&cfg.teacher, &device)?;
     if teacher.spec.in_channels != train.channels {
@@ -129,74 +187,31 @@ pub fn pseudo_labels(
         map.pca =
             Some(Pca::fit(&raw, train.len, feature_dim, cfg.pca, cfg.whiten).map_err(Error::msg)?);
     }
-    let (values, dim) = map.transform(raw, feature_dim);
-    let feature_seconds = t0.elapsed().as_secs_f64();
+    let (values, _) = map.transform(raw, feature_dim);
+    Ok((map, values, feature_dim))
+}
 
-    let t1 = Instant::now();
-    let points = Points::new(&values, train.len, dim)
-        .map_err(|e| Error::msg(format!("teacher features: {e}")))?;
-    let km: KMeans =
-        kmeans::fit(points, &cfg.kmeans()).map_err(|e| Error::msg(format!("task.cluster: {e}")))?;
-    let kmeans_seconds = t1.elapsed().as_secs_f64();
-
-    let mut sizes = vec![0usize; km.k];
-    km.labels.iter().for_each(|&l| sizes[l as usize] += 1);
-    let test_labels = test.map(|set| {
-        let (raw, d) = map.features(set);
-        let (values, dim) = map.transform(raw, d);
-        let points = Points::new(&values, set.len, dim).expect("finite teacher features");
-        kmeans::nearest(points, &km.centroids)
-    });
-    let quality = |clusters: &[u32], set: &ImageSet| {
-        set.labels
-            .as_ref()
-            .map(|truth| metrics::quality(clusters, truth))
-    };
-    let summary = ClusteringSummary {
-        teacher: cfg.teacher.display().to_string(),
-        teacher_arch: map.teacher.spec.arch.to_string(),
-        teacher_stage: cfg.teacher_stage,
-        teacher_grid: cfg.teacher_grid,
-        feature_dim,
-        clustered_dim: dim,
-        k: km.k,
-        inertia: km.inertia,
-        iterations: km.iterations,
-        converged: km.converged,
-        smallest_cluster: sizes.iter().copied().min().unwrap_or(0),
-        largest_cluster: sizes.iter().copied().max().unwrap_or(0),
-        feature_seconds,
-        kmeans_seconds,
-        train_quality: quality(&km.labels, train),
-        test_quality: test
-            .zip(test_labels.as_ref())
-            .and_then(|(set, l)| quality(l, set)),
-    };
-    if !quiet {
-        eprintln!(
-            "k-means: k = {}, inertia {:.4e}, {} iterations in {:.1} s; cluster sizes {}..{}{}",
-            km.k,
-            km.inertia,
-            km.iterations,
-            kmeans_seconds,
-            summary.smallest_cluster,
-            summary.largest_cluster,
-            summary
-                .train_quality
-                .as_ref()
-                .map(|q| format!(
-                    "; NMI {:.3}, ARI {:.3}, purity {:.3} against the true labels",
-                    q.nmi, q.ari, q.purity
-                ))
-                .unwrap_or_default()
-        );
-    }
-    Ok((km.labels, test_labels, summary))
+/// The progress line of a finished clustering.
+fn kmeans_line(s: &ClusteringSummary) -> String {
+    let quality = s
+        .train_quality
+        .as_ref()
+        .map(|q| {
+            format!(
+                "; NMI {:.3}, ARI {:.3}, purity {:.3} against the true labels",
+                q.nmi, q.ari, q.purity
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "k-means: k = {}, inertia {:.4e}, {} iterations in {:.1} s; cluster sizes {}..{}{quality}",
+        s.k, s.inertia, s.iterations, s.kmeans_seconds, s.smallest_cluster, s.largest_cluster
+    )
 }
 
 /// Pseudo-labels saved by an earlier attempt of the same run, if their count fits.
 pub fn load_saved(run_dir: &Path, expected: usize) -> Result<Option<Vec<u32>>, Error> {
-    let path = run_dir.join(LABELS_FILE);
+    let path = RunDir(run_dir).pseudo_labels();
     if !path.exists() {
         return Ok(None);
     }

@@ -20,8 +20,6 @@ use super::index::{FileIndex, IndexEntry};
 use super::source::{Framing, ImageSource};
 use super::{DataError, Result};
 
-/// The name of the list of skipped files a run directory keeps.
-pub const SKIPPED_FILE: &str = "skipped.txt";
 /// Headers read to choose between grey and colour when no channel count is given.
 const CHANNEL_PROBE: usize = 32;
 /// torchvision's aspect-ratio range for random resized crops.

@@ -7,7 +7,9 @@ pub mod plots;
 pub mod report;
 pub mod stats;
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::config::{DataConfig, PretrainConfig, TransferConfig, TransferMode, read_toml};
-use crate::data::ImageSet;
+use crate::data::{Dataset, ImageSet};
 use crate::data::loader::Normalizer;
 use crate::data::split::{few_labels, scored_test_rows};
 use crate::encoder::TrainedEncoder;
@@ -24,7 +26,14 @@ use crate::models::EncoderSpec;
 use crate::pipeline::{load_data, pretrain};
 use crate::train::checkpoint::write_atomic;
 use crate::train::train_device;
-use crate::transfer::{TransferInputs, Transferer, accuracy};
+use crate::transfer::{ImageTransferer, TransferInputs, accuracy};
+
+/// The study's own config, as run.
+const STUDY_FILE: &str = "study.toml";
+/// Every cell, one line each.
+pub const RESULTS_CSV: &str = "results.csv";
+/// Seed 0's predictions of every line and budget, for the confusion matrix.
+pub const PREDICTIONS_DIR: &str = "predictions";
 
 /// `pretext study --config study.toml`: `[data]`, `[study]` and the transfer recipes of
 /// `[transfer]` (its `modes`, `labels_per_class` and `seeds` are the study's own instead).
@@ -131,7 +140,8 @@ impl StudyFile {
             {
                 return Err(invalid(&key, "a name is letters, digits and - _ + . only"));
             }
-            if ["scratch", "random"].contains(&m.name.as_str()) || !names.insert(&m.name) {
+            let baselines = [TransferMode::Scratch.name(), TransferMode::Random.name()];
+            if baselines.contains(&m.name.as_str()) || !names.insert(&m.name) {
                 return Err(invalid(
                     &key,
                     "names must be unique and not scratch or random",
@@ -303,95 +313,32 @@ pub fn run_study(file: &StudyFile, quiet: bool) -> Result<StudyOutcome, Error> {
     file.validate()?;
     let started = Instant::now();
     let s = &file.study;
-    std::fs::create_dir_all(&s.out).map_err(|e| Error::io(&s.out, e))?;
-    write_atomic(
-        &s.out.join("study.toml"),
-        toml::to_string(file)
-            .expect("study config serialises")
-            .as_bytes(),
-    )?;
+    prepare_out_dir(file)?;
     let data = load_data(&file.data)?;
-    let test = data
-        .test
-        .as_ref()
-        .ok_or_else(|| Error::msg(format!("{}: a study needs a test split", file.data.path)))?;
-    let limited =
-        scored_test_rows(test.len, file.transfer.test_limit).map(|rows| test.subset(&rows));
-    let test = limited.as_ref().unwrap_or(test);
-    if data.train.labels.is_none() || test.labels.is_none() {
-        return Err(Error::msg(format!(
-            "{}: a study needs labelled training and test images",
-            file.data.path
-        )));
-    }
+    let test = scored_test(file, &data)?;
     let methods = prepare_methods(file, &data.train, quiet)?;
-
-    let csv = s.out.join("results.csv");
-    let mut cells = read_results(&csv)?;
-    let done: BTreeSet<_> = cells.iter().map(Cell::key).collect();
-    let reused = cells.len();
-    if reused > 0 && !quiet {
-        eprintln!("{}: {reused} cells already done, kept", csv.display());
-    }
-    let predictions_dir = s.out.join("predictions");
-    std::fs::create_dir_all(&predictions_dir).map_err(|e| Error::io(&predictions_dir, e))?;
-
-    // The scratch and random baselines use the first method's backbone (or ConvNet-4 of width 16).
-    let baseline_spec = {
-        let normalizer = Normalizer::fit(&data.train);
-        let like = methods
-            .iter()
-            .find_map(|m| m.encoder.as_ref().map(|e| e.spec.clone()));
-        EncoderSpec {
-            arch: like
-                .as_ref()
-                .map_or(crate::models::Arch::Convnet4, |l| l.arch),
-            width: like.as_ref().map_or(16, |l| l.width),
-            in_channels: data.train.channels,
-            mean: normalizer.mean,
-            std: normalizer.std,
-            stem: like.as_ref().map_or(crate::models::Stem::Cifar, |l| l.stem),
-            vit: like.as_ref().and_then(|l| l.vit),
-        }
-    };
-    let mut plan: Vec<(String, Option<&TrainedEncoder>, TransferMode, &str)> = Vec::new();
-    if s.scratch {
-        plan.push(("scratch".into(), None, TransferMode::Scratch, "finetune"));
-    }
-    if s.random {
-        plan.push(("random".into(), None, TransferMode::Random, "probe"));
-    }
-    for m in &methods {
-        for &mode in &s.modes {
-            plan.push((m.name.clone(), m.encoder.as_ref(), mode, mode.name()));
-        }
-    }
-
-    let mut computed = 0;
-    let mut subsets = std::collections::BTreeMap::new();
-    for (method, encoder, mode, mode_name) in &plan {
+    let mut log = ResultLog::open(&s.out, quiet)?;
+    let spec = baseline_spec(&data.train, &methods);
+    let mut subsets = BTreeMap::new();
+    for row in plan(s, &methods) {
         let inputs = TransferInputs {
             train: &data.train,
-            test,
-            pretrained: *encoder,
-            spec: baseline_spec.clone(),
+            test: &test,
+            pretrained: row.encoder,
+            spec: spec.clone(),
             quiet: true,
         };
-        let cells_of = Transferer::new(&inputs, file.transfer.feature_layer())?;
+        let transferer = ImageTransferer::for_images(&inputs, file.transfer.feature_layer())?;
         for &budget in &s.budgets {
             for seed in 0..s.seeds as u64 {
-                if done.contains(&(method.clone(), mode_name.to_string(), budget, seed)) {
+                let key = (row.method.clone(), row.mode_name.to_string(), budget, seed);
+                if log.done.contains(&key) {
                     continue;
                 }
-                if crate::train::stop_was_requested() {
-                    return Err(Error::msg(format!(
-                        "study interrupted after {computed} new cells (kept in {}); run it again to finish",
-                        csv.display()
-                    )));
-                }
-                let subset: &Vec<usize> = match subsets.entry((budget, seed)) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => e.insert(few_labels(
+                log.refuse_if_stopped()?;
+                let subset = match subsets.entry((budget, seed)) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(few_labels(
                         &data.train,
                         (budget > 0).then_some(budget),
                         seed,
@@ -399,44 +346,176 @@ pub fn run_study(file: &StudyFile, quiet: bool) -> Result<StudyOutcome, Error> {
                 };
                 let t = Instant::now();
                 let recipe = finetune_recipe(&file.transfer, subset.len(), s.finetune_steps);
-                let predicted = cells_of.predict(*mode, subset, seed, &recipe)?;
+                let predicted = transferer.predict(row.mode, subset, seed, &recipe)?;
                 let cell = Cell {
-                    method: method.clone(),
-                    mode: mode_name.to_string(),
+                    method: key.0,
+                    mode: key.1,
                     budget,
                     seed,
-                    accuracy: accuracy(&predicted, cells_of.test_labels()),
+                    accuracy: accuracy(&predicted, transferer.test_labels()),
                     seconds: t.elapsed().as_secs_f64(),
                 };
-                if seed == 0 {
-                    let path = predictions_dir
-                        .join(format!("{method}-{mode_name}-{}.npy", budget_name(budget)));
-                    let values: Vec<i64> = predicted.iter().map(|&p| p as i64).collect();
-                    crate::npy::write(&path, &values, &[values.len() as u64])?;
-                }
-                append_result(&csv, &cell)?;
-                if !quiet {
-                    eprintln!(
-                        "study {method:<10} {mode_name:<8} {:>4} labels/class seed {seed}: {:.4} ({:.1} s)",
-                        budget_name(budget),
-                        cell.accuracy,
-                        cell.seconds
-                    );
-                }
-                cells.push(cell);
-                computed += 1;
-                abort_after_cells(computed);
+                log.record(cell, &predicted)?;
             }
         }
     }
-    let report = report::write(file, &data.train, test, &methods, &cells, quiet)?;
+    let report = report::write(file, &data.train, &test, &methods, &log.cells, quiet)?;
     Ok(StudyOutcome {
-        cells,
-        computed,
-        reused,
+        cells: log.cells,
+        computed: log.computed,
+        reused: log.reused,
         report,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The study directory with its config, and the folder of seed 0's predictions.
+fn prepare_out_dir(file: &StudyFile) -> Result<(), Error> {
+    let out = &file.study.out;
+    let predictions = out.join(PREDICTIONS_DIR);
+    std::fs::create_dir_all(&predictions).map_err(|e| Error::io(&predictions, e))?;
+    let config = toml::to_string(file).expect("study config serialises");
+    write_atomic(&out.join(STUDY_FILE), config.as_bytes())?;
+    Ok(())
+}
+
+/// The test images the study scores (at most `transfer.test_limit`); both splits must be
+/// labelled.
+fn scored_test<'d>(file: &StudyFile, data: &'d Dataset) -> Result<Cow<'d, ImageSet>, Error> {
+    let path = &file.data.path;
+    let test = data
+        .test
+        .as_ref()
+        .ok_or_else(|| Error::msg(format!("{path}: a study needs a test split")))?;
+    if data.train.labels.is_none() || test.labels.is_none() {
+        return Err(Error::msg(format!(
+            "{path}: a study needs labelled training and test images"
+        )));
+    }
+    Ok(match scored_test_rows(test.len, file.transfer.test_limit) {
+        Some(rows) => Cow::Owned(test.subset(&rows)),
+        None => Cow::Borrowed(test),
+    })
+}
+
+/// The backbone of the scratch and random baselines: the first method's (or ConvNet-4 of
+/// width 16), normalised for `train`.
+fn baseline_spec(train: &ImageSet, methods: &[Method]) -> EncoderSpec {
+    let normalizer = Normalizer::fit(train);
+    let like = methods
+        .iter()
+        .find_map(|m| m.encoder.as_ref().map(|e| e.spec.clone()));
+    EncoderSpec {
+        arch: like.as_ref().map_or(crate::models::Arch::Convnet4, |l| l.arch),
+        width: like.as_ref().map_or(16, |l| l.width),
+        in_channels: train.channels,
+        mean: normalizer.mean,
+        std: normalizer.std,
+        stem: like.as_ref().map_or(crate::models::Stem::Cifar, |l| l.stem),
+        vit: like.as_ref().and_then(|l| l.vit),
+    }
+}
+
+/// One line of the study: a method (or baseline) used in one transfer mode.
+struct PlanRow<'m> {
+    method: String,
+    encoder: Option<&'m TrainedEncoder>,
+    mode: TransferMode,
+    /// The mode's name in the results (a baseline's is the mode it is compared under).
+    mode_name: &'static str,
+}
+
+fn plan<'m>(s: &StudyConfig, methods: &'m [Method]) -> Vec<PlanRow<'m>> {
+    let baseline = |name: &str, mode, mode_name| PlanRow {
+        method: name.into(),
+        encoder: None,
+        mode,
+        mode_name,
+    };
+    let mut rows = Vec::new();
+    if s.scratch {
+        rows.push(baseline(TransferMode::Scratch.name(), TransferMode::Scratch, TransferMode::Finetune.name()));
+    }
+    if s.random {
+        rows.push(baseline(TransferMode::Random.name(), TransferMode::Random, TransferMode::Probe.name()));
+    }
+    for m in methods {
+        for &mode in &s.modes {
+            rows.push(PlanRow {
+                method: m.name.clone(),
+                encoder: m.encoder.as_ref(),
+                mode,
+                mode_name: mode.name(),
+            });
+        }
+    }
+    rows
+}
+
+/// `results.csv`: the cells done before, and each new one appended as soon as it is done.
+struct ResultLog {
+    csv: PathBuf,
+    predictions: PathBuf,
+    cells: Vec<Cell>,
+    done: BTreeSet<(String, String, usize, u64)>,
+    reused: usize,
+    computed: usize,
+    quiet: bool,
+}
+
+impl ResultLog {
+    fn open(out: &Path, quiet: bool) -> Result<Self, Error> {
+        let csv = out.join(RESULTS_CSV);
+        let cells = read_results(&csv)?;
+        let reused = cells.len();
+        if reused > 0 && !quiet {
+            eprintln!("{}: {reused} cells already done, kept", csv.display());
+        }
+        Ok(Self {
+            done: cells.iter().map(Cell::key).collect(),
+            predictions: out.join(PREDICTIONS_DIR),
+            csv,
+            cells,
+            reused,
+            computed: 0,
+            quiet,
+        })
+    }
+
+    /// An error when Ctrl-C asked the study to stop (the cells done are kept).
+    fn refuse_if_stopped(&self) -> Result<(), Error> {
+        if crate::train::stop_was_requested() {
+            return Err(Error::msg(format!(
+                "study interrupted after {} new cells (kept in {}); run it again to finish",
+                self.computed,
+                self.csv.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends `cell`, and writes seed 0's predictions for the report's confusion matrix.
+    fn record(&mut self, cell: Cell, predicted: &[u32]) -> Result<(), Error> {
+        let budget = budget_name(cell.budget);
+        if cell.seed == 0 {
+            let path = self
+                .predictions
+                .join(format!("{}-{}-{budget}.npy", cell.method, cell.mode));
+            let values: Vec<i64> = predicted.iter().map(|&p| p as i64).collect();
+            crate::npy::write(&path, &values, &[values.len() as u64])?;
+        }
+        append_result(&self.csv, &cell)?;
+        if !self.quiet {
+            eprintln!(
+                "study {:<10} {:<8} {budget:>4} labels/class seed {}: {:.4} ({:.1} s)",
+                cell.method, cell.mode, cell.seed, cell.accuracy, cell.seconds
+            );
+        }
+        self.cells.push(cell);
+        self.computed += 1;
+        abort_after_cells(self.computed);
+        Ok(())
+    }
 }
 
 /// Load every method's encoder, pretraining those given as configs first (a finished run is

@@ -13,10 +13,12 @@ use super::plots::{self, Drawing, Series, palette};
 use super::stats::Summary;
 use super::{Cell, Method, StudyFile, budget_name};
 use crate::Error;
+use crate::config::TransferMode;
 use crate::data::ImageSet;
 use crate::data::loader::Normalizer;
 use crate::methods::PretrainSummary;
 use crate::train::checkpoint::write_atomic;
+use crate::util::run_dir::RunDir;
 
 /// A line of results: a method used one way.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,15 +28,21 @@ pub struct SeriesKey {
 }
 
 impl SeriesKey {
+    /// The baseline this line is, if it is one.
+    fn baseline(&self) -> Option<TransferMode> {
+        [TransferMode::Scratch, TransferMode::Random]
+            .into_iter()
+            .find(|b| self.method == b.name())
+    }
     pub fn label(&self) -> String {
-        match self.method.as_str() {
-            "scratch" => "scratch (supervised only)".into(),
-            "random" => "random encoder, probe".into(),
-            _ => format!("{} / {}", self.method, self.mode),
+        match self.baseline() {
+            Some(TransferMode::Scratch) => "scratch (supervised only)".into(),
+            Some(_) => "random encoder, probe".into(),
+            None => format!("{} / {}", self.method, self.mode),
         }
     }
     fn is_baseline(&self) -> bool {
-        matches!(self.method.as_str(), "scratch" | "random")
+        self.baseline().is_some()
     }
 }
 
@@ -93,7 +101,9 @@ impl Gain {
 }
 
 pub fn gains(summaries: &[(SeriesKey, BTreeMap<usize, Summary>)], budgets: &[usize]) -> Vec<Gain> {
-    let scratch = summaries.iter().find(|(k, _)| k.method == "scratch");
+    let scratch = summaries
+        .iter()
+        .find(|(k, _)| k.baseline() == Some(TransferMode::Scratch));
     let Some((_, scratch)) = scratch else {
         return Vec::new();
     };
@@ -266,7 +276,7 @@ fn cell_text(s: &Summary) -> String {
 
 /// Per-epoch numbers of a pretraining run's `metrics.jsonl`.
 fn training_curves(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
+    std::fs::read_to_string(RunDir(run).metrics())
         .map(|text| {
             text.lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
@@ -274,6 +284,19 @@ fn training_curves(run: &Path) -> Vec<serde_json::Value> {
         })
         .unwrap_or_default()
 }
+
+/// What every section of the report reads.
+struct Study<'a> {
+    file: &'a StudyFile,
+    train: &'a ImageSet,
+    test: &'a ImageSet,
+    methods: &'a [Method],
+    budgets: Vec<usize>,
+    summaries: Vec<(SeriesKey, BTreeMap<usize, Summary>)>,
+}
+
+/// The report's file, in the study directory.
+const REPORT_FILE: &str = "report.md";
 
 /// Write `report.md` and the plots beside it; returns the report's path.
 pub fn write(
@@ -284,70 +307,105 @@ pub fn write(
     cells: &[Cell],
     quiet: bool,
 ) -> Result<PathBuf, Error> {
-    let out = &file.study.out;
-    let budgets = ordered_budgets(&file.study.budgets);
-    let summaries = summarise(cells);
+    let study = Study {
+        file,
+        train,
+        test,
+        methods,
+        budgets: ordered_budgets(&file.study.budgets),
+        summaries: summarise(cells),
+    };
     let mut md = String::new();
-    let _ = writeln!(md, "# Few-label study: {}\n", file.data.path);
-    let _ = writeln!(
-        md,
-        "{} training images ({} classes), {} test images. Every cell: {} labelled subsets (seeds); \
-         mean ± standard deviation [95 % confidence interval of the mean]. Fine-tuning and scratch \
-         train for {} steps at every budget. Raw numbers: `results.csv`.\n",
-        train.len,
-        train.num_classes(),
-        test.len,
-        file.study.seeds,
-        file.study.finetune_steps
-    );
+    study.introduction(&mut md);
+    study.methods_table(&mut md);
+    study.accuracy_table(&mut md);
+    study.gain_table(&mut md);
+    study.accuracy_plot(&mut md)?;
+    study.training_plot(&mut md)?;
+    let few = study.few_label_budget();
+    study.confusion_plot(few, &mut md)?;
+    study.embedding_plot(few, &mut md)?;
+    let report = file.study.out.join(REPORT_FILE);
+    write_atomic(&report, md.as_bytes())?;
+    if !quiet {
+        eprintln!("wrote {}", report.display());
+    }
+    Ok(report)
+}
 
-    // The methods.
-    let _ = writeln!(md, "## Methods\n");
-    let _ = writeln!(
-        md,
-        "| method | run | pretext task | pretraining | pretext test accuracy |"
-    );
-    let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
-    for m in methods {
-        let run = m.run.as_ref().expect("pretrained methods have a run");
-        let summary: Option<PretrainSummary> = std::fs::read(run.join("results.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let (task, time, acc) = match &summary {
-            Some(s) => (
-                s.task.clone(),
-                format!("{} steps, {:.1} min", s.steps, s.seconds / 60.0),
-                s.pretext_test_acc.map_or("–".into(), |a| format!("{a:.3}")),
-            ),
-            None => ("?".into(), "?".into(), "–".into()),
-        };
+impl Study<'_> {
+    fn out(&self) -> &Path {
+        &self.file.study.out
+    }
+
+    fn introduction(&self, md: &mut String) {
+        let _ = writeln!(md, "# Few-label study: {}\n", self.file.data.path);
         let _ = writeln!(
             md,
-            "| {} | `{}` | {task} | {time} | {acc} |",
-            m.name,
-            run.display()
+            "{} training images ({} classes), {} test images. Every cell: {} labelled subsets (seeds); \
+             mean ± standard deviation [95 % confidence interval of the mean]. Fine-tuning and scratch \
+             train for {} steps at every budget. Raw numbers: `results.csv`.\n",
+            self.train.len,
+            self.train.num_classes(),
+            self.test.len,
+            self.file.study.seeds,
+            self.file.study.finetune_steps
         );
     }
 
-    // The accuracy table.
-    let _ = writeln!(md, "\n## Test accuracy\n");
-    let _ = write!(md, "| method / mode |");
-    for &b in &budgets {
-        let _ = write!(md, " {} |", budget_name(b));
-    }
-    let _ = writeln!(md);
-    let _ = writeln!(md, "|---|{}", "---|".repeat(budgets.len()));
-    for (key, per_budget) in &summaries {
-        let _ = write!(md, "| {} |", key.label());
-        for b in &budgets {
-            let _ = write!(md, " {} |", per_budget.get(b).map_or("–".into(), cell_text));
+    /// Each method's run, its pretraining length and its pretext accuracy.
+    fn methods_table(&self, md: &mut String) {
+        let _ = writeln!(md, "## Methods\n");
+        let _ = writeln!(
+            md,
+            "| method | run | pretext task | pretraining | pretext test accuracy |"
+        );
+        let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
+        for m in self.methods {
+            let run = m.run.as_ref().expect("pretrained methods have a run");
+            let summary: Option<PretrainSummary> = std::fs::read(RunDir(run).results())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let (task, time, acc) = match &summary {
+                Some(s) => (
+                    s.task.clone(),
+                    format!("{} steps, {:.1} min", s.steps, s.seconds / 60.0),
+                    s.pretext_test_acc.map_or("–".into(), |a| format!("{a:.3}")),
+                ),
+                None => ("?".into(), "?".into(), "–".into()),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {task} | {time} | {acc} |",
+                m.name,
+                run.display()
+            );
         }
-        let _ = writeln!(md);
     }
 
-    // The gain over scratch.
-    let gains = gains(&summaries, &file.study.budgets);
-    if !gains.is_empty() {
+    fn accuracy_table(&self, md: &mut String) {
+        let _ = writeln!(md, "\n## Test accuracy\n");
+        let _ = write!(md, "| method / mode |");
+        for &b in &self.budgets {
+            let _ = write!(md, " {} |", budget_name(b));
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(md, "|---|{}", "---|".repeat(self.budgets.len()));
+        for (key, per_budget) in &self.summaries {
+            let _ = write!(md, "| {} |", key.label());
+            for b in &self.budgets {
+                let _ = write!(md, " {} |", per_budget.get(b).map_or("–".into(), cell_text));
+            }
+            let _ = writeln!(md);
+        }
+    }
+
+    /// The best pretrained model against scratch at every budget.
+    fn gain_table(&self, md: &mut String) {
+        let gains = gains(&self.summaries, &self.file.study.budgets);
+        if gains.is_empty() {
+            return;
+        }
         let _ = writeln!(md, "\n## Gain over scratch\n");
         let _ = writeln!(md, "**{}**\n", verdict(&gains));
         let _ = writeln!(
@@ -369,108 +427,123 @@ pub fn write(
         }
     }
 
-    // Accuracy plot: one panel per mode, every method's line, the baselines as dashed references.
-    let x_labels: Vec<(f64, String)> = budgets
-        .iter()
-        .map(|&b| (budget_x(b, train), budget_name(b)))
-        .collect();
-    let mut panels = Vec::new();
-    let modes: Vec<String> = summaries
-        .iter()
-        .filter(|(k, _)| !k.is_baseline())
-        .map(|(k, _)| k.mode.clone())
-        .fold(Vec::new(), |mut v, m| {
-            if !v.contains(&m) {
-                v.push(m);
+    /// One panel per mode, every method's line, the baselines as dashed references.
+    fn accuracy_plot(&self, md: &mut String) -> Result<(), Error> {
+        let x_labels: Vec<(f64, String)> = self
+            .budgets
+            .iter()
+            .map(|&b| (budget_x(b, self.train), budget_name(b)))
+            .collect();
+        let panels = self.accuracy_panels();
+        let width = 620 * panels.len().max(1) as u32;
+        plots::both(
+            &self.out().join("accuracy"),
+            (width, 520),
+            &AccuracyPlot { panels, x_labels },
+        )?;
+        let _ = writeln!(
+            md,
+            "\n## Accuracy against labels per class\n\n![accuracy](accuracy.png)\n\nOne panel per transfer \
+             mode; scratch (black, dashed) is the same network trained only on the labels, random (grey, \
+             dashed) a probe on a random encoder. [SVG](accuracy.svg)"
+        );
+        Ok(())
+    }
+
+    /// The transfer modes in the order they first appear (fine-tuning when there are none).
+    fn modes(&self) -> Vec<String> {
+        let mut modes: Vec<String> = Vec::new();
+        for (key, _) in self.summaries.iter().filter(|(k, _)| !k.is_baseline()) {
+            if !modes.contains(&key.mode) {
+                modes.push(key.mode.clone());
             }
-            v
-        });
-    let series_of =
-        |i: usize, key: &SeriesKey, per_budget: &BTreeMap<usize, Summary>, label: String| Series {
-            label,
-            points: budgets
+        }
+        if modes.is_empty() {
+            modes.push(TransferMode::Finetune.name().into());
+        }
+        modes
+    }
+
+    fn accuracy_panels(&self) -> Vec<(String, Vec<Series>)> {
+        let mut panels = Vec::new();
+        for mode in self.modes() {
+            let mut series = Vec::new();
+            for (key, per_budget) in &self.summaries {
+                let wanted = match key.baseline() {
+                    Some(TransferMode::Scratch) => true,
+                    Some(_) => mode == TransferMode::Probe.name(),
+                    None => key.mode == mode,
+                };
+                if wanted {
+                    series.push(self.series(key, per_budget));
+                }
+            }
+            panels.push((format!("{mode} (bands: ± 1 std over seeds)"), series));
+        }
+        panels
+    }
+
+    /// A line of the accuracy plot: mean ± one standard deviation at every budget.
+    fn series(&self, key: &SeriesKey, per_budget: &BTreeMap<usize, Summary>) -> Series {
+        let method_index = self
+            .methods
+            .iter()
+            .position(|m| m.name == key.method)
+            .unwrap_or(0);
+        let colour = match key.baseline() {
+            Some(TransferMode::Scratch) => BLACK,
+            Some(_) => RGBColor(120, 120, 120),
+            None => palette(method_index),
+        };
+        Series {
+            label: if key.is_baseline() {
+                key.label()
+            } else {
+                key.method.clone()
+            },
+            points: self
+                .budgets
                 .iter()
                 .filter_map(|b| {
-                    per_budget
-                        .get(b)
-                        .map(|s| (budget_x(*b, train), s.mean, s.mean - s.std, s.mean + s.std))
+                    let s = per_budget.get(b)?;
+                    Some((budget_x(*b, self.train), s.mean, s.mean - s.std, s.mean + s.std))
                 })
                 .collect(),
-            colour: if key.method == "scratch" {
-                BLACK
-            } else if key.method == "random" {
-                RGBColor(120, 120, 120)
-            } else {
-                palette(i)
-            },
+            colour,
             dashed: key.is_baseline(),
-        };
-    let method_index = |name: &str| methods.iter().position(|m| m.name == name).unwrap_or(0);
-    for mode in modes
-        .iter()
-        .chain(modes.is_empty().then(|| "finetune".to_string()).iter())
-    {
-        let mut series = Vec::new();
-        for (key, per_budget) in &summaries {
-            let wanted = if key.is_baseline() {
-                key.method == "scratch" || (key.method == "random" && mode == "probe")
-            } else {
-                &key.mode == mode
+        }
+    }
+
+    /// Per epoch of pretraining: training accuracy, relative loss and the k-NN monitor.
+    fn training_plot(&self, md: &mut String) -> Result<(), Error> {
+        let mut acc_lines = Vec::new();
+        let mut loss_lines = Vec::new();
+        let mut knn_lines = Vec::new();
+        for (i, m) in self.methods.iter().enumerate() {
+            let curves = training_curves(m.run.as_ref().expect("pretrained"));
+            let series = |key: &str| -> Vec<(f64, f64)> {
+                curves
+                    .iter()
+                    .filter_map(|e| Some((e["epoch"].as_f64()?, e[key].as_f64()?)))
+                    .collect()
             };
-            if wanted {
-                let label = if key.is_baseline() {
-                    key.label()
-                } else {
-                    key.method.clone()
-                };
-                series.push(series_of(method_index(&key.method), key, per_budget, label));
+            let acc = series("train_acc");
+            let loss = series("loss");
+            let knn = series("knn_acc");
+            if !acc.is_empty() {
+                acc_lines.push((m.name.clone(), palette(i), acc));
+            }
+            if let Some(&(_, first)) = loss.first().filter(|(_, l)| l.abs() > 1e-12) {
+                let relative = loss.iter().map(|&(e, l)| (e, l / first)).collect();
+                loss_lines.push((m.name.clone(), palette(i), relative));
+            }
+            if !knn.is_empty() {
+                knn_lines.push((m.name.clone(), palette(i), knn));
             }
         }
-        panels.push((format!("{mode} (bands: ± 1 std over seeds)"), series));
-    }
-    let width = 620 * panels.len().max(1) as u32;
-    plots::both(
-        &out.join("accuracy"),
-        (width, 520),
-        &AccuracyPlot { panels, x_labels },
-    )?;
-    let _ = writeln!(
-        md,
-        "\n## Accuracy against labels per class\n\n![accuracy](accuracy.png)\n\nOne panel per transfer \
-         mode; scratch (black, dashed) is the same network trained only on the labels, random (grey, \
-         dashed) a probe on a random encoder. [SVG](accuracy.svg)"
-    );
-
-    // Pretext training curves.
-    let mut acc_lines = Vec::new();
-    let mut loss_lines = Vec::new();
-    let mut knn_lines = Vec::new();
-    for (i, m) in methods.iter().enumerate() {
-        let curves = training_curves(m.run.as_ref().expect("pretrained"));
-        let series = |key: &str| -> Vec<(f64, f64)> {
-            curves
-                .iter()
-                .filter_map(|e| Some((e["epoch"].as_f64()?, e[key].as_f64()?)))
-                .collect()
-        };
-        let acc = series("train_acc");
-        let loss = series("loss");
-        let knn = series("knn_acc");
-        if !acc.is_empty() {
-            acc_lines.push((m.name.clone(), palette(i), acc));
+        if acc_lines.is_empty() {
+            return Ok(());
         }
-        if let Some(&(_, first)) = loss.first().filter(|(_, l)| l.abs() > 1e-12) {
-            loss_lines.push((
-                m.name.clone(),
-                palette(i),
-                loss.iter().map(|&(e, l)| (e, l / first)).collect(),
-            ));
-        }
-        if !knn.is_empty() {
-            knn_lines.push((m.name.clone(), palette(i), knn));
-        }
-    }
-    if !acc_lines.is_empty() {
         let mut panels = vec![
             (
                 "pretext training accuracy".to_string(),
@@ -491,82 +564,107 @@ pub fn write(
             ));
         }
         let width = 520 * panels.len() as u32;
-        plots::both(&out.join("training"), (width, 420), &CurvesPlot { panels })?;
+        plots::both(
+            &self.out().join("training"),
+            (width, 420),
+            &CurvesPlot { panels },
+        )?;
         let _ = writeln!(
             md,
             "\n## Pretext training\n\n![training](training.png)\n\nPer epoch of pretraining: the \
              pretext task's training accuracy, the loss relative to the first epoch's, and (where \
              labels were available) the k-NN monitor. [SVG](training.svg)"
         );
+        Ok(())
     }
 
-    // The best few-label model: at the smallest budget of at least 10 labels per class.
-    let few = budgets
-        .iter()
-        .copied()
-        .find(|&b| b >= 10)
-        .or_else(|| budgets.first().copied())
-        .unwrap_or(0);
-    let best = summaries
-        .iter()
-        .filter_map(|(k, m)| m.get(&few).map(|s| (k.clone(), *s)))
-        .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean));
-    if let Some((key, summary)) = &best {
-        let path = out.join("predictions").join(format!(
+    /// The budget the best few-label model is picked at: the smallest of at least 10 labels
+    /// per class.
+    fn few_label_budget(&self) -> usize {
+        self.budgets
+            .iter()
+            .copied()
+            .find(|&b| b >= 10)
+            .or_else(|| self.budgets.first().copied())
+            .unwrap_or(0)
+    }
+
+    /// The confusion matrix of the best model (pretrained or baseline) at budget `few`.
+    fn confusion_plot(&self, few: usize, md: &mut String) -> Result<(), Error> {
+        let best = self
+            .summaries
+            .iter()
+            .filter_map(|(k, m)| m.get(&few).map(|s| (k.clone(), *s)))
+            .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean));
+        let Some((key, summary)) = &best else {
+            return Ok(());
+        };
+        let path = self.out().join(super::PREDICTIONS_DIR).join(format!(
             "{}-{}-{}.npy",
             key.method,
             key.mode,
             budget_name(few)
         ));
-        if let (Ok(predicted), Some(truth)) = (crate::npy::read_labels(&path), test.labels.as_ref())
-        {
-            let k = test.num_classes().max(train.num_classes());
-            let mut counts = vec![vec![0usize; k]; k];
-            for (&p, &t) in predicted.iter().zip(truth) {
-                if (p as usize) < k && (t as usize) < k {
-                    counts[t as usize][p as usize] += 1;
-                }
+        let (Ok(predicted), Some(truth)) =
+            (crate::npy::read_labels(&path), self.test.labels.as_ref())
+        else {
+            return Ok(());
+        };
+        let k = self.test.num_classes().max(self.train.num_classes());
+        let mut counts = vec![vec![0usize; k]; k];
+        for (&p, &t) in predicted.iter().zip(truth) {
+            if (p as usize) < k && (t as usize) < k {
+                counts[t as usize][p as usize] += 1;
             }
-            let title = format!(
-                "{} at {} labels per class (seed 0; mean {:.3})",
-                key.label(),
-                budget_name(few),
-                summary.mean
-            );
-            plots::both(
-                &out.join("confusion"),
-                (760, 640),
-                &ConfusionPlot {
-                    title,
-                    counts,
-                    class_names: class_names(test, k),
-                },
-            )?;
-            let _ = writeln!(
-                md,
-                "\n## Confusion matrix of the best few-label model\n\n![confusion](confusion.png)\n\n\
-                 {} at {} labels per class, the best mean accuracy there; each row (true class) sums \
-                 to 1. [SVG](confusion.svg)",
-                key.label(),
-                budget_name(few)
-            );
         }
+        let title = format!(
+            "{} at {} labels per class (seed 0; mean {:.3})",
+            key.label(),
+            budget_name(few),
+            summary.mean
+        );
+        plots::both(
+            &self.out().join("confusion"),
+            (760, 640),
+            &ConfusionPlot {
+                title,
+                counts,
+                class_names: class_names(self.test, k),
+            },
+        )?;
+        let _ = writeln!(
+            md,
+            "\n## Confusion matrix of the best few-label model\n\n![confusion](confusion.png)\n\n\
+             {} at {} labels per class, the best mean accuracy there; each row (true class) sums \
+             to 1. [SVG](confusion.svg)",
+            key.label(),
+            budget_name(few)
+        );
+        Ok(())
     }
 
-    // The embeddings of the best pretrained method at that budget.
-    let best_pretrained = summaries
-        .iter()
-        .filter(|(k, _)| !k.is_baseline())
-        .filter_map(|(k, m)| m.get(&few).map(|s| (k.method.clone(), s.mean)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
-    if let Some((name, _)) = best_pretrained
-        && let Some(encoder) = methods
+    /// The test embeddings of the best pretrained method at budget `few`, on their first two
+    /// principal components.
+    fn embedding_plot(&self, few: usize, md: &mut String) -> Result<(), Error> {
+        let best_pretrained = self
+            .summaries
+            .iter()
+            .filter(|(k, _)| !k.is_baseline())
+            .filter_map(|(k, m)| m.get(&few).map(|s| (k.method.clone(), s.mean)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((name, _)) = best_pretrained else {
+            return Ok(());
+        };
+        let encoder = self
+            .methods
             .iter()
             .find(|m| m.name == name)
-            .and_then(|m| m.encoder.as_ref())
-        && let Some(truth) = test.labels.as_ref()
-    {
-        let n = file.study.embedding_points.min(test.len).max(2);
+            .and_then(|m| m.encoder.as_ref());
+        let (Some(encoder), Some(truth)) = (encoder, self.test.labels.as_ref()) else {
+            return Ok(());
+        };
+        let test = self.test;
+        let n = self.file.study.embedding_points.min(test.len).max(2);
         let stride = (test.len / n).max(1);
         let picked: Vec<usize> = (0..test.len).step_by(stride).take(n).collect();
         let normalizer = Normalizer {
@@ -579,51 +677,39 @@ pub fn write(
             &normalizer,
             256,
         );
-        if let Ok(pca) =
+        let Ok(pca) =
             crate::cluster::pca::Pca::fit(&features.values, features.rows, features.dim, 2, false)
-        {
-            let xy = pca.transform(&features.values);
-            let points: Vec<(f64, f64, usize)> = picked
-                .iter()
-                .enumerate()
-                .map(|(row, &i)| {
-                    (
-                        xy[2 * row] as f64,
-                        xy[2 * row + 1] as f64,
-                        truth[i] as usize,
-                    )
-                })
-                .collect();
-            let k = test.num_classes();
-            plots::both(
-                &out.join("embedding"),
-                (900, 640),
-                &ScatterPlot {
-                    title: format!(
-                        "{name}: {} test images, PCA of the frozen features",
-                        picked.len()
-                    ),
-                    points,
-                    class_names: class_names(test, k),
-                },
-            )?;
-            let _ = writeln!(
-                md,
-                "\n## Test embeddings\n\n![embedding](embedding.png)\n\nThe frozen features of `{name}` \
-                 (the best pretrained method at {} labels per class) for {} test images, projected on \
-                 their first two principal components and coloured by class. [SVG](embedding.svg)",
-                budget_name(few),
-                picked.len()
-            );
-        }
+        else {
+            return Ok(());
+        };
+        let xy = pca.transform(&features.values);
+        let points: Vec<(f64, f64, usize)> = picked
+            .iter()
+            .enumerate()
+            .map(|(row, &i)| (xy[2 * row] as f64, xy[2 * row + 1] as f64, truth[i] as usize))
+            .collect();
+        plots::both(
+            &self.out().join("embedding"),
+            (900, 640),
+            &ScatterPlot {
+                title: format!(
+                    "{name}: {} test images, PCA of the frozen features",
+                    picked.len()
+                ),
+                points,
+                class_names: class_names(test, test.num_classes()),
+            },
+        )?;
+        let _ = writeln!(
+            md,
+            "\n## Test embeddings\n\n![embedding](embedding.png)\n\nThe frozen features of `{name}` \
+             (the best pretrained method at {} labels per class) for {} test images, projected on \
+             their first two principal components and coloured by class. [SVG](embedding.svg)",
+            budget_name(few),
+            picked.len()
+        );
+        Ok(())
     }
-
-    let report = out.join("report.md");
-    write_atomic(&report, md.as_bytes())?;
-    if !quiet {
-        eprintln!("wrote {}", report.display());
-    }
-    Ok(report)
 }
 
 fn class_names(set: &ImageSet, k: usize) -> Vec<String> {

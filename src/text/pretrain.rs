@@ -12,15 +12,12 @@ use crate::Error;
 use crate::config::PretrainConfig;
 use crate::data::text::{TextOptions, read_unlabelled};
 use crate::encoder::save_weights;
-use crate::methods::PretrainSummary;
+use crate::methods::{MethodKind, PretrainSummary};
 use crate::methods::mlm::{MlmLearner, MlmModel, TextBatches, heldout_metrics};
 use crate::train::checkpoint::write_atomic;
-use crate::train::{LoopSettings, checkpoint_path, run_loop, train_device};
-use crate::util::run_dir::RESULTS_FILE;
+use crate::train::{LoopSettings, run_loop, train_device};
+use crate::util::run_dir::RunDir;
 
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
-pub const TEXT_WEIGHTS_FILE: &str = "text_encoder.safetensors";
-pub const TEXT_SPEC_FILE: &str = "text_encoder.json";
 
 pub fn pretrain_mlm(
     cfg: &PretrainConfig,
@@ -28,29 +25,8 @@ pub fn pretrain_mlm(
     quiet: bool,
 ) -> Result<PretrainSummary, Error> {
     let text = &cfg.text;
-    let opts = TextOptions {
-        lossy_utf8: text.lossy_utf8,
-    };
-    let mut corpus = read_unlabelled(Path::new(&cfg.data.path), &text.columns, &opts)?;
-    for extra in &text.extra_corpora {
-        let more = read_unlabelled(Path::new(extra), &text.columns, &opts)?;
-        corpus.source = format!("{} + {}", corpus.source, more.source);
-        corpus.documents.extend(more.documents);
-    }
-    let mut documents = corpus.documents;
-    if text.max_documents > 0 {
-        documents.truncate(text.max_documents);
-    }
-    // Every k-th document is held out, so the held-out text spreads over the whole corpus.
-    let every = (1.0 / text.heldout).round().max(2.0) as usize;
-    let (mut train_docs, mut heldout_docs) = (Vec::new(), Vec::new());
-    for (i, d) in documents.iter().enumerate() {
-        if i % every == every - 1 {
-            heldout_docs.push(d.as_str());
-        } else {
-            train_docs.push(d.as_str());
-        }
-    }
+    let (source, documents) = read_documents(cfg)?;
+    let (train_docs, heldout_docs) = hold_out(&documents, text.heldout);
     if train_docs.is_empty() || heldout_docs.is_empty() {
         return Err(Error::msg(format!(
             "{}: {} documents are too few to hold out {:.0} % of them",
@@ -59,20 +35,7 @@ pub fn pretrain_mlm(
             100.0 * text.heldout
         )));
     }
-
-    // A resumed run keeps its tokenizer; a new one trains it on the training documents.
-    let tokenizer_path = run_dir.join(TOKENIZER_FILE);
-    let tokenizer = if tokenizer_path.exists() && checkpoint_path(run_dir).exists() {
-        TextTokenizer::load(&tokenizer_path)?
-    } else {
-        let t = TextTokenizer::train(
-            train_docs.iter().copied(),
-            text.model.vocab_size,
-            text.min_frequency,
-        )?;
-        t.save(&tokenizer_path)?;
-        t
-    };
+    let tokenizer = tokenizer_for(cfg, run_dir, &train_docs)?;
     let specials = tokenizer.specials();
     let vocab = tokenizer.vocab_size() as u32;
     let len = text.model.max_len;
@@ -81,8 +44,7 @@ pub fn pretrain_mlm(
     heldout_seqs.truncate(text.monitor_sequences);
     if !quiet {
         eprintln!(
-            "pretrain mlm on {} ({} documents, {} held out): vocabulary {vocab}, {} training sequences of {len} tokens; encoder {} layers x {} hidden, into {}",
-            corpus.source,
+            "pretrain mlm on {source} ({} documents, {} held out): vocabulary {vocab}, {} training sequences of {len} tokens; encoder {} layers x {} hidden, into {}",
             documents.len(),
             heldout_docs.len(),
             train_seqs.len(),
@@ -127,24 +89,13 @@ pub fn pretrain_mlm(
         ),
         label: "pretrain mlm".into(),
         quiet,
-        checkpoint_every: (cfg.run.checkpoint_minutes > 0.0)
-            .then(|| std::time::Duration::from_secs_f64(cfg.run.checkpoint_minutes * 60.0)),
+        checkpoint_every: cfg.run.checkpoint_every(),
     };
     let outcome = run_loop(&settings, &source, &mut learner, Some(&monitor))?;
     let (acc, perplexity) = heldout_metrics(&learner.model, &heldout);
-
-    save_weights(
-        &learner.model.encoder,
-        &run_dir.join(TEXT_WEIGHTS_FILE),
-        "bert",
-    )?;
-    write_atomic(
-        &run_dir.join(TEXT_SPEC_FILE),
-        &serde_json::to_vec_pretty(&text.model).expect("spec serialises"),
-    )?;
     let summary = PretrainSummary {
-        task: "mlm".into(),
-        arch: "bert".into(),
+        task: MethodKind::Mlm.name().into(),
+        arch: BERT_ARCH.into(),
         steps: outcome.steps,
         seconds: outcome.seconds,
         views_per_s: outcome.views_per_s,
@@ -153,9 +104,85 @@ pub fn pretrain_mlm(
         run_dir: run_dir.to_path_buf(),
         clustering: None,
     };
-    write_atomic(
-        &run_dir.join(RESULTS_FILE),
-        &serde_json::to_vec_pretty(&summary).expect("summary serialises"),
-    )?;
+    save_run(cfg, run_dir, &learner.model, &summary)?;
     Ok(summary)
+}
+
+/// The name the text encoder's weights and summary carry.
+const BERT_ARCH: &str = "bert";
+
+/// The corpus and `text.extra_corpora` as one list of documents (at most
+/// `text.max_documents`), with a description of where they come from.
+fn read_documents(cfg: &PretrainConfig) -> Result<(String, Vec<String>), Error> {
+    let text = &cfg.text;
+    let opts = TextOptions {
+        lossy_utf8: text.lossy_utf8,
+    };
+    let mut corpus = read_unlabelled(Path::new(&cfg.data.path), &text.columns, &opts)?;
+    for extra in &text.extra_corpora {
+        let more = read_unlabelled(Path::new(extra), &text.columns, &opts)?;
+        corpus.source = format!("{} + {}", corpus.source, more.source);
+        corpus.documents.extend(more.documents);
+    }
+    let mut documents = corpus.documents;
+    if text.max_documents > 0 {
+        documents.truncate(text.max_documents);
+    }
+    Ok((corpus.source, documents))
+}
+
+/// (training, held-out) documents: every k-th is held out, so that the held-out text spreads
+/// over the whole corpus.
+fn hold_out(documents: &[String], share: f64) -> (Vec<&str>, Vec<&str>) {
+    let every = (1.0 / share).round().max(2.0) as usize;
+    let (mut train, mut heldout) = (Vec::new(), Vec::new());
+    for (i, d) in documents.iter().enumerate() {
+        if i % every == every - 1 {
+            heldout.push(d.as_str());
+        } else {
+            train.push(d.as_str());
+        }
+    }
+    (train, heldout)
+}
+
+/// A resumed run keeps its tokenizer; a new one trains it on the training documents.
+fn tokenizer_for(
+    cfg: &PretrainConfig,
+    run_dir: &Path,
+    train_docs: &[&str],
+) -> Result<TextTokenizer, Error> {
+    let run = RunDir(run_dir);
+    let path = run.tokenizer();
+    if path.exists() && run.checkpoint().exists() {
+        return Ok(TextTokenizer::load(&path)?);
+    }
+    let text = &cfg.text;
+    let tokenizer = TextTokenizer::train(
+        train_docs.iter().copied(),
+        text.model.vocab_size,
+        text.min_frequency,
+    )?;
+    tokenizer.save(&path)?;
+    Ok(tokenizer)
+}
+
+/// The encoder's weights and spec, and the run's summary.
+fn save_run(
+    cfg: &PretrainConfig,
+    run_dir: &Path,
+    model: &MlmModel,
+    summary: &PretrainSummary,
+) -> Result<(), Error> {
+    let run = RunDir(run_dir);
+    save_weights(&model.encoder, &run.text_weights(), BERT_ARCH)?;
+    write_atomic(
+        &run.text_spec(),
+        &serde_json::to_vec_pretty(&cfg.text.model).expect("spec serialises"),
+    )?;
+    write_atomic(
+        &run.results(),
+        &serde_json::to_vec_pretty(summary).expect("summary serialises"),
+    )?;
+    Ok(())
 }

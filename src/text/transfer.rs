@@ -16,11 +16,11 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::pretrain::{TEXT_SPEC_FILE, TEXT_WEIGHTS_FILE, TOKENIZER_FILE};
+use crate::util::run_dir::RunDir;
 use super::sequences::truncate;
 use super::tokenizer::TextTokenizer;
 use crate::Error;
-use crate::config::{PretrainConfig, TrainConfig, TransferConfig, TransferMode};
+use crate::config::{PretrainConfig, TrainConfig, TransferConfig};
 use crate::data::DataError;
 use crate::data::loader::{BatchSource, mix};
 use crate::data::split::{few_of_labels, scored_test_rows};
@@ -33,8 +33,9 @@ use crate::train::{
     train_device,
 };
 use crate::transfer::features::Features;
+use crate::transfer::cells::needs_pretrained;
 use crate::transfer::{
-    TransferResults, frozen_predict, probe, probe_recipe, score_modes, write_results,
+    Backbone, TRANSFER_LABEL, TransferResults, Transferer, score_modes, write_results,
 };
 
 /// Token sequences of a batch, padded to the longest, with their labels.
@@ -323,135 +324,20 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
     };
     let started = Instant::now();
     let task = inputs.task;
-    let classes = task.class_names.len();
     let per_class = (cfg.labels_per_class > 0).then_some(cfg.labels_per_class);
-    let mut subsets = Vec::new();
-    for seed in 0..cfg.seeds as u64 {
-        let (subset, short) = few_of_labels(&task.train_labels, classes, per_class, seed);
-        if seed == 0 && !short.is_empty() {
-            let named: Vec<String> = short
-                .iter()
-                .map(|&(c, n)| format!("{} ({n})", task.class_names[c]))
-                .collect();
-            eprintln!(
-                "note: {} of {classes} classes have fewer than {} training texts and give all they have: {}",
-                short.len(),
-                cfg.labels_per_class,
-                named.join(", ")
-            );
-        }
-        subsets.push(subset);
-    }
+    let subsets: Vec<Vec<usize>> = (0..cfg.seeds as u64)
+        .map(|seed| labelled_subset(task, cfg, seed))
+        .collect();
     if inputs.pretrained.is_none() && cfg.modes.iter().any(|m| m.needs_pretrained()) {
-        return Err(Error::msg(
-            "modes probe, knn and finetune need a pretrained text encoder (--run RUN_DIR)",
-        ));
+        return Err(needs_pretrained());
     }
-
-    let all_test: Vec<usize> = (0..task.test.len()).collect();
-    // Frozen features of the pretrained encoder, computed once for every subset's texts.
-    let features = match inputs.pretrained {
-        Some(encoder)
-            if cfg.modes.iter().any(|&m| {
-                matches!(m, TransferMode::Probe | TransferMode::Knn) || cfg.head_from_probe(m)
-            }) =>
-        {
-            let mut union: Vec<usize> = subsets.concat();
-            union.sort_unstable();
-            union.dedup();
-            let train = pooled_features(encoder, &task.train, &union, task.pad);
-            let test = pooled_features(encoder, &task.test, &all_test, task.pad);
-            Some((union, train, test))
-        }
-        _ => None,
-    };
-
+    let cells = Transferer::new(TextBackbone { inputs });
     let results = score_modes(
         cfg,
         &subsets,
-        &task.test_labels,
+        cells.test_labels(),
         inputs.quiet,
-        |mode, subset, seed| {
-            let labels: Vec<u32> = subset.iter().map(|&i| task.train_labels[i]).collect();
-            Ok(match mode {
-                TransferMode::Probe | TransferMode::Knn => {
-                    let (union, train, test) = features.as_ref().expect("computed above");
-                    frozen_predict(
-                        mode,
-                        &train.select(&rows_of(union, subset)),
-                        &labels,
-                        test,
-                        classes,
-                        cfg,
-                        seed,
-                    )
-                }
-                TransferMode::Random => {
-                    let device = train_device();
-                    device.seed(seed.wrapping_add(1_000));
-                    let encoder = inputs.spec.init(&device);
-                    let train = pooled_features(&encoder, &task.train, subset, task.pad);
-                    let test = pooled_features(&encoder, &task.test, &all_test, task.pad);
-                    frozen_predict(
-                        TransferMode::Probe,
-                        &train,
-                        &labels,
-                        &test,
-                        classes,
-                        cfg,
-                        seed,
-                    )
-                }
-                TransferMode::Finetune | TransferMode::Scratch => {
-                    let device = train_device();
-                    device.seed(seed.wrapping_add(2_000));
-                    let (encoder, lr_scale) = match (mode, inputs.pretrained) {
-                        (TransferMode::Finetune, Some(p)) => {
-                            (p.clone().fork(&device), cfg.encoder_lr_scale)
-                        }
-                        _ => (inputs.spec.init(&device), 1.0),
-                    };
-                    let mut model =
-                        TextClassifier::new(encoder, inputs.spec.hidden, classes, &device);
-                    if cfg.head_from_probe(mode) {
-                        let (union, train, _) = features.as_ref().expect("computed above");
-                        model.head = probe::fit(
-                            &train.select(&rows_of(union, subset)),
-                            &labels,
-                            classes,
-                            &probe_recipe(cfg, seed),
-                        );
-                    }
-                    let recipe = TrainConfig {
-                        seed: cfg.finetune.seed.wrapping_add(seed),
-                        ..cfg.finetune.clone()
-                    };
-                    let mut learner = TextClassifierLearner::new(model, &recipe, lr_scale);
-                    let source = LabelledSequences {
-                        sequences: &task.train,
-                        labels: &task.train_labels,
-                        subset,
-                        batch_size: recipe.batch_size,
-                        seed: recipe.seed,
-                        pad: task.pad,
-                    };
-                    run_loop(
-                        &LoopSettings {
-                            recipe: &recipe,
-                            run_dir: None,
-                            model_tag: String::new(),
-                            label: format!("{} seed {seed}", mode.name()),
-                            quiet: true,
-                            checkpoint_every: None,
-                        },
-                        &source,
-                        &mut learner,
-                        None,
-                    )?;
-                    predict_classes(&learner.model, &task.test, task.pad)
-                }
-            })
-        },
+        |mode, subset, seed| cells.predict(mode, subset, seed, cfg),
     )?;
     Ok(TransferResults {
         labels_per_class: per_class,
@@ -462,12 +348,105 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
     })
 }
 
-/// Positions of the texts `subset` in the sorted `union` of every subset.
-fn rows_of(union: &[usize], subset: &[usize]) -> Vec<usize> {
+/// Seed `seed`'s labelled texts; the first seed notes the classes that have too few.
+fn labelled_subset(task: &TextTask, cfg: &TransferConfig, seed: u64) -> Vec<usize> {
+    let classes = task.class_names.len();
+    let per_class = (cfg.labels_per_class > 0).then_some(cfg.labels_per_class);
+    let (subset, short) = few_of_labels(&task.train_labels, classes, per_class, seed);
+    if seed == 0 && !short.is_empty() {
+        let named: Vec<String> = short
+            .iter()
+            .map(|&(c, n)| format!("{} ({n})", task.class_names[c]))
+            .collect();
+        eprintln!(
+            "note: {} of {classes} classes have fewer than {} training texts and give all they have: {}",
+            short.len(),
+            cfg.labels_per_class,
+            named.join(", ")
+        );
+    }
     subset
-        .iter()
-        .map(|i| union.binary_search(i).expect("in the union"))
-        .collect()
+}
+
+/// Text transfer: a BERT encoder on a tokenized labelled table.
+pub struct TextBackbone<'a> {
+    pub inputs: &'a TextTransferInputs<'a>,
+}
+
+impl Backbone for TextBackbone<'_> {
+    type Encoder = BertEncoder;
+
+    fn classes(&self) -> usize {
+        self.inputs.task.class_names.len()
+    }
+    fn train_labels(&self) -> Result<&[u32], Error> {
+        Ok(&self.inputs.task.train_labels)
+    }
+    fn test_labels(&self) -> &[u32] {
+        &self.inputs.task.test_labels
+    }
+    fn pretrained(&self) -> Option<&BertEncoder> {
+        self.inputs.pretrained
+    }
+    fn init(&self, device: &Device) -> BertEncoder {
+        self.inputs.spec.init(device)
+    }
+    fn fork(&self, encoder: &BertEncoder, device: &Device) -> BertEncoder {
+        encoder.clone().fork(device)
+    }
+    fn train_features(&self, encoder: &BertEncoder, rows: &[usize]) -> Features {
+        let task = self.inputs.task;
+        pooled_features(encoder, &task.train, rows, task.pad)
+    }
+    fn test_features(&self, encoder: &BertEncoder) -> Features {
+        let task = self.inputs.task;
+        let all: Vec<usize> = (0..task.test.len()).collect();
+        pooled_features(encoder, &task.test, &all, task.pad)
+    }
+    fn augmented_features(
+        &self,
+        _encoder: &BertEncoder,
+        _subset: &[usize],
+        _cfg: &TransferConfig,
+        _seed: u64,
+    ) -> Option<Features> {
+        None
+    }
+    fn train_classifier(
+        &self,
+        encoder: BertEncoder,
+        probe_head: Option<&dyn Fn(&BertEncoder) -> Linear>,
+        encoder_lr_scale: f64,
+        subset: &[usize],
+        recipe: &TrainConfig,
+    ) -> Result<Vec<u32>, Error> {
+        let task = self.inputs.task;
+        let device = train_device();
+        let hidden = self.inputs.spec.hidden;
+        let mut model = TextClassifier::new(encoder, hidden, self.classes(), &device);
+        if let Some(probe_head) = probe_head {
+            model.head = probe_head(&model.encoder);
+        }
+        let mut learner = TextClassifierLearner::new(model, recipe, encoder_lr_scale);
+        let source = LabelledSequences {
+            sequences: &task.train,
+            labels: &task.train_labels,
+            subset,
+            batch_size: recipe.batch_size,
+            seed: recipe.seed,
+            pad: task.pad,
+        };
+        let settings = LoopSettings {
+            recipe,
+            run_dir: None,
+            model_tag: String::new(),
+            label: TRANSFER_LABEL.into(),
+            quiet: true,
+            checkpoint_every: None,
+        };
+        run_loop(&settings, &source, &mut learner, None)?;
+        Ok(predict_classes(&learner.model, &task.test, task.pad))
+    }
 }
 
 /// `pretext transfer --run MLM_RUN --data TABLE`: the run's tokenizer and encoder transferred
@@ -487,12 +466,13 @@ pub fn transfer_text(
             table_path.display()
         )));
     }
-    let tokenizer = TextTokenizer::load(&run_dir.join(TOKENIZER_FILE))?;
-    let spec: &BertSpec = &read_spec(&run_dir.join(TEXT_SPEC_FILE))?;
+    let run_files = RunDir(run_dir);
+    let tokenizer = TextTokenizer::load(&run_files.tokenizer())?;
+    let spec: &BertSpec = &read_spec(&run_files.text_spec())?;
     let device = train_device();
     let encoder = load_weights(
         spec.init(&device),
-        &run_dir.join(TEXT_WEIGHTS_FILE),
+        &run_files.text_weights(),
         "the text encoder of text_encoder.json",
     )?;
     let table = read_labelled(
@@ -545,13 +525,14 @@ pub fn transfer_text(
 
 /// Whether `run_dir` holds a text (masked language model) run.
 pub fn is_text_run(run_dir: &Path) -> bool {
-    run_dir.join(TEXT_WEIGHTS_FILE).exists() || run_dir.join(TOKENIZER_FILE).exists()
+    let run = RunDir(run_dir);
+    run.text_weights().exists() || run.tokenizer().exists()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HeadStart;
+    use crate::config::{HeadStart, TransferMode};
     use crate::text::sequences::TEST_SPECIALS as S;
 
     #[test]

@@ -6,11 +6,11 @@ pub mod config;
 pub mod monitor;
 pub mod progress;
 pub mod schedule;
+mod training_loop;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
@@ -20,15 +20,15 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 
 use crate::data::examples::{Examples, Task, ViewGroup};
-use crate::data::loader::{BatchPlan, BatchSource, ImageBatches, Normalizer, prefetch};
+use crate::data::loader::{BatchPlan, ImageBatches, Normalizer};
 use crate::data::source::ImageSource;
 use crate::data::{DataError, ImageSet};
 pub use crate::device::data_parallel::{self, DataParallel};
 use crate::losses::cross_entropy;
 use crate::models::{Classifier, Encoder};
-use checkpoint::{Checkpoint, CheckpointError, LoopState};
+use checkpoint::CheckpointError;
 pub use config::{OptimizerKind, TrainConfig};
-use progress::{MetricsLog, Progress};
+pub use training_loop::{LearnerMonitor, LoopSettings, RunStats, run_loop};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -394,7 +394,7 @@ pub struct FitOutcome {
 }
 
 pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("checkpoint").join("latest.ckpt")
+    crate::util::run_dir::RunDir(run_dir).checkpoint()
 }
 
 pub fn build_optimizer(recipe: &TrainConfig) -> ModuleOptimizer {
@@ -456,14 +456,6 @@ pub fn fit(spec: &Fit, model: Classifier) -> Result<FitOutcome, TrainError> {
     })
 }
 
-/// How a training run went.
-pub struct RunStats {
-    pub steps: usize,
-    pub final_loss: f32,
-    pub seconds: f64,
-    pub views_per_s: f64,
-}
-
 /// Train an image learner on `spec`'s images and task: [`run_loop`] over [`ImageBatches`], with
 /// the monitor (if any) measuring its encoder.
 pub fn fit_learner<L: ImageLearner + ?Sized>(
@@ -501,300 +493,6 @@ pub fn fit_learner<L: ImageLearner + ?Sized>(
             .as_ref()
             .map(|m| m as &dyn Fn(&L) -> serde_json::Map<String, serde_json::Value>),
     )
-}
-
-/// What the loop needs besides the data and the learner.
-pub struct LoopSettings<'a> {
-    pub recipe: &'a TrainConfig,
-    pub run_dir: Option<&'a Path>,
-    pub model_tag: String,
-    pub label: String,
-    pub quiet: bool,
-    pub checkpoint_every: Option<std::time::Duration>,
-}
-
-/// The training loop: warm-up and cosine schedule (by steps, or by time under
-/// `train.max_minutes`), batches made ahead of the model, checkpoints after every epoch (and
-/// every `checkpoint_every`), resumption, divergence and interruption handling,
-/// `metrics.jsonl`. `monitor` adds its numbers to every epoch's record.
-pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch> + ?Sized>(
-    spec: &LoopSettings,
-    source: &S,
-    learner: &mut L,
-    monitor: Option<&dyn Fn(&L) -> serde_json::Map<String, serde_json::Value>>,
-) -> Result<RunStats, TrainError> {
-    let recipe = spec.recipe;
-    let steps_per_epoch = source.batches(0).len();
-    let mut total_steps = recipe.epochs * steps_per_epoch;
-    if recipe.max_steps > 0 {
-        total_steps = total_steps.min(recipe.max_steps);
-    }
-    let warmup_steps =
-        ((recipe.warmup_epochs * steps_per_epoch as f64).round() as usize).min(total_steps / 2);
-
-    let mut state = LoopState {
-        model_tag: spec.model_tag.clone(),
-        ..LoopState::default()
-    };
-
-    let ckpt_path = spec.run_dir.map(checkpoint_path);
-    if let Some(path) = ckpt_path.as_ref().filter(|p| p.exists()) {
-        let ckpt = Checkpoint::load(path)?;
-        if ckpt.state.model_tag != spec.model_tag {
-            return Err(TrainError::Incompatible {
-                path: path.clone(),
-                problem: format!(
-                    "checkpoint is for `{}`, this run builds `{}`",
-                    ckpt.state.model_tag, spec.model_tag
-                ),
-            });
-        }
-        learner
-            .load_parts([ckpt.model, ckpt.encoder_optim, ckpt.head_optim])
-            .map_err(|(what, e)| TrainError::Incompatible {
-                path: path.clone(),
-                problem: format!("cannot load {what}: {e}"),
-            })?;
-        state = ckpt.state;
-        if !spec.quiet {
-            eprintln!(
-                "resuming {} at epoch {} batch {} (step {})",
-                path.display(),
-                state.next_epoch + 1,
-                state.batch,
-                state.step
-            );
-        }
-    }
-
-    if let Some(dir) = spec.run_dir {
-        // Epochs logged after the checkpoint (by a run killed before its next save) are redone.
-        let path = dir.join("metrics.jsonl");
-        progress::truncate_after_epoch(&path, state.next_epoch)
-            .map_err(|source| TrainError::Io { path, source })?;
-    }
-    let mut metrics = match spec.run_dir {
-        Some(dir) => Some(
-            MetricsLog::open(&dir.join("metrics.jsonl")).map_err(|source| TrainError::Io {
-                path: dir.join("metrics.jsonl"),
-                source,
-            })?,
-        ),
-        None => None,
-    };
-    let mut progress = Progress::new(
-        &spec.label,
-        total_steps as u64,
-        state.step as u64,
-        spec.quiet,
-    );
-    let started = Instant::now();
-    let mut collapse = monitor::CollapseWatch::default();
-    let mut views_seen = 0usize;
-    let mut final_loss = f32::NAN;
-    let spent_before = state.elapsed_seconds;
-    let budget = (recipe.max_minutes > 0.0).then_some(recipe.max_minutes * 60.0);
-    progress.set_deadline(
-        budget.map(|b| started + std::time::Duration::from_secs_f64((b - spent_before).max(0.0))),
-    );
-    // Fraction of the run done: by steps, or by time when that is further along.
-    let progress_at = |step: usize| {
-        let by_steps = step as f64 / total_steps.max(1) as f64;
-        match budget {
-            Some(b) => by_steps.max((spent_before + started.elapsed().as_secs_f64()) / b),
-            None => by_steps,
-        }
-    };
-
-    let save = |learner: &L, state: &LoopState| -> Result<(), TrainError> {
-        let Some(path) = &ckpt_path else {
-            return Ok(());
-        };
-        let [model, encoder_optim, head_optim] =
-            learner
-                .save_parts()
-                .map_err(|problem| TrainError::Incompatible {
-                    path: path.clone(),
-                    problem,
-                })?;
-        Checkpoint {
-            state: state.clone(),
-            model,
-            encoder_optim,
-            head_optim,
-        }
-        .save(path)?;
-        Ok(())
-    };
-
-    let mut epoch = state.next_epoch;
-    let mut last_save = Instant::now();
-    while !state.finished {
-        let epoch_start = Instant::now();
-        let mut sums = std::mem::take(&mut state.epoch_sums);
-        let skip = std::mem::take(&mut state.batch);
-        let mut diverged = None;
-        prefetch(
-            source,
-            epoch as u64,
-            skip,
-            |b, ex| -> Result<bool, TrainError> {
-                let ex = match ex {
-                    Ok(ex) => ex,
-                    Err(source) => {
-                        // Keep the work done so far: resuming retries this batch.
-                        let at = LoopState {
-                            next_epoch: epoch,
-                            batch: b,
-                            epoch_sums: sums.clone(),
-                            elapsed_seconds: spent_before + started.elapsed().as_secs_f64(),
-                            ..state.clone()
-                        };
-                        save(learner, &at)?;
-                        progress.finish();
-                        let where_ = ckpt_path
-                            .as_ref()
-                            .map(|p| format!("; checkpoint saved to {}", p.display()))
-                            .unwrap_or_default();
-                        return Err(TrainError::Data {
-                            source,
-                            step: state.step,
-                            where_,
-                        });
-                    }
-                };
-                let done = progress_at(state.step);
-                if state.step >= total_steps || done >= 1.0 {
-                    state.finished = true;
-                    return Ok(false);
-                }
-                let lr = schedule::warmup_cosine_progress(
-                    state.step,
-                    total_steps,
-                    warmup_steps,
-                    done,
-                    recipe.lr,
-                );
-                let stats = learner.step(&ex, lr, done);
-                if !stats.loss.is_finite() {
-                    diverged = Some(stats.loss);
-                    return Ok(false);
-                }
-                sums.correct += stats.hits;
-                sums.seen += stats.counted;
-                sums.loss += stats.loss as f64;
-                sums.batches += 1;
-                views_seen += learner.inputs(&ex);
-                final_loss = stats.loss;
-                state.step += 1;
-                progress.step(
-                    stats.loss,
-                    views_seen as f64 / started.elapsed().as_secs_f64(),
-                );
-
-                let stop = stop_requested(state.step);
-                if stop && ckpt_path.is_none() {
-                    progress.finish();
-                    return Err(TrainError::Stopped { step: state.step });
-                }
-                let due = spec
-                    .checkpoint_every
-                    .is_some_and(|every| last_save.elapsed() >= every);
-                if ckpt_path.is_some() && (stop || due) {
-                    let inside = LoopState {
-                        next_epoch: epoch,
-                        batch: b + 1,
-                        epoch_sums: sums.clone(),
-                        elapsed_seconds: spent_before + started.elapsed().as_secs_f64(),
-                        ..state.clone()
-                    };
-                    save(learner, &inside)?;
-                    last_save = Instant::now();
-                    if stop {
-                        progress.finish();
-                        return Err(TrainError::Interrupted {
-                            step: state.step,
-                            path: ckpt_path.clone().expect("checked"),
-                        });
-                    }
-                }
-                Ok(state.step < total_steps && progress_at(state.step) < 1.0)
-            },
-        )?;
-        if let Some(value) = diverged {
-            let where_ = ckpt_path
-                .as_ref()
-                .filter(|p| p.exists())
-                .map(|p| format!(" at {}", p.display()))
-                .unwrap_or_default();
-            return Err(TrainError::Diverged {
-                value,
-                step: state.step,
-                epoch: epoch + 1,
-                where_,
-            });
-        }
-        if sums.batches == 0 && state.finished {
-            // The time budget ran out at an epoch boundary: there is no epoch to record, only
-            // the finished state to keep.
-            state.elapsed_seconds = spent_before + started.elapsed().as_secs_f64();
-            save(learner, &state)?;
-            break;
-        }
-        state.next_epoch = epoch + 1;
-        state.finished = state.step >= total_steps || progress_at(state.step) >= 1.0;
-        state.elapsed_seconds = spent_before + started.elapsed().as_secs_f64();
-        let mut record = serde_json::json!({
-            "epoch": epoch + 1,
-            "step": state.step,
-            "loss": sums.loss / sums.batches.max(1) as f64,
-            "train_acc": sums.correct as f64 / sums.seen.max(1) as f64,
-            "lr": schedule::warmup_cosine_progress(
-                state.step.saturating_sub(1),
-                total_steps,
-                warmup_steps,
-                progress_at(state.step.saturating_sub(1)),
-                recipe.lr,
-            ),
-            "epoch_seconds": epoch_start.elapsed().as_secs_f64(),
-            "views_per_s": views_seen as f64 / started.elapsed().as_secs_f64(),
-        });
-        if let (Some(monitor), Some(fields)) = (monitor, record.as_object_mut()) {
-            fields.extend(monitor(learner));
-            if let Some(warning) = collapse.check(fields) {
-                eprintln!("{warning}");
-            }
-        }
-        progress.epoch(&record);
-        if let Some(m) = metrics.as_mut() {
-            m.append(&record).map_err(|source| TrainError::Io {
-                path: spec.run_dir.unwrap().join("metrics.jsonl"),
-                source,
-            })?;
-        }
-        save(learner, &state)?;
-        last_save = Instant::now();
-        abort_if_asked(epoch + 1);
-        epoch += 1;
-    }
-    progress.finish();
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(RunStats {
-        steps: state.step,
-        final_loss,
-        seconds,
-        views_per_s: views_seen as f64 / seconds.max(1e-9),
-    })
-}
-
-/// Test hook: `PRETEXT_ABORT_AFTER_EPOCH=N` kills the process right after epoch N's checkpoint,
-/// as an interruption would, so that resuming can be tested deterministically.
-fn abort_if_asked(epoch_done: usize) {
-    static HOOK: OnceLock<Option<usize>> = OnceLock::new();
-    if *HOOK.get_or_init(|| env_number("PRETEXT_ABORT_AFTER_EPOCH")) == Some(epoch_done) {
-        eprintln!("aborting after epoch {epoch_done} (PRETEXT_ABORT_AFTER_EPOCH)");
-        std::process::abort();
-    }
 }
 
 /// Why evaluation over an [`ImageSet`] cannot fail: its images are decoded already.

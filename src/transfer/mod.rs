@@ -1,6 +1,7 @@
 //! Transfer with few labels: each mode over several labelled subsets (seeds), scored on the
 //! whole test split.
 
+pub mod cells;
 pub mod config;
 pub mod probe;
 
@@ -9,6 +10,8 @@ pub use crate::eval::{features, knn};
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::Device;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +22,8 @@ use crate::data::loader::{Normalizer, eval_batch};
 use crate::data::split::few_labels;
 use crate::encoder::TrainedEncoder;
 use crate::models::{Classifier, ClassifierHead, Encoder, EncoderSpec, FeatureLayer};
-use crate::train::{Fit, fit, predict, train_device};
+use crate::train::{Fit, TrainConfig, fit, predict, train_device};
+pub use cells::{Backbone, Transferer};
 use config::{TransferConfig, TransferMode};
 use features::{Features, extract_augmented, extract_layer};
 
@@ -107,21 +111,16 @@ pub fn accuracy(predicted: &[u32], truth: &[u32]) -> f64 {
     predicted.iter().zip(truth).filter(|(p, t)| p == t).count() as f64 / truth.len().max(1) as f64
 }
 
-/// Runs single transfer cells (one mode on one labelled subset). Frozen features are computed
-/// once per encoder, on first use, and shared by probe and k-NN across subsets and seeds.
-pub struct Transferer<'a> {
+/// Image transfer: an image encoder (ConvNet, ResNet, ViT) on labelled images.
+pub struct ImageBackbone<'a> {
     pub inputs: &'a TransferInputs<'a>,
     pub spec: EncoderSpec,
     normalizer: Normalizer,
-    classes: usize,
     /// Where the frozen features come from.
     layer: FeatureLayer,
-    pretrained_features: std::sync::OnceLock<(Features, Features)>,
-    /// Test features of the random encoder of each seed.
-    random_test_features: std::sync::Mutex<std::collections::BTreeMap<u64, Features>>,
 }
 
-impl<'a> Transferer<'a> {
+impl<'a> ImageBackbone<'a> {
     pub fn new(inputs: &'a TransferInputs<'a>, layer: FeatureLayer) -> Result<Self, Error> {
         if inputs.test.labels.is_none() {
             return Err(Error::msg("the test split has no labels"));
@@ -136,28 +135,10 @@ impl<'a> Transferer<'a> {
         };
         Ok(Self {
             inputs,
-            classes: inputs.train.num_classes(),
             spec,
             normalizer,
             layer,
-            pretrained_features: std::sync::OnceLock::new(),
-            random_test_features: Default::default(),
         })
-    }
-
-    pub fn test_labels(&self) -> &[u32] {
-        self.inputs.test.labels.as_ref().expect("checked in new")
-    }
-
-    /// The pretrained encoder's (train, test) features.
-    pub fn features(&self) -> Option<&(Features, Features)> {
-        let p = self.inputs.pretrained?;
-        Some(self.pretrained_features.get_or_init(|| {
-            (
-                self.extract(&p.encoder, self.inputs.train),
-                self.extract(&p.encoder, self.inputs.test),
-            )
-        }))
     }
 
     fn extract(&self, encoder: &Encoder, set: &ImageSet) -> Features {
@@ -169,172 +150,118 @@ impl<'a> Transferer<'a> {
             self.layer,
         )
     }
+}
 
-    /// The linear probe's training rows: `plain`, the features of the labelled images `subset`,
-    /// then those of `transfer.probe_augmented_views` random crops and flips of each.
-    fn probe_rows(
+/// The progress label of a transfer's training (never shown: transfer trains quietly).
+pub const TRANSFER_LABEL: &str = "transfer";
+
+/// Transfer cells of an image encoder.
+pub type ImageTransferer<'a> = Transferer<ImageBackbone<'a>>;
+
+impl<'a> ImageTransferer<'a> {
+    pub fn for_images(inputs: &'a TransferInputs<'a>, layer: FeatureLayer) -> Result<Self, Error> {
+        Ok(Transferer::new(ImageBackbone::new(inputs, layer)?))
+    }
+}
+
+impl Backbone for ImageBackbone<'_> {
+    type Encoder = Encoder;
+
+    fn classes(&self) -> usize {
+        self.inputs.train.num_classes()
+    }
+    fn train_labels(&self) -> Result<&[u32], Error> {
+        self.inputs.train.labels.as_deref().ok_or_else(|| {
+            Error::msg("transfer needs labelled training images; this data set has no labels")
+        })
+    }
+    fn test_labels(&self) -> &[u32] {
+        self.inputs.test.labels.as_ref().expect("checked in new")
+    }
+    fn pretrained(&self) -> Option<&Encoder> {
+        self.inputs.pretrained.map(|p| &p.encoder)
+    }
+    fn init(&self, device: &Device) -> Encoder {
+        self.spec.init(device)
+    }
+    fn fork(&self, encoder: &Encoder, device: &Device) -> Encoder {
+        encoder.clone().fork(device)
+    }
+    fn train_features(&self, encoder: &Encoder, rows: &[usize]) -> Features {
+        self.extract(encoder, &self.inputs.train.subset(rows))
+    }
+    fn test_features(&self, encoder: &Encoder) -> Features {
+        self.extract(encoder, self.inputs.test)
+    }
+    fn augmented_features(
         &self,
         encoder: &Encoder,
         subset: &[usize],
-        plain: Features,
-        labels: &[u32],
         cfg: &TransferConfig,
         seed: u64,
-    ) -> (Features, Vec<u32>) {
-        let views = cfg.probe_augmented_views;
-        if views == 0 {
-            return (plain, labels.to_vec());
-        }
-        let augmented = extract_augmented(
+    ) -> Option<Features> {
+        Some(extract_augmented(
             encoder,
             &self.inputs.train.subset(subset),
             &self.normalizer,
             self.layer,
             &cfg.finetune.augment,
-            views,
+            cfg.probe_augmented_views,
             seed,
-        );
-        let mut rows = plain;
-        rows.values.extend(augmented.values);
-        rows.rows += augmented.rows;
-        let labels = labels.iter().cycle().take(rows.rows).copied().collect();
-        (rows, labels)
+        ))
     }
-
-    /// Test-set predictions of `mode` trained on the images `subset` of the training split;
-    /// `seed` picks the random initialisations and the training order.
-    pub fn predict(
+    fn train_classifier(
         &self,
-        mode: TransferMode,
+        encoder: Encoder,
+        probe_head: Option<&dyn Fn(&Encoder) -> Linear>,
+        encoder_lr_scale: f64,
         subset: &[usize],
-        seed: u64,
-        cfg: &TransferConfig,
+        recipe: &TrainConfig,
     ) -> Result<Vec<u32>, Error> {
-        let inputs = self.inputs;
-        let train_labels = inputs.train.labels.as_ref().ok_or_else(|| {
-            Error::msg("transfer needs labelled training images; this data set has no labels")
-        })?;
-        let subset_labels: Vec<u32> = subset.iter().map(|&i| train_labels[i]).collect();
-        let classes = self.classes;
-        Ok(match mode {
-            TransferMode::Probe | TransferMode::Knn => {
-                let (train_f, test_f) = self.features().ok_or_else(|| {
-                    Error::msg(
-                        "modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)",
-                    )
-                })?;
-                let p = inputs.pretrained.expect("features exist");
-                let (rows, labels) = match mode {
-                    TransferMode::Probe => self.probe_rows(
-                        &p.encoder,
-                        subset,
-                        train_f.select(subset),
-                        &subset_labels,
-                        cfg,
-                        seed,
-                    ),
-                    _ => (train_f.select(subset), subset_labels),
-                };
-                frozen_predict(mode, &rows, &labels, test_f, classes, cfg, seed)
-            }
-            TransferMode::Random => {
-                let device = train_device();
-                device.seed(seed.wrapping_add(1_000));
-                let encoder = self.spec.init(&device);
-                let train_f = self.extract(&encoder, &inputs.train.subset(subset));
-                let (rows, labels) =
-                    self.probe_rows(&encoder, subset, train_f, &subset_labels, cfg, seed);
-                let mut cache = self.random_test_features.lock().expect("not poisoned");
-                let test_f = cache
-                    .entry(seed)
-                    .or_insert_with(|| self.extract(&encoder, inputs.test));
-                frozen_predict(
-                    TransferMode::Probe,
-                    &rows,
-                    &labels,
-                    test_f,
-                    classes,
-                    cfg,
-                    seed,
-                )
-            }
-            TransferMode::Finetune | TransferMode::Scratch => {
-                let device = train_device();
-                device.seed(seed.wrapping_add(2_000));
-                let (encoder, lr_scale) = match mode {
-                    TransferMode::Finetune => (
-                        inputs
-                            .pretrained
-                            .ok_or_else(|| {
-                                Error::msg("modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)")
-                            })?
-                            .encoder
-                            .clone()
-                            .fork(&device),
-                        cfg.encoder_lr_scale,
-                    ),
-                    _ => (self.spec.init(&device), 1.0),
-                };
-                let mut head = ClassifierHead::linear(self.spec.feature_dim(), classes, &device);
-                if cfg.head_from_probe(mode) {
-                    let (train_f, _) = self.features().expect("finetune has a pretrained encoder");
-                    let (rows, labels) = self.probe_rows(
-                        &encoder,
-                        subset,
-                        train_f.select(subset),
-                        &subset_labels,
-                        cfg,
-                        seed,
-                    );
-                    head.out = probe::fit(&rows, &labels, classes, &probe_recipe(cfg, seed));
-                }
-                let model = Classifier { encoder, head };
-                let labelled = inputs.train.subset(subset);
-                let task = Supervised { classes };
-                let recipe = crate::train::TrainConfig {
-                    seed: cfg.finetune.seed.wrapping_add(seed),
-                    ..cfg.finetune.clone()
-                };
-                let outcome = fit(
-                    &Fit {
-                        set: &labelled,
-                        normalizer: &self.normalizer,
-                        task: &task,
-                        recipe: &recipe,
-                        encoder_lr_scale: lr_scale,
-                        run_dir: None,
-                        model_tag: String::new(),
-                        label: format!("{} seed {seed}", mode.name()),
-                        quiet: true,
-                        checkpoint_every: None,
-                        monitor: None,
-                        decode_pool: None,
-                    },
-                    model,
-                )?;
-                predict(
-                    &outcome.model,
-                    inputs.test,
-                    &self.normalizer,
-                    eval_batch(inputs.test.shape()),
-                )
-            }
-        })
+        let device = train_device();
+        let classes = self.classes();
+        let mut head = ClassifierHead::linear(self.spec.feature_dim(), classes, &device);
+        if let Some(probe_head) = probe_head {
+            head.out = probe_head(&encoder);
+        }
+        let labelled = self.inputs.train.subset(subset);
+        let fitted = fit(
+            &Fit {
+                set: &labelled,
+                normalizer: &self.normalizer,
+                task: &Supervised { classes },
+                recipe,
+                encoder_lr_scale,
+                run_dir: None,
+                model_tag: String::new(),
+                label: TRANSFER_LABEL.into(),
+                quiet: true,
+                checkpoint_every: None,
+                monitor: None,
+                decode_pool: None,
+            },
+            Classifier { encoder, head },
+        )?;
+        let test = self.inputs.test;
+        Ok(predict(
+            &fitted.model,
+            test,
+            &self.normalizer,
+            eval_batch(test.shape()),
+        ))
     }
 }
 
 /// Run every configured mode over `cfg.seeds` labelled subsets.
 pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResults, Error> {
     let started = Instant::now();
-    let cells = Transferer::new(inputs, cfg.feature_layer())?;
+    let cells = ImageTransferer::for_images(inputs, cfg.feature_layer())?;
     let per_class = (cfg.labels_per_class > 0).then_some(cfg.labels_per_class);
     let subsets: Vec<Vec<usize>> = (0..cfg.seeds as u64)
         .map(|s| few_labels(inputs.train, per_class, s))
         .collect::<Result<_, _>>()?;
     if inputs.pretrained.is_none() && cfg.modes.iter().any(|m| m.needs_pretrained()) {
-        return Err(Error::msg(
-            "modes probe, knn and finetune need a pretrained encoder (--run RUN_DIR)",
-        ));
+        return Err(cells::needs_pretrained());
     }
     let results = score_modes(
         cfg,
@@ -376,7 +303,8 @@ pub fn frozen_predict(
     probe::fit_predict(memory, labels, test, classes, &probe_recipe(cfg, seed))
 }
 
-/// The linear probe's recipe of `cfg`, seeded, for rows made by [`Transferer::probe_rows`].
+/// The linear probe's recipe of `cfg`, seeded, for the rows of a labelled subset (and their
+/// augmented views).
 pub fn probe_recipe(cfg: &TransferConfig, seed: u64) -> probe::ProbeRecipe {
     probe::ProbeRecipe {
         epochs: cfg.probe_epochs,
