@@ -74,11 +74,7 @@ fn label_with_clusters(
             let (train, test, summary) =
                 pseudo::pseudo_labels(cfg, &data.train, data.test.as_ref(), quiet)?;
             let as_i64 = |l: &[u32]| l.iter().map(|&x| x as i64).collect::<Vec<_>>();
-            crate::npy::write(
-                &run.pseudo_labels(),
-                &as_i64(&train),
-                &[train.len() as u64],
-            )?;
+            crate::npy::write(&run.pseudo_labels(), &as_i64(&train), &[train.len() as u64])?;
             if let Some(test) = &test {
                 crate::npy::write(
                     &run.test_pseudo_labels(),

@@ -46,7 +46,9 @@ fn mlm_step(a: &BenchArgs, threads: usize) -> anyhow::Result<pretext::bench::Ste
     spec.validate("bench")
         .map_err(|e| anyhow::anyhow!("bench step: {e}"))?;
     let batch = a.batch_size.unwrap_or(32);
-    Ok(pretext::bench::mlm_step(&spec, batch, a.steps, a.warmup, threads))
+    Ok(pretext::bench::mlm_step(
+        &spec, batch, a.steps, a.warmup, threads,
+    ))
 }
 
 fn image_step(

@@ -120,9 +120,7 @@ pub fn demo(out: &std::path::Path, g: Globals) -> anyhow::Result<()> {
 pub fn cluster_transfer(a: ClusterTransferArgs, g: Globals) -> anyhow::Result<()> {
     // Without --config, the teacher's own config gives the data and the recipe.
     let base = match (&a.common.config, &a.teacher) {
-        (None, Some(teacher)) => Some(read_toml::<PretrainConfig>(
-            &RunDir(teacher).config(),
-        )?),
+        (None, Some(teacher)) => Some(read_toml::<PretrainConfig>(&RunDir(teacher).config())?),
         _ => None,
     };
     let mut cfg = a.common.resolve(base)?;

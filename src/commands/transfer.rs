@@ -40,9 +40,7 @@ pub fn run(args: TransferArgs, g: Globals) -> anyhow::Result<()> {
 /// and model flags applied, validated.
 fn resolve(args: &TransferArgs) -> anyhow::Result<PretrainConfig> {
     let base = match &args.run {
-        Some(run) => Some(read_toml::<PretrainConfig>(
-            &RunDir(run).config(),
-        )?),
+        Some(run) => Some(read_toml::<PretrainConfig>(&RunDir(run).config())?),
         None => None,
     };
     let mut cfg = args.common.resolve(base)?;

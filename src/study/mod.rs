@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::config::{DataConfig, PretrainConfig, TransferConfig, TransferMode, read_toml};
-use crate::data::{Dataset, ImageSet};
 use crate::data::loader::Normalizer;
 use crate::data::split::{few_labels, scored_test_rows};
+use crate::data::{Dataset, ImageSet};
 use crate::encoder::TrainedEncoder;
 use crate::models::EncoderSpec;
 use crate::pipeline::{load_data, pretrain};
@@ -406,7 +406,9 @@ fn baseline_spec(train: &ImageSet, methods: &[Method]) -> EncoderSpec {
         .iter()
         .find_map(|m| m.encoder.as_ref().map(|e| e.spec.clone()));
     EncoderSpec {
-        arch: like.as_ref().map_or(crate::models::Arch::Convnet4, |l| l.arch),
+        arch: like
+            .as_ref()
+            .map_or(crate::models::Arch::Convnet4, |l| l.arch),
         width: like.as_ref().map_or(16, |l| l.width),
         in_channels: train.channels,
         mean: normalizer.mean,
@@ -434,10 +436,18 @@ fn plan<'m>(s: &StudyConfig, methods: &'m [Method]) -> Vec<PlanRow<'m>> {
     };
     let mut rows = Vec::new();
     if s.scratch {
-        rows.push(baseline(TransferMode::Scratch.name(), TransferMode::Scratch, TransferMode::Finetune.name()));
+        rows.push(baseline(
+            TransferMode::Scratch.name(),
+            TransferMode::Scratch,
+            TransferMode::Finetune.name(),
+        ));
     }
     if s.random {
-        rows.push(baseline(TransferMode::Random.name(), TransferMode::Random, TransferMode::Probe.name()));
+        rows.push(baseline(
+            TransferMode::Random.name(),
+            TransferMode::Random,
+            TransferMode::Probe.name(),
+        ));
     }
     for m in methods {
         for &mode in &s.modes {

@@ -506,7 +506,12 @@ impl Study<'_> {
                 .iter()
                 .filter_map(|b| {
                     let s = per_budget.get(b)?;
-                    Some((budget_x(*b, self.train), s.mean, s.mean - s.std, s.mean + s.std))
+                    Some((
+                        budget_x(*b, self.train),
+                        s.mean,
+                        s.mean - s.std,
+                        s.mean + s.std,
+                    ))
                 })
                 .collect(),
             colour,
@@ -686,7 +691,13 @@ impl Study<'_> {
         let points: Vec<(f64, f64, usize)> = picked
             .iter()
             .enumerate()
-            .map(|(row, &i)| (xy[2 * row] as f64, xy[2 * row + 1] as f64, truth[i] as usize))
+            .map(|(row, &i)| {
+                (
+                    xy[2 * row] as f64,
+                    xy[2 * row + 1] as f64,
+                    truth[i] as usize,
+                )
+            })
             .collect();
         plots::both(
             &self.out().join("embedding"),

@@ -12,12 +12,11 @@ use crate::Error;
 use crate::config::PretrainConfig;
 use crate::data::text::{TextOptions, read_unlabelled};
 use crate::encoder::save_weights;
-use crate::methods::{MethodKind, PretrainSummary};
 use crate::methods::mlm::{MlmLearner, MlmModel, TextBatches, heldout_metrics};
+use crate::methods::{MethodKind, PretrainSummary};
 use crate::train::checkpoint::write_atomic;
 use crate::train::{LoopSettings, run_loop, train_device};
 use crate::util::run_dir::RunDir;
-
 
 pub fn pretrain_mlm(
     cfg: &PretrainConfig,

@@ -16,7 +16,6 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::util::run_dir::RunDir;
 use super::sequences::truncate;
 use super::tokenizer::TextTokenizer;
 use crate::Error;
@@ -32,11 +31,12 @@ use crate::train::{
     Learner, LoopSettings, Optimisers, StepStats, correct_predictions, infer_device, run_loop,
     train_device,
 };
-use crate::transfer::features::Features;
 use crate::transfer::cells::needs_pretrained;
+use crate::transfer::features::Features;
 use crate::transfer::{
-    Backbone, TRANSFER_LABEL, TransferResults, Transferer, score_modes, write_results,
+    Backbone, ProbeHead, TRANSFER_LABEL, TransferResults, Transferer, score_modes, write_results,
 };
+use crate::util::run_dir::RunDir;
 
 /// Token sequences of a batch, padded to the longest, with their labels.
 #[derive(Clone, Debug, Default)]
@@ -415,7 +415,7 @@ impl Backbone for TextBackbone<'_> {
     fn train_classifier(
         &self,
         encoder: BertEncoder,
-        probe_head: Option<&dyn Fn(&BertEncoder) -> Linear>,
+        probe_head: Option<ProbeHead<BertEncoder>>,
         encoder_lr_scale: f64,
         subset: &[usize],
         recipe: &TrainConfig,

@@ -192,9 +192,8 @@ impl Clock {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.budget.map(|b| {
-            self.started + Duration::from_secs_f64((b - self.spent_before).max(0.0))
-        })
+        self.budget
+            .map(|b| self.started + Duration::from_secs_f64((b - self.spent_before).max(0.0)))
     }
 
     /// Fraction of the run done at `step`: by steps, or by time when that is further along.

@@ -21,6 +21,9 @@ use crate::train::{TrainConfig, train_device};
 const RANDOM_SEED_OFFSET: u64 = 1_000;
 const TRAIN_SEED_OFFSET: u64 = 2_000;
 
+/// The linear head a linear probe fitted on an encoder's features (fine-tuning starts there).
+pub type ProbeHead<'a, E> = &'a dyn Fn(&E) -> Linear;
+
 /// What transfer needs of an encoder family (images, text) and its labelled data.
 pub trait Backbone {
     type Encoder;
@@ -52,7 +55,7 @@ pub trait Backbone {
     fn train_classifier(
         &self,
         encoder: Self::Encoder,
-        probe_head: Option<&dyn Fn(&Self::Encoder) -> Linear>,
+        probe_head: Option<ProbeHead<Self::Encoder>>,
         encoder_lr_scale: f64,
         subset: &[usize],
         recipe: &TrainConfig,
@@ -111,7 +114,9 @@ impl<B: Backbone> Transferer<B> {
                     _ => (plain, labels),
                 };
                 let test = self.pretrained_test_features(encoder);
-                Ok(frozen_predict(mode, &rows, &labels, test, classes, cfg, seed))
+                Ok(frozen_predict(
+                    mode, &rows, &labels, test, classes, cfg, seed,
+                ))
             }
             TransferMode::Random => Ok(self.random_probe(subset, &labels, seed, cfg)),
             TransferMode::Finetune | TransferMode::Scratch => {
@@ -163,7 +168,10 @@ impl<B: Backbone> Transferer<B> {
         let (encoder, lr_scale) = match mode {
             TransferMode::Finetune => {
                 let pretrained = self.backbone.pretrained().ok_or_else(needs_pretrained)?;
-                (self.backbone.fork(pretrained, &device), cfg.encoder_lr_scale)
+                (
+                    self.backbone.fork(pretrained, &device),
+                    cfg.encoder_lr_scale,
+                )
             }
             _ => (self.backbone.init(&device), 1.0),
         };
@@ -174,7 +182,7 @@ impl<B: Backbone> Transferer<B> {
             let classes = self.backbone.classes();
             probe::fit(&rows, &labels, classes, &probe_recipe(cfg, seed))
         };
-        let probe_head: Option<&dyn Fn(&B::Encoder) -> Linear> =
+        let probe_head: Option<ProbeHead<B::Encoder>> =
             cfg.head_from_probe(mode).then_some(&probe_head);
         let recipe = TrainConfig {
             seed: cfg.finetune.seed.wrapping_add(seed),
@@ -197,9 +205,7 @@ impl<B: Backbone> Transferer<B> {
     ) -> (Features, Vec<u32>) {
         let augmented = match cfg.probe_augmented_views {
             0 => None,
-            _ => self
-                .backbone
-                .augmented_features(encoder, subset, cfg, seed),
+            _ => self.backbone.augmented_features(encoder, subset, cfg, seed),
         };
         let Some(augmented) = augmented else {
             return (plain, labels.to_vec());
@@ -231,7 +237,10 @@ impl<B: Backbone> Transferer<B> {
         Features {
             rows: subset.len(),
             dim,
-            values: subset.iter().flat_map(|i| known[i].iter().copied()).collect(),
+            values: subset
+                .iter()
+                .flat_map(|i| known[i].iter().copied())
+                .collect(),
         }
     }
 

@@ -10,7 +10,6 @@ pub use crate::eval::{features, knn};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::Device;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,7 @@ use crate::data::split::few_labels;
 use crate::encoder::TrainedEncoder;
 use crate::models::{Classifier, ClassifierHead, Encoder, EncoderSpec, FeatureLayer};
 use crate::train::{Fit, TrainConfig, fit, predict, train_device};
-pub use cells::{Backbone, Transferer};
+pub use cells::{Backbone, ProbeHead, Transferer};
 use config::{TransferConfig, TransferMode};
 use features::{Features, extract_augmented, extract_layer};
 
@@ -213,7 +212,7 @@ impl Backbone for ImageBackbone<'_> {
     fn train_classifier(
         &self,
         encoder: Encoder,
-        probe_head: Option<&dyn Fn(&Encoder) -> Linear>,
+        probe_head: Option<ProbeHead<Encoder>>,
         encoder_lr_scale: f64,
         subset: &[usize],
         recipe: &TrainConfig,
