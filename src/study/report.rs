@@ -94,9 +94,14 @@ impl Gain {
     pub fn gain(&self) -> f64 {
         self.best_summary.mean - self.scratch.mean
     }
-    /// The best method's 95 % interval lies wholly above scratch's.
+    /// Both sides have several seeds, so that they have intervals.
+    pub fn has_intervals(&self) -> bool {
+        self.best_summary.n > 1 && self.scratch.n > 1
+    }
+    /// The best method's 95 % interval lies wholly above scratch's (never with one seed: a
+    /// single run has no interval).
     pub fn clear(&self) -> bool {
-        self.best_summary.low() > self.scratch.high()
+        self.has_intervals() && self.best_summary.low() > self.scratch.high()
     }
 }
 
@@ -156,6 +161,10 @@ pub fn verdict(gains: &[Gain]) -> String {
         format!(
             "Pretraining pays off clearly at every budget tried, up to {}.",
             per_class(&[budget_name(gains.last().expect("non-empty").budget)])
+        )
+    } else if !gains.iter().any(Gain::has_intervals) {
+        format!(
+            "With one seed per cell there are no intervals to tell a gain from the noise of the seeds.{noise}"
         )
     } else if clear.is_empty() {
         format!(
@@ -422,7 +431,11 @@ impl Study<'_> {
                 g.best_summary.mean,
                 g.scratch.mean,
                 g.gain(),
-                if g.clear() { "yes" } else { "no" }
+                match (g.has_intervals(), g.clear()) {
+                    (false, _) => "– (one seed)",
+                    (true, true) => "yes",
+                    (true, false) => "no",
+                }
             );
         }
     }
@@ -786,6 +799,11 @@ mod tests {
             per_class(&["1".into(), "all".into()]),
             "1 and all labels per class"
         );
+        // One seed has no interval: however large its gain, it is not called clear.
+        let one_seed: Vec<Cell> = cells.iter().filter(|c| c.seed == 0).cloned().collect();
+        let single = gains(&summarise(&one_seed), &[10]);
+        assert!(single[0].gain() > 0.1 && !single[0].has_intervals() && !single[0].clear());
+        assert!(verdict(&single).starts_with("With one seed per cell there are no intervals"));
         // A gain lost in the noise of the smallest budget does not hide the clear ones after it.
         assert_eq!(
             verdict(&g[1..3]),
