@@ -1,7 +1,8 @@
 //! Heads: what a task (or a transfer) puts on top of the encoder's features.
 
+use super::vit::timm_linear;
 use burn::module::{Module, Param};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, relu};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -142,9 +143,6 @@ impl Default for DinoHeadConfig {
     }
 }
 
-/// The standard deviation of DINO's head weights at initialisation.
-const DINO_INIT_STD: f64 = 0.02;
-
 /// DINO's projection head (Caron et al. 2021): an MLP with GELU (`layers` linear layers, the
 /// last to a `bottleneck`), the bottleneck scaled to unit length, and a weight-normalised layer
 /// to `d_out` prototypes.
@@ -159,8 +157,8 @@ pub struct DinoHead {
 impl DinoHead {
     pub fn new(d_in: usize, cfg: &DinoHeadConfig, device: &Device) -> Self {
         let layers = cfg.layers.max(1);
-        // DINO's initialisation: small weights (normal, std 0.02) and zero biases, so that the
-        // first outputs follow the images rather than the biases.
+        // DINO's initialisation, timm's: small weights (normal, std 0.02) and zero biases, so
+        // that the first outputs follow the images rather than the biases.
         let mlp = (0..layers)
             .map(|i| {
                 let from = if i == 0 { d_in } else { cfg.hidden };
@@ -169,14 +167,7 @@ impl DinoHead {
                 } else {
                     cfg.hidden
                 };
-                let mut linear = LinearConfig::new(from, to)
-                    .with_initializer(Initializer::Normal {
-                        mean: 0.0,
-                        std: DINO_INIT_STD,
-                    })
-                    .init(device);
-                linear.bias = Some(Param::from_tensor(Tensor::zeros([to], device)));
-                linear
+                timm_linear(from, to, device)
             })
             .collect();
         let hidden_layers = if cfg.batch_norm { layers - 1 } else { 0 };

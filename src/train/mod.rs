@@ -393,10 +393,6 @@ pub struct FitOutcome {
     pub views_per_s: f64,
 }
 
-pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
-    crate::util::run_dir::RunDir(run_dir).checkpoint()
-}
-
 pub fn build_optimizer(recipe: &TrainConfig) -> ModuleOptimizer {
     match recipe.optimizer {
         OptimizerKind::Sgd => SgdConfig::new()

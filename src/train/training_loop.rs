@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::checkpoint::{Checkpoint, EpochSums, LoopState};
 use super::progress::{self, MetricsLog, Progress};
-use super::{Learner, TrainConfig, TrainError, checkpoint_path, env_number, monitor, schedule};
+use super::{Learner, TrainConfig, TrainError, env_number, monitor, schedule};
 use crate::data::DataError;
 use crate::data::loader::{BatchSource, prefetch};
 use crate::util::run_dir::RunDir;
@@ -46,7 +46,7 @@ pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch> + ?Sized>(
     monitor: Option<LearnerMonitor<L>>,
 ) -> Result<RunStats, TrainError> {
     let saver = Saver {
-        path: spec.run_dir.map(checkpoint_path),
+        path: spec.run_dir.map(|dir| RunDir(dir).checkpoint()),
     };
     let state = resume(spec, saver.path.as_deref(), learner)?;
     let metrics = open_metrics(spec.run_dir, state.next_epoch)?;

@@ -33,9 +33,6 @@ pub const TRANSFER_DIR: &str = "transfer";
 pub struct RunDir<'a>(pub &'a Path);
 
 impl RunDir<'_> {
-    pub fn path(&self) -> &Path {
-        self.0
-    }
     pub fn config(&self) -> PathBuf {
         self.0.join(CONFIG_FILE)
     }
