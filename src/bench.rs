@@ -99,6 +99,8 @@ impl ImageBatch {
             vit: net.arch.vit_size().map(|_| {
                 crate::models::VitLayout::new(None, self.size).expect("the default patch")
             }),
+            input_size: None,
+            start: None,
         }
     }
     fn dims(&self) -> [usize; 4] {

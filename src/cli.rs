@@ -45,6 +45,9 @@ pub enum Command {
     Transfer(TransferArgs),
     /// Write frozen features of every image as .npy (float32 N x D) with labels (int64).
     Embed(EmbedArgs),
+    /// Write a run's encoder for PyTorch (torchvision, timm, or pretext's documented names, as
+    /// safetensors) or as an ONNX graph.
+    Export(ExportArgs),
     /// Print a data set's format, counts, image size and class counts. Also reads text: a corpus
     /// (.txt, .txt.gz, or a folder of them) or a labelled table (.tsv, .csv, gzipped or not).
     Info(InfoArgs),
@@ -250,6 +253,10 @@ pub struct PretrainArgs {
     /// ResNet stem: cifar or imagenet (default: imagenet for images of 96 pixels and more).
     #[arg(long)]
     pub stem: Option<Stem>,
+    /// Start the encoder from these weights: a torchvision, timm or pretext-named .safetensors,
+    /// a PyTorch .pth/.pt state dict, or a pretext run directory (docs/interop.md).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -279,6 +286,24 @@ pub struct TransferArgs {
     /// ResNet stem for scratch and random when no --run is given (default: cifar).
     #[arg(long)]
     pub stem: Option<Stem>,
+    /// Transfer an outside encoder instead of a run's (--model, --width and --stem describe
+    /// it): a torchvision, timm or pretext-named .safetensors, a .pth/.pt state dict, or a
+    /// pretext run directory.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The run whose encoder is exported.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// torchvision, timm, pytorch or onnx.
+    #[arg(long)]
+    pub to: pretext::interop::ExportFormat,
+    /// The file to write (.safetensors, or .onnx).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args)]
@@ -436,6 +461,9 @@ pub struct ClusterTransferArgs {
     /// The student's ResNet stem (default: the teacher's config, else by image size).
     #[arg(long)]
     pub stem: Option<Stem>,
+    /// Start the student from these weights (as `pretrain --init-from`).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     /// Clusters, i.e. the student's classes.
     #[arg(long)]
     pub k: Option<usize>,

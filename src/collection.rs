@@ -31,9 +31,9 @@ pub fn sample_size(set: &dyn ImageSource) -> usize {
 /// Share of a labelled folder without a test split held out as its test split.
 pub const HOLDOUT_FRACTION: f64 = 0.2;
 
-/// The training images of a run.
+/// The training images of a run (the data set boxed: it is much larger than a stream's handles).
 pub enum TrainingImages {
-    Memory(Dataset),
+    Memory(Box<Dataset>),
     Stream(Streamed),
 }
 
@@ -82,8 +82,21 @@ pub fn for_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
             );
             Ok(TrainingImages::Stream(streamed(cfg, open_index(cfg)?)?))
         }
-        read => Ok(TrainingImages::Memory(with_test_split(cfg, read?)?)),
+        read => {
+            let data = with_test_split(cfg, read?)?;
+            Ok(TrainingImages::Memory(Box::new(data)))
+        }
     }
+}
+
+/// The images `cfg` names for reading once in order (embed): streamed where training streams
+/// them, with the same images as [`load_data`] gives, except that STL-10 gives its labelled
+/// splits (in memory), not its unlabelled images.
+pub fn for_reading(cfg: &DataConfig) -> Result<TrainingImages, Error> {
+    if format_of(cfg)? == Format::Stl10 {
+        return Ok(TrainingImages::Memory(Box::new(load_data(cfg)?)));
+    }
+    for_training(cfg)
 }
 
 /// For commands that hold their images in memory (transfer, embed, study): a folder that needs
@@ -342,7 +355,7 @@ fn stl_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
             test: test.map(|t| Box::new(t) as Box<dyn ImageSource + Send>),
         }));
     }
-    load_data(cfg).map(TrainingImages::Memory)
+    Ok(TrainingImages::Memory(Box::new(load_data(cfg)?)))
 }
 
 /// Tar shards are read on demand in their own order (shards shuffled, then a shuffle buffer);
@@ -350,7 +363,7 @@ fn stl_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
 fn shards_training(cfg: &DataConfig) -> Result<TrainingImages, Error> {
     let streamed = streamed_shards(cfg)?;
     Ok(if cfg.stream == StreamMode::Never {
-        TrainingImages::Memory(materialised(cfg, streamed, Format::Shards)?)
+        TrainingImages::Memory(Box::new(materialised(cfg, streamed, Format::Shards)?))
     } else {
         TrainingImages::Stream(streamed)
     })

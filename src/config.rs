@@ -26,6 +26,10 @@ pub struct ModelConfig {
     /// A ViT's patch side; unset: 4 on images of 32 pixels or less, 16 above. The ViT's
     /// position embedding is made for the training image size.
     pub patch: Option<usize>,
+    /// Weights the encoder starts from (`--init-from`): a torchvision, timm or pretext-named
+    /// `.safetensors`, a PyTorch `.pth`/`.pt` state dict, or a pretext run directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -35,6 +39,7 @@ impl Default for ModelConfig {
             width: 64,
             stem: None,
             patch: None,
+            init_from: None,
         }
     }
 }
@@ -45,6 +50,14 @@ impl ModelConfig {
             return Err(invalid(
                 "model.width",
                 format!("must be between 1 and 1024, got {}", self.width),
+            ));
+        }
+        if let Some(path) = &self.init_from
+            && !path.exists()
+        {
+            return Err(invalid(
+                "model.init_from",
+                format!("{}: no such file or run directory", path.display()),
             ));
         }
         if !self.arch.has_stem() && self.stem == Some(Stem::Imagenet) {

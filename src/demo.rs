@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::Error;
 use crate::config::{PretrainConfig, TransferConfig};
-use crate::pipeline::{PretrainSummary, pretrain, transfer};
+use crate::pipeline::{EncoderSource, PretrainSummary, pretrain, transfer};
 use crate::train::checkpoint::write_atomic;
 use crate::transfer::TransferResults;
 
@@ -70,7 +70,7 @@ pub fn demo(out: &Path, quiet: bool) -> Result<DemoOutcome, Error> {
     let started = Instant::now();
     let (pre, tr) = demo_configs(out);
     let pretrain = pretrain(&pre, quiet)?;
-    let transfer = transfer(Some(&pre.run.out), &pre.data, None, &tr, out, quiet)?;
+    let transfer = transfer(EncoderSource::Run(&pre.run.out), &pre.data, &tr, out, quiet)?;
     write_atomic(&out.join("summary.txt"), transfer.table().as_bytes())?;
     let study = crate::study::run_study(&demo_study(out, &pre, &tr), quiet)?;
     Ok(DemoOutcome {

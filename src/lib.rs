@@ -11,6 +11,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod interop;
 pub mod kernels;
 pub mod losses;
 pub mod methods;

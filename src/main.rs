@@ -97,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resume { run_dir } => commands::resume(&run_dir, g),
         Command::Transfer(args) => commands::transfer::run(args, g),
         Command::Embed(args) => commands::embed(args, g),
+        Command::Export(args) => commands::export(args, g),
         Command::Info(args) => commands::info::run(args, g),
         Command::Shard(args) => commands::shard(args, g),
         Command::Demo { out } => commands::demo(&out, g),

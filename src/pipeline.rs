@@ -8,13 +8,15 @@ use serde::Serialize;
 use crate::Error;
 use crate::cluster::pseudo::{self, ClusteringSummary};
 use crate::collection::{self, TrainingImages};
-use crate::config::{ClusterConfig, DataConfig, PretrainConfig, TransferConfig, read_toml};
+use crate::config::{
+    ClusterConfig, DataConfig, ModelConfig, PretrainConfig, TransferConfig, read_toml,
+};
 use crate::data::loader::{Normalizer, PREFETCH_BATCHES, STREAM_NORMALIZER_IMAGES, eval_batch};
 use crate::data::source::ImageSource;
 use crate::data::{Dataset, ImageSet, split};
 use crate::encoder::TrainedEncoder;
 use crate::methods::{ImageMethod, MethodConfig, Modality};
-use crate::models::{Encoder, EncoderSpec, FeatureLayer, VitLayout};
+use crate::models::{Encoder, EncoderSpec, FeatureLayer, StartWeights, VitLayout};
 use crate::train::checkpoint::write_atomic;
 use crate::train::monitor::EpochMonitor;
 use crate::train::{Fit, Monitor, TrainConfig, fit_learner, train_device};
@@ -138,7 +140,7 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
     }
     let data = PretrainImages::of(&images, &run_dir, cfg.data.workers)?;
     let normalizer = &data.normalizer;
-    let spec = encoder_spec(cfg, &data)?;
+    let spec = with_start(encoder_spec(cfg, &data)?, &cfg.model)?;
     train_device().seed(cfg.train.seed);
     if !quiet {
         data.announce(cfg, &spec, &run_dir);
@@ -209,7 +211,19 @@ fn encoder_spec(cfg: &PretrainConfig, data: &PretrainImages) -> Result<EncoderSp
         std: data.normalizer.std.clone(),
         stem: cfg.model.stem_for(side),
         vit: cfg.model.vit_layout(side)?,
+        input_size: Some(side),
+        start: None,
     })
+}
+
+/// `spec` starting from `model.init_from`'s weights, where set (checked against the spec now,
+/// before any training).
+fn with_start(mut spec: EncoderSpec, model: &ModelConfig) -> Result<EncoderSpec, Error> {
+    if let Some(source) = &model.init_from {
+        let encoder = crate::interop::init_from(source, &spec, &train_device())?;
+        spec.start = Some(StartWeights(std::sync::Arc::new(encoder)));
+    }
+    Ok(spec)
 }
 
 /// A run directory that holds a checkpoint may only be continued with the config it ran.
@@ -349,19 +363,31 @@ pub fn resume(run_dir: &Path, quiet: bool) -> Result<PretrainSummary, Error> {
     pretrain(&cfg, quiet)
 }
 
+/// Where a transfer's encoder comes from.
+pub enum EncoderSource<'a> {
+    /// The encoder a pretext run directory holds.
+    Run(&'a Path),
+    /// The backbone `spec` describes, with its input statistics taken from the data: with
+    /// `init_from`'s weights (`--init-from`: an outside encoder, or another run) as the
+    /// pretrained encoder, or without any for scratch and random alone.
+    Spec {
+        spec: EncoderSpec,
+        init_from: Option<&'a Path>,
+    },
+}
+
 /// Transfer a pretrained encoder (or, for scratch/random only, none) to the labelled data.
 pub fn transfer(
-    run_dir: Option<&Path>,
+    source: EncoderSource<'_>,
     data_cfg: &DataConfig,
-    spec_without_run: Option<EncoderSpec>,
     cfg: &TransferConfig,
     out: &Path,
     quiet: bool,
 ) -> Result<TransferResults, Error> {
     cfg.validate()?;
-    let pretrained = match run_dir {
-        Some(dir) => Some(TrainedEncoder::load(dir, &train_device())?),
-        None => None,
+    let from_run = match source {
+        EncoderSource::Run(dir) => Some(TrainedEncoder::load(dir, &train_device())?),
+        EncoderSource::Spec { .. } => None,
     };
     let data = load_data(data_cfg)?;
     let test = data
@@ -370,31 +396,25 @@ pub fn transfer(
         .ok_or_else(|| Error::msg(format!("{}: no test split to evaluate on", data_cfg.path)))?;
     let limited = split::scored_test_rows(test.len, cfg.test_limit).map(|rows| test.subset(&rows));
     let test = limited.as_ref().unwrap_or(test);
-    let spec = match (&pretrained, spec_without_run) {
-        (Some(p), _) => p.spec.clone(),
-        // Without a pretrained run, the encoder's input statistics come from the data.
-        (None, Some(spec)) => {
-            let n = Normalizer::fit(&data.train);
-            let side = data.train.height.min(data.train.width);
-            let vit = spec
-                .arch
-                .vit_size()
-                .map(|_| VitLayout::new(spec.vit.map(|v| v.patch), side))
-                .transpose()
-                .map_err(|e| Error::msg(format!("{}: {e}", data_cfg.path)))?;
-            EncoderSpec {
-                in_channels: data.train.channels,
-                mean: n.mean,
-                std: n.std,
-                vit,
-                ..spec
-            }
+    let (pretrained, spec) = match (from_run, source) {
+        (Some(run), _) => {
+            let spec = run.spec.clone();
+            (Some(run), spec)
         }
-        (None, None) => {
-            return Err(Error::msg(
-                "transfer needs --run RUN_DIR (or --model for scratch and random)",
-            ));
+        (None, EncoderSource::Spec { spec, init_from }) => {
+            let spec = spec_for_data(spec, &data.train, data_cfg)?;
+            let pretrained = init_from
+                .map(|source| {
+                    let encoder = crate::interop::init_from(source, &spec, &train_device())?;
+                    Ok::<_, Error>(TrainedEncoder {
+                        spec: spec.clone(),
+                        encoder,
+                    })
+                })
+                .transpose()?;
+            (pretrained, spec)
         }
+        (None, EncoderSource::Run(_)) => unreachable!("a run's encoder was loaded above"),
     };
     if spec.in_channels != data.train.channels {
         return Err(Error::msg(format!(
@@ -424,6 +444,31 @@ pub fn transfer(
     Ok(results)
 }
 
+/// `spec` for the images of `train`: their channels, their statistics, their size (and a ViT's
+/// layout on it).
+fn spec_for_data(
+    spec: EncoderSpec,
+    train: &ImageSet,
+    data_cfg: &DataConfig,
+) -> Result<EncoderSpec, Error> {
+    let n = Normalizer::fit(train);
+    let side = train.height.min(train.width);
+    let vit = spec
+        .arch
+        .vit_size()
+        .map(|_| VitLayout::new(spec.vit.map(|v| v.patch), side))
+        .transpose()
+        .map_err(|e| Error::msg(format!("{}: {e}", data_cfg.path)))?;
+    Ok(EncoderSpec {
+        in_channels: train.channels,
+        mean: n.mean,
+        std: n.std,
+        vit,
+        input_size: Some(side),
+        ..spec
+    })
+}
+
 /// A transfer run's settings, as a config file with the `[data]` and `[transfer]` sections.
 #[derive(Serialize)]
 struct TransferRecord<'a> {
@@ -431,41 +476,151 @@ struct TransferRecord<'a> {
     transfer: &'a TransferConfig,
 }
 
-/// Write the frozen features of both splits as `.npy` (float32 N x D) with labels (int64 N).
+/// Write the frozen features of both splits as `.npy` (float32 N x D) with labels (int64 N),
+/// and `files.csv` naming the image behind every row. The images are read in order, decoded
+/// ahead of the encoder in chunks of evaluation batches, and every file is written as it goes,
+/// so a source that streams (a large folder, tar shards) is embedded in memory that does not
+/// grow with the number of images.
 pub fn embed(
     run_dir: &Path,
     data_cfg: &DataConfig,
     layer: FeatureLayer,
     out: &Path,
 ) -> Result<Vec<PathBuf>, Error> {
+    use crate::data::embed_files::{EmbedDir, FilesCsv};
     let trained = TrainedEncoder::load(run_dir, &train_device())?;
-    let data = load_data(data_cfg)?;
+    let images = collection::for_reading(data_cfg)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let normalizer = Normalizer {
-        mean: trained.spec.mean.clone(),
-        std: trained.spec.std.clone(),
+    let embedder = Embedder {
+        encoder: &trained.encoder,
+        normalizer: Normalizer {
+            mean: trained.spec.mean.clone(),
+            std: trained.spec.std.clone(),
+        },
+        layer,
+        dir: EmbedDir(out),
+        pool: collection::decode_pool(data_cfg.workers)?,
+        source: &data_cfg.path,
     };
+    let mut files = FilesCsv::create(&embedder.dir.files())?;
     let mut written = Vec::new();
-    let splits: Vec<(&str, &ImageSet)> = std::iter::once(("train", &data.train))
-        .chain(data.test.as_ref().map(|t| ("test", t)))
-        .collect();
-    for (name, set) in splits {
-        let f = transfer::features::extract_layer(
-            &trained.encoder,
-            set,
-            &normalizer,
-            eval_batch(set.shape()),
-            layer,
-        );
-        let path = out.join(format!("{name}_features.npy"));
-        crate::npy::write(&path, &f.values, &[f.rows as u64, f.dim as u64])?;
-        written.push(path);
-        if let Some(labels) = &set.labels {
-            let path = out.join(format!("{name}_labels.npy"));
-            let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-            crate::npy::write(&path, &labels, &[labels.len() as u64])?;
-            written.push(path);
-        }
+    for (split, set) in embedded_splits(&images) {
+        written.extend(embedder.split(split, set, &mut files)?);
     }
+    written.push(files.finish()?);
     Ok(written)
+}
+
+/// Evaluation batches decoded at a time ahead of the encoder when embedding.
+const EMBED_CHUNK_BATCHES: usize = 4;
+
+/// The splits `embed` writes, training first, wherever their images live.
+fn embedded_splits(images: &TrainingImages) -> Vec<(&'static str, &dyn ImageSource)> {
+    use crate::data::embed_files::{TEST_SPLIT, TRAIN_SPLIT};
+    let test: Option<&dyn ImageSource> = match images {
+        TrainingImages::Memory(d) => d.test.as_ref().map(|t| t as &dyn ImageSource),
+        TrainingImages::Stream(s) => s.test.as_deref().map(|t| t as &dyn ImageSource),
+    };
+    std::iter::once((TRAIN_SPLIT, images.train()))
+        .chain(test.map(|t| (TEST_SPLIT, t)))
+        .collect()
+}
+
+/// What embedding every split shares: the encoder and its input statistics, the layer whose
+/// features are written, where they go, and the threads that decode the images.
+struct Embedder<'a> {
+    encoder: &'a Encoder,
+    normalizer: Normalizer,
+    layer: FeatureLayer,
+    dir: crate::data::embed_files::EmbedDir<'a>,
+    pool: rayon::ThreadPool,
+    /// The data's path, for messages.
+    source: &'a str,
+}
+
+/// One split's `.npy` files as they are written.
+struct SplitFiles {
+    features: crate::data::embed_files::NpyRows<f32>,
+    labels: Option<crate::data::embed_files::NpyRows<i64>>,
+    dim: usize,
+}
+
+impl Embedder<'_> {
+    /// Embeds `set` as `split`: its `.npy` files, written, and its rows of `files`.
+    fn split(
+        &self,
+        split: &str,
+        set: &dyn ImageSource,
+        files: &mut crate::data::embed_files::FilesCsv,
+    ) -> Result<Vec<PathBuf>, Error> {
+        use crate::data::embed_files::NpyRows;
+        use crate::data::source::decode_in_chunks;
+        // As `materialise` decides it for every chunk.
+        let labelled =
+            !set.class_names().is_empty() && (0..set.len()).all(|i| set.label(i).is_some());
+        let mut out = SplitFiles {
+            features: NpyRows::create(&self.dir.features(split))?,
+            labels: labelled
+                .then(|| NpyRows::create(&self.dir.labels(split)))
+                .transpose()?,
+            dim: 0,
+        };
+        let batch = eval_batch(set.shape());
+        std::thread::scope(|scope| -> Result<(), Error> {
+            let (sender, chunks) = std::sync::mpsc::sync_channel(1);
+            let pool = &self.pool;
+            let chunk = batch * EMBED_CHUNK_BATCHES;
+            scope.spawn(move || decode_in_chunks(set, chunk, pool, sender));
+            for chunk in chunks {
+                self.write_chunk(split, &chunk?, batch, &mut out, files)?;
+            }
+            Ok(())
+        })?;
+        if out.features.rows() == 0 {
+            return Err(Error::msg(format!(
+                "{}: none of the {} {split} images could be read",
+                self.source,
+                set.len()
+            )));
+        }
+        let mut written = vec![out.features.finish(Some(out.dim))?];
+        if let Some(labels) = out.labels {
+            written.push(labels.finish(None)?);
+        }
+        Ok(written)
+    }
+
+    /// The features of `chunk` (the next images of `split`) appended to `out`, its labels
+    /// too, and a row of `files` for each image.
+    fn write_chunk(
+        &self,
+        split: &str,
+        chunk: &ImageSet,
+        batch: usize,
+        out: &mut SplitFiles,
+        files: &mut crate::data::embed_files::FilesCsv,
+    ) -> Result<(), Error> {
+        let f = transfer::features::extract_layer(
+            self.encoder,
+            chunk,
+            &self.normalizer,
+            batch,
+            self.layer,
+        );
+        let first = out.features.rows();
+        out.features.push(&f.values, f.rows)?;
+        out.dim = f.dim;
+        let labels = chunk.labels.as_deref();
+        if let Some(npy) = &mut out.labels {
+            let labels = labels.expect("a labelled source gives labelled chunks");
+            let values: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+            npy.push(&values, values.len())?;
+        }
+        for i in 0..chunk.len {
+            let origin = chunk.origins.as_ref().map(|o| o[i].as_str());
+            let class = labels.map(|l| chunk.class_names[l[i] as usize].as_str());
+            files.row(split, first + i as u64, origin, class)?;
+        }
+        Ok(())
+    }
 }

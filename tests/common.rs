@@ -117,12 +117,18 @@ pub fn shared_data() -> Option<std::path::PathBuf> {
     if root.is_dir() { Some(root) } else { None }
 }
 
-/// Tensor name → raw bytes of a safetensors file (its metadata order is not stable).
-pub fn safetensors_tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+/// A safetensors file's JSON header (tensor name → dtype, shape, offsets; `__metadata__`) and
+/// its data section.
+pub fn safetensors_parts(path: &Path) -> (serde_json::Value, Vec<u8>) {
     let bytes = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let data = &bytes[8 + n..];
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
+}
+
+/// Tensor name → raw bytes of a safetensors file (its metadata order is not stable).
+pub fn safetensors_tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let (header, data) = safetensors_parts(path);
     header
         .as_object()
         .unwrap()

@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "error",      // the library's error type
     "npy",        // .npy files
     "encoder",    // a trained encoder saved with its spec
+    "interop",    // PyTorch names, safetensors and ONNX exports, --init-from
     "collection", // a config's images: in memory or streamed
     "cluster",    // k-means and pseudo-labels
     "methods",    // one file per self-supervised method, and the registry

@@ -87,6 +87,8 @@ fn random_encoder_retrieval(task: MethodKind) -> f64 {
         std: normalizer.std.clone(),
         stem: Stem::Cifar,
         vit: None,
+        input_size: None,
+        start: None,
     };
     let method = MethodConfig::default_for(task).build().unwrap();
     // A fixed initialisation, so the baseline does not depend on what ran before.

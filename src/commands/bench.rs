@@ -68,6 +68,7 @@ fn image_step(
         width: a.width,
         stem: a.stem,
         patch: None,
+        init_from: None,
     };
     model.validate()?;
     let net = pretext::bench::Backbone {

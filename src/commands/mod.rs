@@ -9,7 +9,9 @@ use pretext::config::{PretrainConfig, TrainConfig, read_toml};
 use pretext::methods::MethodConfig;
 use pretext::pipeline::{self, RunDir};
 
-use crate::cli::{self, ClusterTransferArgs, EmbedArgs, KmeansArgs, PretrainArgs, ShardArgs};
+use crate::cli::{
+    self, ClusterTransferArgs, EmbedArgs, ExportArgs, KmeansArgs, PretrainArgs, ShardArgs,
+};
 
 /// The global flags every command gets.
 #[derive(Clone, Copy)]
@@ -41,6 +43,7 @@ pub fn pretrain(args: PretrainArgs, g: Globals) -> anyhow::Result<()> {
         arch: args.model,
         width: args.width,
         stem: args.stem,
+        init_from: args.init_from,
     };
     pretrain_with(cfg, model, g)
 }
@@ -68,6 +71,19 @@ pub fn embed(args: EmbedArgs, g: Globals) -> anyhow::Result<()> {
     for path in pipeline::embed(&args.run, &cfg.data, layer, &args.out)? {
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+pub fn export(args: ExportArgs, g: Globals) -> anyhow::Result<()> {
+    set_threads(g.threads.unwrap_or(0))?;
+    let summary = pretext::interop::export(&args.run, args.to, &args.out)?;
+    println!(
+        "wrote {} ({}: {} tensors, {} values)",
+        summary.out.display(),
+        summary.format,
+        summary.tensors,
+        summary.parameters
+    );
     Ok(())
 }
 
@@ -138,6 +154,7 @@ pub fn cluster_transfer(a: ClusterTransferArgs, g: Globals) -> anyhow::Result<()
         arch: a.student,
         width: a.width,
         stem: a.stem,
+        init_from: a.init_from.clone(),
     };
     pretrain_with(cfg, model, g)
 }
@@ -211,6 +228,7 @@ pub struct ModelFlags {
     pub arch: Option<pretext::models::Arch>,
     pub width: Option<usize>,
     pub stem: Option<pretext::models::Stem>,
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 impl ModelFlags {
@@ -223,6 +241,9 @@ impl ModelFlags {
         }
         if let Some(s) = self.stem {
             cfg.model.stem = Some(s);
+        }
+        if let Some(f) = &self.init_from {
+            cfg.model.init_from = Some(f.clone());
         }
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use pretext::config::{PretrainConfig, read_toml};
 use pretext::models::EncoderSpec;
-use pretext::pipeline::{self, RunDir};
+use pretext::pipeline::{self, EncoderSource, RunDir};
 
 use super::{Globals, ModelFlags, apply_recipe_flags, set_threads};
 use crate::cli::TransferArgs;
@@ -23,9 +23,8 @@ pub fn run(args: TransferArgs, g: Globals) -> anyhow::Result<()> {
     let results = match text_run {
         Some(run) => pretext::text::transfer::transfer_text(run, &cfg, &out, g.quiet)?,
         None => pipeline::transfer(
-            args.run.as_deref(),
+            encoder_source(&args, &cfg)?,
             &cfg.data,
-            args.run.is_none().then(|| spec_without_run(&cfg)),
             &cfg.transfer,
             &out,
             g.quiet,
@@ -62,6 +61,7 @@ fn resolve(args: &TransferArgs) -> anyhow::Result<PretrainConfig> {
         arch: args.model,
         width: args.width,
         stem: args.stem,
+        init_from: args.init_from.clone(),
     };
     model.apply(&mut cfg);
     if args.run.is_none() {
@@ -69,6 +69,24 @@ fn resolve(args: &TransferArgs) -> anyhow::Result<PretrainConfig> {
     }
     cfg.transfer.validate()?;
     Ok(cfg)
+}
+
+/// The run's encoder, or (without `--run`) the backbone the flags describe, from
+/// `--init-from`'s weights where given.
+fn encoder_source<'a>(
+    args: &'a TransferArgs,
+    cfg: &'a PretrainConfig,
+) -> anyhow::Result<EncoderSource<'a>> {
+    Ok(match (&args.run, &args.init_from) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "--run and --init-from both name the encoder to transfer: give one (--init-from transfers an outside encoder)"
+        ),
+        (Some(run), None) => EncoderSource::Run(run),
+        (None, _) => EncoderSource::Spec {
+            spec: spec_without_run(cfg),
+            init_from: cfg.model.init_from.as_deref(),
+        },
+    })
 }
 
 /// The backbone that scratch and random build when no run gives one.
@@ -87,5 +105,7 @@ fn spec_without_run(cfg: &PretrainConfig) -> EncoderSpec {
             patch,
             image_size: cfg.data.image_size.unwrap_or(patch),
         }),
+        input_size: None,
+        start: None,
     }
 }

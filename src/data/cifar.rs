@@ -267,6 +267,7 @@ fn read_batches(paths: &[PathBuf], layout: &Layout, class_names: &[String]) -> R
     let capacity = (total_bytes / record_len as u64) as usize;
     let mut pixels = Vec::with_capacity(capacity * IMAGE_BYTES);
     let mut labels = Vec::with_capacity(capacity);
+    let mut origins = Vec::with_capacity(capacity);
 
     for path in paths {
         let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
@@ -311,6 +312,7 @@ fn read_batches(paths: &[PathBuf], layout: &Layout, class_names: &[String]) -> R
             labels.push(u32::from(label));
             pixels.extend_from_slice(&record[layout.label_bytes..]);
         }
+        origins.extend(super::record_origins(path, bytes.len() / record_len));
     }
     Ok(ImageSet {
         len: labels.len(),
@@ -320,6 +322,7 @@ fn read_batches(paths: &[PathBuf], layout: &Layout, class_names: &[String]) -> R
         height: SIDE,
         width: SIDE,
         class_names: class_names.to_vec(),
+        origins: Some(origins),
     })
 }
 
@@ -394,6 +397,10 @@ mod tests {
         assert_eq!(t.image(1), &[1u8; IMAGE_BYTES][..]);
         assert_eq!(t.image(2), &[0u8; IMAGE_BYTES][..]);
         assert_eq!(t.class_names[9], "class9");
+        // Each image is named by its batch file and its record there.
+        let origin = |i: usize| t.origins.as_ref().unwrap()[i].clone();
+        assert!(origin(1).ends_with("data_batch_1.bin#1"), "{}", origin(1));
+        assert!(origin(2).ends_with("data_batch_2.bin#0"), "{}", origin(2));
         let test = ds.test.unwrap();
         assert_eq!(test.labels.as_deref(), Some(&[5][..]));
         assert_eq!(test.class_names.len(), 10);

@@ -319,10 +319,15 @@ fn decode_plan(dir: &Path, plan: Plan, opts: &FolderOptions) -> Result<Dataset> 
         height: reference.height as usize,
         width: reference.width as usize,
     };
-    let train = assemble(&train_dir, filled_train, train, shape, &class_names)?;
+    let named = Named {
+        dir,
+        root: &fs::canonicalize(dir).map_err(|e| DataError::io(dir, e))?,
+        class_names: &class_names,
+    };
+    let train = assemble(&train_dir, filled_train, train, shape, &named)?;
     let test = match (test, filled_test) {
         (Some((test_dir, entries)), Some(filled)) => {
-            Some(assemble(&test_dir, filled, &entries, shape, &class_names)?)
+            Some(assemble(&test_dir, filled, &entries, shape, &named)?)
         }
         _ => None,
     };
@@ -439,13 +444,29 @@ struct Shape {
     width: usize,
 }
 
-/// Drops the skipped slots of a split and attaches the labels.
+/// What names a folder's images: its classes, and the folder as given (`dir`) and as the
+/// index names it (`root`, canonical), so an image's origin is the path a streamed read of the
+/// same folder gives it.
+struct Named<'a> {
+    dir: &'a Path,
+    root: &'a Path,
+    class_names: &'a [String],
+}
+
+impl Named<'_> {
+    fn origin(&self, path: &Path) -> String {
+        let relative = path.strip_prefix(self.dir).unwrap_or(path);
+        self.root.join(relative).to_string_lossy().into_owned()
+    }
+}
+
+/// Drops the skipped slots of a split and attaches the labels and origins.
 fn assemble(
     split_dir: &Path,
     filled: Filled,
     entries: &[Entry],
     shape: Shape,
-    class_names: &[String],
+    named: &Named,
 ) -> Result<ImageSet> {
     let Filled {
         mut pixels,
@@ -454,6 +475,7 @@ fn assemble(
     let image_len = shape.channels * shape.height * shape.width;
     let mut len = 0;
     let mut labels = Vec::with_capacity(entries.len());
+    let mut origins = Vec::with_capacity(entries.len());
     for (i, (outcome, entry)) in outcomes.iter().zip(entries).enumerate() {
         match outcome {
             Outcome::Skipped => continue,
@@ -466,6 +488,7 @@ fn assemble(
             pixels.copy_within(i * image_len..(i + 1) * image_len, len * image_len);
         }
         labels.push(entry.label);
+        origins.push(named.origin(&entry.path));
         len += 1;
     }
     if len == 0 {
@@ -483,7 +506,8 @@ fn assemble(
         channels: shape.channels,
         height: shape.height,
         width: shape.width,
-        class_names: class_names.to_vec(),
+        class_names: named.class_names.to_vec(),
+        origins: Some(origins),
     })
 }
 
@@ -627,6 +651,13 @@ mod tests {
         assert_eq!(&a[12..16], &[0, 1, 2, 3]);
         assert_eq!(&a[24..28], &[0, 0, 0, 0]);
         assert_eq!(&a[32..36], &[2, 2, 2, 2]);
+        // Origins are the files' paths under the canonical folder, in the images' order.
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let expected: Vec<String> = ["cat/z.JPEG", "dog/a.PNG", "dog/b.png"]
+            .iter()
+            .map(|p| root.join(p).display().to_string())
+            .collect();
+        assert_eq!(t.origins.as_ref(), Some(&expected));
     }
 
     #[test]
@@ -851,6 +882,16 @@ mod tests {
         assert_eq!(test.len, 2);
         assert_eq!(test.pixels.len(), 2 * 18);
         assert_eq!((test.image(0)[0], test.image(1)[0]), (44, 45));
+        // The skipped files' origins go with them.
+        let names = |set: &ImageSet| -> Vec<String> {
+            let origins = set.origins.as_ref().unwrap();
+            origins
+                .iter()
+                .map(|o| o.rsplit('/').take(3).collect::<Vec<_>>().join("<"))
+                .collect()
+        };
+        assert_eq!(names(&ds.train), ["2.png<x<train", "3.png<x<train"]);
+        assert_eq!(names(&test), ["0.png<x<test", "2.png<x<test"]);
     }
 
     #[test]

@@ -161,6 +161,7 @@ fn load_split(dir: &Path, split: &str) -> Result<Option<ImageSet>> {
         height: h,
         width: w,
         class_names: Vec::new(),
+        origins: Some(super::record_origins(&images, n)),
     }))
 }
 
@@ -466,6 +467,12 @@ mod tests {
         assert_eq!(t.image(1), &[10, 11, 12, 13, 14, 15]);
         assert_eq!(t.labels.as_deref(), Some(&[1, 7][..]));
         assert_eq!(t.class_names, ["0", "1", "2", "3", "4", "5", "6", "7"]);
+        let file = dir.path().join("train-images-idx3-ubyte");
+        let file = file.display();
+        assert_eq!(
+            t.origins.as_deref(),
+            Some(&[format!("{file}#0"), format!("{file}#1")][..])
+        );
     }
 
     #[test]

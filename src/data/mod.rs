@@ -5,6 +5,7 @@ pub mod cifar;
 pub mod colour;
 pub mod config;
 pub mod decode;
+pub mod embed_files;
 pub mod examples;
 pub mod folder;
 pub mod idx;
@@ -73,6 +74,10 @@ pub struct ImageSet {
     pub width: usize,
     /// Class names indexed by label; empty when unlabelled.
     pub class_names: Vec<String>,
+    /// Where each image was read from, as `pretext embed`'s `files.csv` names it: a file's path,
+    /// `SHARD.tar#MEMBER`, `FILE#RECORD` for a file of many images, `synthetic#i`; `None` when
+    /// unknown.
+    pub origins: Option<Vec<String>>,
 }
 
 impl ImageSet {
@@ -118,8 +123,49 @@ impl ImageSet {
             height: self.height,
             width: self.width,
             class_names: self.class_names.clone(),
+            origins: self
+                .origins
+                .as_ref()
+                .map(|o| indices.iter().map(|&i| o[i].clone()).collect()),
         }
     }
+
+    /// `other`'s images appended after these (both of one shape); labels and origins are kept
+    /// where both sets have them.
+    pub fn append(&mut self, other: ImageSet) {
+        debug_assert_eq!(self.shape(), other.shape());
+        self.pixels.extend(other.pixels);
+        self.len += other.len;
+        self.labels = match (self.labels.take(), other.labels) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        self.origins = match (self.origins.take(), other.origins) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+    }
+}
+
+/// What separates a file of many images from an image's record number in an origin
+/// (`train-images-idx3-ubyte#7`, `shard-000.tar#0001_cat.jpg`).
+pub const RECORD_SEPARATOR: char = '#';
+
+/// The origin of a record (or member) `record` of `file`: `FILE#RECORD`.
+pub fn record_origin(file: &str, record: impl std::fmt::Display) -> String {
+    format!("{file}{RECORD_SEPARATOR}{record}")
+}
+
+/// The origins of the first `n` records of `file`, in order.
+pub fn record_origins(file: &Path, n: usize) -> Vec<String> {
+    let file = file.display().to_string();
+    (0..n).map(|i| record_origin(&file, i)).collect()
 }
 
 /// On-disk formats pretext reads.

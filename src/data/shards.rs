@@ -643,6 +643,12 @@ impl ShardReader {
         self.files[m.shard as usize].path.join(&*m.name)
     }
 
+    /// `shard.tar#member.jpg`: how `pretext embed`'s `files.csv` names a member.
+    pub fn origin(&self, m: &Member) -> String {
+        let shard = self.files[m.shard as usize].path.to_string_lossy();
+        super::record_origin(&shard, &m.name)
+    }
+
     fn handle(&self, shard: u32) -> Result<Arc<File>> {
         {
             let mut open = self.open.lock().expect("not poisoned");
@@ -939,6 +945,9 @@ impl ImageSource for ShardSet {
     }
     fn class_names(&self) -> &[String] {
         &self.on_demand.class_names
+    }
+    fn origin(&self, i: usize) -> Option<String> {
+        Some(self.reader.origin(&self.members[i]))
     }
     fn image(&self, i: usize, framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
         self.on_demand.image(i, &self.path(i), self.raw(i), framing)

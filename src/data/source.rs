@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::mpsc::SyncSender;
 
 use rand_chacha::ChaCha8Rng;
 
@@ -29,6 +30,11 @@ pub trait ImageSource: Sync {
     fn shape(&self) -> Shape;
     fn label(&self, i: usize) -> Option<u32>;
     fn class_names(&self) -> &[String];
+    /// Where image `i` is read from, as `pretext embed`'s `files.csv` names it (see
+    /// [`ImageSet::origins`]); `None` when unknown.
+    fn origin(&self, _i: usize) -> Option<String> {
+        None
+    }
     /// Image `i`, or `None` when it could not be read and the source skips such files (the
     /// source has recorded it).
     fn image(&self, i: usize, framing: Framing) -> Result<Option<Cow<'_, [u8]>>>;
@@ -66,29 +72,71 @@ pub fn materialise(
     bad: BadImages,
 ) -> Result<ImageSet> {
     use rayon::prelude::*;
-    let images: Vec<Option<(Vec<u8>, Option<u32>)>> = indices
+    let images: Vec<Option<(Vec<u8>, usize)>> = indices
         .par_iter()
         .map(|&i| {
             let image = match source.image(i, Framing::Eval) {
                 Err(_) if bad == BadImages::LeaveOut => None,
                 other => other?,
             };
-            Ok(image.map(|img| (img.into_owned(), source.label(i))))
+            Ok(image.map(|img| (img.into_owned(), i)))
         })
         .collect::<Result<_>>()?;
-    let kept: Vec<(Vec<u8>, Option<u32>)> = images.into_iter().flatten().collect();
-    let labelled = kept.iter().all(|(_, l)| l.is_some()) && !source.class_names().is_empty();
-    let labels: Vec<u32> = kept.iter().filter_map(|(_, l)| *l).collect();
+    let kept: Vec<(Vec<u8>, usize)> = images.into_iter().flatten().collect();
+    let labels: Option<Vec<u32>> = kept.iter().map(|&(_, i)| source.label(i)).collect();
+    let labelled = !source.class_names().is_empty();
+    let origins: Option<Vec<String>> = kept.iter().map(|&(_, i)| source.origin(i)).collect();
     let [channels, height, width] = source.shape();
     Ok(ImageSet {
         len: kept.len(),
         pixels: kept.into_iter().flat_map(|(p, _)| p).collect(),
-        labels: labelled.then_some(labels),
+        labels: labels.filter(|_| labelled),
         channels,
         height,
         width,
         class_names: source.class_names().to_vec(),
+        origins,
     })
+}
+
+/// Decodes `set` in order (framed for evaluation, on `pool`) into sets of `chunk` images, the
+/// last one smaller, and sends them until the set is done or the receiver is gone. Files the
+/// source skips are left out and made up from the next ones, so every set but the last is
+/// whole: a consumer that works in batches dividing `chunk` sees the batches it would see with
+/// the whole set in memory. A file that fails is sent as the error, and nothing after it.
+pub fn decode_in_chunks(
+    set: &dyn ImageSource,
+    chunk: usize,
+    pool: &rayon::ThreadPool,
+    sender: SyncSender<Result<ImageSet>>,
+) {
+    let chunk = chunk.max(1);
+    let mut next = 0;
+    let mut pending: Option<ImageSet> = None;
+    while next < set.len() {
+        let have = pending.as_ref().map_or(0, |p| p.len);
+        let rows: Vec<usize> = (next..set.len().min(next + chunk - have)).collect();
+        next += rows.len();
+        let decoded = match pool.install(|| materialise(set, &rows, BadImages::Fail)) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let _ = sender.send(Err(e));
+                return;
+            }
+        };
+        match &mut pending {
+            Some(p) => p.append(decoded),
+            None => pending = Some(decoded),
+        }
+        if let Some(full) = pending.take_if(|p| p.len == chunk)
+            && sender.send(Ok(full)).is_err()
+        {
+            return;
+        }
+    }
+    if let Some(last) = pending.filter(|p| p.len > 0) {
+        let _ = sender.send(Ok(last));
+    }
 }
 
 impl ImageSource for ImageSet {
@@ -104,9 +152,98 @@ impl ImageSource for ImageSet {
     fn class_names(&self) -> &[String] {
         &self.class_names
     }
+    fn origin(&self, i: usize) -> Option<String> {
+        self.origins.as_ref().map(|o| o[i].clone())
+    }
     /// Images in memory are already at their size: no framing, and the random stream is left
     /// untouched, so in-memory runs are what they were before streaming existed.
     fn image(&self, i: usize, _framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
         Ok(Some(Cow::Borrowed(ImageSet::image(self, i))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DataError;
+
+    /// Image `i` is one byte, `i`; some are skipped, one may fail.
+    struct Numbered {
+        len: usize,
+        skipped: Vec<usize>,
+        fails: Option<usize>,
+        classes: Vec<String>,
+    }
+
+    impl ImageSource for Numbered {
+        fn len(&self) -> usize {
+            self.len
+        }
+        fn shape(&self) -> Shape {
+            [1, 1, 1]
+        }
+        fn label(&self, i: usize) -> Option<u32> {
+            Some(i as u32 % 2)
+        }
+        fn class_names(&self) -> &[String] {
+            &self.classes
+        }
+        fn origin(&self, i: usize) -> Option<String> {
+            Some(format!("f{i}"))
+        }
+        fn image(&self, i: usize, _framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
+            if self.fails == Some(i) {
+                return Err(DataError::Other(format!("f{i} is broken")));
+            }
+            Ok((!self.skipped.contains(&i)).then(|| Cow::Owned(vec![i as u8])))
+        }
+    }
+
+    fn chunks(set: &Numbered, chunk: usize) -> Vec<Result<ImageSet>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        std::thread::scope(|s| {
+            s.spawn(|| decode_in_chunks(set, chunk, &pool, sender));
+            receiver.iter().collect()
+        })
+    }
+
+    #[test]
+    fn chunks_are_whole_in_order_and_skipped_files_are_made_up_from_the_next() {
+        let set = Numbered {
+            len: 11,
+            skipped: vec![1, 4, 5],
+            fails: None,
+            classes: vec!["even".into(), "odd".into()],
+        };
+        let sets: Vec<ImageSet> = chunks(&set, 3).into_iter().map(|c| c.unwrap()).collect();
+        let lens: Vec<usize> = sets.iter().map(|s| s.len).collect();
+        assert_eq!(lens, [3, 3, 2]);
+        let pixels: Vec<u8> = sets.iter().flat_map(|s| s.pixels.clone()).collect();
+        assert_eq!(pixels, [0, 2, 3, 6, 7, 8, 9, 10]);
+        let origins: Vec<String> = sets
+            .iter()
+            .flat_map(|s| s.origins.clone().unwrap())
+            .collect();
+        assert_eq!(origins, ["f0", "f2", "f3", "f6", "f7", "f8", "f9", "f10"]);
+        assert_eq!(sets[1].labels.as_deref(), Some(&[0, 1, 0][..]));
+    }
+
+    #[test]
+    fn a_failing_file_ends_the_chunks_with_its_error() {
+        let set = Numbered {
+            len: 10,
+            skipped: Vec::new(),
+            fails: Some(5),
+            classes: Vec::new(),
+        };
+        let sent = chunks(&set, 2);
+        assert_eq!(sent.len(), 3);
+        assert!(sent[0].as_ref().unwrap().labels.is_none(), "no class names");
+        let err = sent[2].as_ref().unwrap_err().to_string();
+        assert!(err.contains("f5"), "{err}");
     }
 }

@@ -124,6 +124,7 @@ mod tests {
             height: 1,
             width: 1,
             class_names: (0..classes).map(|c| c.to_string()).collect(),
+            origins: None,
         }
     }
 

@@ -258,6 +258,7 @@ fn read_split(x_path: &Path, y_path: &Path, class_names: &[String]) -> Result<Im
         height: SIDE,
         width: SIDE,
         class_names: class_names.to_vec(),
+        origins: Some(super::record_origins(x_path, n)),
     })
 }
 
@@ -386,6 +387,9 @@ impl ImageSource for StlUnlabelled {
     fn class_names(&self) -> &[String] {
         &[]
     }
+    fn origin(&self, i: usize) -> Option<String> {
+        Some(super::record_origin(&self.path.display().to_string(), i))
+    }
     fn image(&self, i: usize, framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
         self.framed(i, framing).map(|image| Some(Cow::Owned(image)))
     }
@@ -431,6 +435,13 @@ impl ImageSource for StlImages {
     }
     fn class_names(&self) -> &[String] {
         &self.labelled.class_names
+    }
+    fn origin(&self, i: usize) -> Option<String> {
+        let n = self.labelled.len;
+        match &self.unlabelled {
+            Some(unlabelled) if i >= n => unlabelled.origin(i - n),
+            _ => self.labelled.origin(i),
+        }
     }
     fn image(&self, i: usize, framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
         let n = self.labelled.len;

@@ -346,6 +346,9 @@ impl ImageSource for StreamingSet {
     fn class_names(&self) -> &[String] {
         &self.on_demand.class_names
     }
+    fn origin(&self, i: usize) -> Option<String> {
+        Some(self.path(i).to_string_lossy().into_owned())
+    }
     fn image(&self, i: usize, framing: Framing) -> Result<Option<Cow<'_, [u8]>>> {
         self.on_demand
             .image(i, &self.path(i), self.read(i), framing)

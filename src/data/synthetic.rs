@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Dataset, Format, ImageSet};
+use super::{Dataset, Format, ImageSet, SYNTHETIC, record_origin};
 
 const CHANNELS: usize = 3;
 /// Samples per pixel side for anti-aliasing.
@@ -119,6 +119,7 @@ fn generate_split(cfg: &SyntheticConfig, split: Split, len: usize) -> ImageSet {
         height: cfg.size,
         width: cfg.size,
         class_names: class_names(),
+        origins: Some((0..len).map(|i| record_origin(SYNTHETIC, i)).collect()),
     }
 }
 
@@ -1033,6 +1034,8 @@ mod tests {
         assert_eq!(t.class_names, class_names());
         assert_eq!(t.num_classes(), 10);
         assert_eq!(d.test.as_ref().unwrap().len, 20);
+        let origins = t.origins.as_ref().unwrap();
+        assert_eq!((origins.len(), &*origins[7]), (103, "synthetic#7"));
         assert!(
             generate(&SyntheticConfig {
                 test: 0,

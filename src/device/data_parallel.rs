@@ -255,6 +255,8 @@ mod tests {
             std: vec![1.0],
             stem: Stem::Cifar,
             vit: None,
+            input_size: None,
+            start: None,
         };
         let model = Classifier {
             encoder: spec.init(&device),

@@ -140,6 +140,8 @@ mod tests {
             std: vec![0.25; set.channels],
             stem: Stem::Cifar,
             vit: None,
+            input_size: None,
+            start: None,
         };
         let encoder = spec.init(&infer_device());
         let normalizer = Normalizer {

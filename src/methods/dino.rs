@@ -416,6 +416,8 @@ mod tests {
             std: vec![1.0; 3],
             stem: Stem::Cifar,
             vit: None,
+            input_size: None,
+            start: None,
         }
     }
 

@@ -421,6 +421,8 @@ mod tests {
                 patch: 4,
                 image_size: 8,
             }),
+            input_size: None,
+            start: None,
         };
         let settings = MaeSettings {
             decoder: DecoderConfig {

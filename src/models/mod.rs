@@ -189,13 +189,37 @@ pub struct EncoderSpec {
     /// A ViT's patch and the image size of its position embedding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vit: Option<VitLayout>,
+    /// The side of the (square) images it was trained on; `None` in encoders saved before it was
+    /// recorded. Exports write it down for the people who feed the encoder elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<usize>,
+    /// Weights to start from instead of a random initialisation (`--init-from`); never saved.
+    #[serde(skip)]
+    pub start: Option<StartWeights>,
+}
+
+/// An encoder's starting weights (`--init-from`), shared by every network made from the spec
+/// (BYOL's target starts as a copy of the online network).
+#[derive(Clone, Debug)]
+pub struct StartWeights(pub std::sync::Arc<Encoder>);
+
+/// Specs compare by what they describe; two starts are the same only if they are one.
+impl PartialEq for StartWeights {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl EncoderSpec {
     pub fn feature_dim(&self) -> usize {
         self.arch.stage_channels(self.width, 4)
     }
+    /// The encoder on `device`: its start weights where the spec has them, random otherwise.
     pub fn init(&self, device: &Device) -> Encoder {
+        if let Some(start) = &self.start {
+            // `fork`: the copy gets its own autodiff graph (BYOL makes two from one start).
+            return start.0.as_ref().clone().fork(device);
+        }
         let (c, w, stem) = (self.in_channels, self.width, self.stem);
         match self.arch {
             Arch::Convnet4 => Encoder::ConvNet4(ConvNet4::new(c, w, device)),
@@ -349,6 +373,8 @@ mod tests {
                 patch: 4,
                 image_size: 32,
             }),
+            input_size: None,
+            start: None,
         }
     }
 

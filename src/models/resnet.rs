@@ -15,8 +15,8 @@ use crate::kernels::residual::residual_relu;
 use crate::kernels::{batch_norm, conv2d_forward, max_pool2d};
 
 /// Blocks per stage.
-const RESNET18_DEPTHS: [usize; 4] = [2, 2, 2, 2];
-const RESNET50_DEPTHS: [usize; 4] = [3, 4, 6, 3];
+pub const RESNET18_DEPTHS: [usize; 4] = [2, 2, 2, 2];
+pub const RESNET50_DEPTHS: [usize; 4] = [3, 4, 6, 3];
 /// Channels out of a bottleneck block per channel of its 3x3 convolution.
 pub const BOTTLENECK_EXPANSION: usize = 4;
 

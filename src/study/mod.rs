@@ -415,6 +415,8 @@ fn baseline_spec(train: &ImageSet, methods: &[Method]) -> EncoderSpec {
         std: normalizer.std,
         stem: like.as_ref().map_or(crate::models::Stem::Cifar, |l| l.stem),
         vit: like.as_ref().and_then(|l| l.vit),
+        input_size: None,
+        start: None,
     }
 }
 

@@ -256,6 +256,8 @@ mod tests {
             std: normalizer.std.clone(),
             stem: Stem::Cifar,
             vit: None,
+            input_size: None,
+            start: None,
         };
         let monitor = EpochMonitor::new(&set, None, &normalizer, 100, 30).expect("queries");
         let measured = monitor.measure(&spec.init(&infer_device()));
