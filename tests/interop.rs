@@ -174,10 +174,18 @@ fn an_export_loads_back_to_the_same_features_and_one_channel_spreads_over_three(
         let path = dir.path().join(format!("{arch}.safetensors"));
         write_safetensors(&path, &torch_state(&grey).unwrap(), Default::default()).unwrap();
         let x = Tensor::<4>::random([2, 1, 20, 20], burn::tensor::Distribution::Default, &dev);
-        let want = grey.forward(x.clone()).to_data().try_to_vec::<f32>().unwrap();
+        let want = grey
+            .forward(x.clone())
+            .to_data()
+            .try_to_vec::<f32>()
+            .unwrap();
 
         let same = init_from(&path, &spec(arch, 4, 1, stem), &dev).unwrap();
-        let got = same.forward(x.clone()).to_data().try_to_vec::<f32>().unwrap();
+        let got = same
+            .forward(x.clone())
+            .to_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(got, want, "{arch}: export and import are exact");
 
         // A grey image as three equal channels gives the one-channel encoder's features.
@@ -301,40 +309,28 @@ fn the_cli_exports_and_starts_from_exports() {
     assert_clean_failure(&both, "--init-from");
 
     // An outside encoder transferred: its probe matches the run's own.
-    let from_file = root.path().join("t-file");
-    let o = pretext(&[
-        "transfer",
-        "--config",
-        cfg_s,
-        "--init-from",
-        file_s,
-        "--mode",
-        "probe",
-        "--labels-per-class",
-        "5",
-        "--seeds",
-        "1",
-        "--out",
-        from_file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", common::stderr(&o));
-    let from_run = root.path().join("t-run");
-    let o = pretext(&[
-        "transfer",
-        "--config",
-        cfg_s,
-        "--run",
-        run_s,
-        "--mode",
-        "probe",
-        "--labels-per-class",
-        "5",
-        "--seeds",
-        "1",
-        "--out",
-        from_run.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", common::stderr(&o));
+    let probe = |flag: &str, source: &str, out: &str| {
+        let out = root.path().join(out);
+        let o = pretext(&[
+            "transfer",
+            "--config",
+            cfg_s,
+            flag,
+            source,
+            "--mode",
+            "probe",
+            "--labels-per-class",
+            "5",
+            "--seeds",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        out
+    };
+    let from_file = probe("--init-from", file_s, "t-file");
+    let from_run = probe("--run", run_s, "t-run");
     let acc =
         |dir: &Path| common::json(&dir.join("results.json"))["results"][0]["per_seed"].clone();
     assert_eq!(
