@@ -87,6 +87,11 @@ fn torchvision_and_pytorch_named_weights_give_pytorchs_features() {
 }
 
 fn tiny_vit() -> Encoder {
+    vit_for(16)
+}
+
+/// A ViT of dim 12, depth 2 and patch 4 for `image_size`-pixel images.
+fn vit_for(image_size: usize) -> Encoder {
     let size = VitSize {
         dim: 12,
         depth: 2,
@@ -94,9 +99,27 @@ fn tiny_vit() -> Encoder {
     };
     let layout = VitLayout {
         patch: 4,
-        image_size: 16,
+        image_size,
     };
     Encoder::Vit(VisionTransformer::new(3, size, layout, &Device::flex()))
+}
+
+#[test]
+fn a_vit_for_another_image_size_starts_with_its_positions_resampled() {
+    // timm's weights for 16-pixel images into a ViT for 32: the position embedding's 4 x 4 grid
+    // resized to 8 x 8, as the 16-pixel ViT itself resizes it when shown 32-pixel images.
+    let file = fixtures().join("vit_d12_depth2.safetensors");
+    let dev = Device::flex();
+    let small = load_into(vit_for(16), 3, &file, &dev, "a ViT for 16 pixels").unwrap();
+    let large = load_into(vit_for(32), 3, &file, &dev, "a ViT for 32 pixels").unwrap();
+    let x = Tensor::<4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &dev);
+    let want = small
+        .forward(x.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let got = large.forward(x).into_data().try_to_vec::<f32>().unwrap();
+    assert!(max_diff(&got, &want) < 1e-5, "{}", max_diff(&got, &want));
 }
 
 #[test]

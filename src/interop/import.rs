@@ -14,7 +14,11 @@ use super::names::{Scheme, ignored_on_import, listed, wrapper_prefix};
 use super::torch::{TorchTensor, torch_state};
 use crate::Error;
 use crate::encoder::TrainedEncoder;
+use crate::models::vit::resize_positions;
 use crate::models::{Encoder, EncoderSpec};
+
+/// A ViT's position embedding, under timm's name and pretext's.
+const POS_EMBED: &str = "pos_embed";
 
 /// The file kinds `--init-from` reads, by extension.
 const SAFETENSORS_EXTENSION: &str = "safetensors";
@@ -53,6 +57,7 @@ pub fn load_into(
         .into_iter()
         .filter(|t| !ignored_on_import(&t.name))
         .map(|t| spread_input_channels(t, scheme.input_conv(), channels))
+        .map(|t| t.and_then(|t| resample_positions(t, &target, device)))
         .collect::<Result<_, _>>()
         .map_err(|e| Error::msg(format!("{}: {e}", source.display())))?;
     let (tensors, _) = scheme.from_torch().remap(tensors);
@@ -198,6 +203,35 @@ fn spread_input_channels(
     let spread = spread(&values, [out, from, kh * kw], channels);
     let data = TensorData::new(spread, [out, channels, kh, kw]);
     Ok(bridge::from_data(data, name, None))
+}
+
+/// A ViT's position embedding made for another patch grid (a timm checkpoint at 224 pixels into
+/// a ViT at 96, say), resized to `target`'s grid as timm's `resample_abs_pos_embed` does.
+fn resample_positions(
+    tensor: PackTensor,
+    target: &Encoder,
+    device: &Device,
+) -> Result<PackTensor, String> {
+    let Encoder::Vit(vit) = target else {
+        return Ok(tensor);
+    };
+    let want = vit.pos_embed.val().dims();
+    let shape = tensor.shape.to_vec();
+    if tensor.name != POS_EMBED || shape.len() != 3 || shape == want || shape[2] != want[2] {
+        return Ok(tensor);
+    }
+    // The class token's position and a square grid's; anything else is left to the shape check.
+    let grid = shape[1].saturating_sub(1).isqrt();
+    if grid * grid + 1 != shape[1] {
+        return Ok(tensor);
+    }
+    let name = tensor.name.clone();
+    let data = bridge::into_data(tensor)
+        .map_err(|e| format!("cannot read {name}: {e:?}"))?
+        .convert::<f32>();
+    let pos = burn::tensor::Tensor::<3>::from_data(data, device);
+    let resized = resize_positions(pos, grid, [vit.grid, vit.grid]);
+    Ok(bridge::from_data(resized.into_data(), name, None))
 }
 
 /// `weights` `[out, from, k]` over `to` input channels (see [`spread_input_channels`]).

@@ -143,6 +143,23 @@ impl Block {
     }
 }
 
+/// A position embedding `[1, 1 + grid², d]` (the class token's first) with its patch part
+/// resized from a `grid x grid` grid to `[gh, gw]` (bicubic, as timm); the class token's kept.
+pub fn resize_positions(pos: Tensor<3>, grid: usize, [gh, gw]: [usize; 2]) -> Tensor<3> {
+    let [_, _, d] = pos.dims();
+    let cls = pos.clone().narrow(1, 0, 1);
+    let patches = pos
+        .narrow(1, 1, grid * grid)
+        .reshape([1, grid, grid, d])
+        .permute([0, 3, 1, 2]);
+    let resized = interpolate(
+        patches,
+        InterpolateOptions::new(InterpolateMode::Bicubic).with_output_size([gh, gw]),
+    );
+    let resized = resized.permute([0, 2, 3, 1]).reshape([1, gh * gw, d]);
+    Tensor::cat(vec![cls, resized], 1)
+}
+
 #[derive(Module, Debug)]
 pub struct VisionTransformer {
     pub patch_embed: PatchEmbed,
@@ -203,19 +220,7 @@ impl VisionTransformer {
         if (gh, gw) == (self.grid, self.grid) {
             return pos;
         }
-        let [_, _, d] = pos.dims();
-        let cls = pos.clone().narrow(1, 0, 1);
-        let g = self.grid;
-        let patches = pos
-            .narrow(1, 1, g * g)
-            .reshape([1, g, g, d])
-            .permute([0, 3, 1, 2]);
-        let resized = interpolate(
-            patches,
-            InterpolateOptions::new(InterpolateMode::Bicubic).with_output_size([gh, gw]),
-        );
-        let resized = resized.permute([0, 2, 3, 1]).reshape([1, gh * gw, d]);
-        Tensor::cat(vec![cls, resized], 1)
+        resize_positions(pos, self.grid, [gh, gw])
     }
 
     /// MAE's encoder pass: only the patches `keep` `[b, k, dim]` (patch indices, repeated along
