@@ -11,6 +11,7 @@ use crate::collection::{self, TrainingImages};
 use crate::config::{
     ClusterConfig, DataConfig, ModelConfig, PretrainConfig, TransferConfig, read_toml,
 };
+use crate::data::embed_files::{EmbedDir, FilesCsv, NpyRows, TEST_SPLIT, TRAIN_SPLIT};
 use crate::data::loader::{Normalizer, PREFETCH_BATCHES, STREAM_NORMALIZER_IMAGES, eval_batch};
 use crate::data::source::ImageSource;
 use crate::data::{Dataset, ImageSet, split};
@@ -487,7 +488,6 @@ pub fn embed(
     layer: FeatureLayer,
     out: &Path,
 ) -> Result<Vec<PathBuf>, Error> {
-    use crate::data::embed_files::{EmbedDir, FilesCsv};
     let trained = TrainedEncoder::load(run_dir, &train_device())?;
     let images = collection::for_reading(data_cfg)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -516,7 +516,6 @@ const EMBED_CHUNK_BATCHES: usize = 4;
 
 /// The splits `embed` writes, training first, wherever their images live.
 fn embedded_splits(images: &TrainingImages) -> Vec<(&'static str, &dyn ImageSource)> {
-    use crate::data::embed_files::{TEST_SPLIT, TRAIN_SPLIT};
     let test: Option<&dyn ImageSource> = match images {
         TrainingImages::Memory(d) => d.test.as_ref().map(|t| t as &dyn ImageSource),
         TrainingImages::Stream(s) => s.test.as_deref().map(|t| t as &dyn ImageSource),
@@ -532,7 +531,7 @@ struct Embedder<'a> {
     encoder: &'a Encoder,
     normalizer: Normalizer,
     layer: FeatureLayer,
-    dir: crate::data::embed_files::EmbedDir<'a>,
+    dir: EmbedDir<'a>,
     pool: rayon::ThreadPool,
     /// The data's path, for messages.
     source: &'a str,
@@ -540,8 +539,8 @@ struct Embedder<'a> {
 
 /// One split's `.npy` files as they are written.
 struct SplitFiles {
-    features: crate::data::embed_files::NpyRows<f32>,
-    labels: Option<crate::data::embed_files::NpyRows<i64>>,
+    features: NpyRows<f32>,
+    labels: Option<NpyRows<i64>>,
     dim: usize,
 }
 
@@ -551,9 +550,8 @@ impl Embedder<'_> {
         &self,
         split: &str,
         set: &dyn ImageSource,
-        files: &mut crate::data::embed_files::FilesCsv,
+        files: &mut FilesCsv,
     ) -> Result<Vec<PathBuf>, Error> {
-        use crate::data::embed_files::NpyRows;
         use crate::data::source::decode_in_chunks;
         // As `materialise` decides it for every chunk.
         let labelled =
@@ -598,7 +596,7 @@ impl Embedder<'_> {
         chunk: &ImageSet,
         batch: usize,
         out: &mut SplitFiles,
-        files: &mut crate::data::embed_files::FilesCsv,
+        files: &mut FilesCsv,
     ) -> Result<(), Error> {
         let f = transfer::features::extract_layer(
             self.encoder,

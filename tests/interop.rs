@@ -294,8 +294,16 @@ fn the_cli_exports_and_starts_from_exports() {
     let root = tempfile::tempdir().unwrap();
     let (out, run) = common::pretrain_tiny(root.path(), "a", None);
     assert!(out.status.success(), "{}", common::stderr(&out));
-    let run_s = run.to_str().unwrap();
+    let file = exports_as_pytorch_only(&run, root.path());
+    let cfg = common::tiny_config(root.path(), "");
+    transfers_the_export_as_the_run(&cfg, &run, &file, root.path());
+    pretrains_from_the_run(&cfg, &run, root.path());
+}
 
+/// `--to torchvision` refused for a ConvNet-4 (pointing at `--to pytorch`), which writes the
+/// weights with what feeding them needs; the file.
+fn exports_as_pytorch_only(run: &Path, root: &Path) -> PathBuf {
+    let run_s = run.to_str().unwrap();
     let refused = pretext(&[
         "export",
         "--run",
@@ -307,9 +315,16 @@ fn the_cli_exports_and_starts_from_exports() {
     ]);
     assert_clean_failure(&refused, "--to pytorch");
 
-    let file = root.path().join("encoder.safetensors");
-    let file_s = file.to_str().unwrap();
-    let o = pretext(&["export", "--run", run_s, "--to", "pytorch", "--out", file_s]);
+    let file = root.join("encoder.safetensors");
+    let o = pretext(&[
+        "export",
+        "--run",
+        run_s,
+        "--to",
+        "pytorch",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     assert!(stdout(&o).contains("wrote"), "{}", stdout(&o));
     let meta = metadata(&file);
@@ -317,9 +332,16 @@ fn the_cli_exports_and_starts_from_exports() {
     assert_eq!(meta["input_size"], "16");
     assert_eq!(meta["channel_order"], "RGB");
     assert!(meta["mean"].starts_with('['), "{meta:?}");
+    file
+}
 
-    let cfg = common::tiny_config(root.path(), "");
-    let cfg_s = cfg.to_str().unwrap();
+/// `--run` with `--init-from` refused; an outside encoder transferred probes as the run's own.
+fn transfers_the_export_as_the_run(cfg: &Path, run: &Path, file: &Path, root: &Path) {
+    let (cfg_s, run_s, file_s) = (
+        cfg.to_str().unwrap(),
+        run.to_str().unwrap(),
+        file.to_str().unwrap(),
+    );
     let both = pretext(&[
         "transfer",
         "--config",
@@ -331,9 +353,8 @@ fn the_cli_exports_and_starts_from_exports() {
     ]);
     assert_clean_failure(&both, "--init-from");
 
-    // An outside encoder transferred: its probe matches the run's own.
     let probe = |flag: &str, source: &str, out: &str| {
-        let out = root.path().join(out);
+        let out = root.join(out);
         let o = pretext(&[
             "transfer",
             "--config",
@@ -361,16 +382,19 @@ fn the_cli_exports_and_starts_from_exports() {
         acc(&from_run),
         "the same encoder transfers the same"
     );
+}
 
-    // Pretraining from the run directory, and a missing file refused before any work.
-    // With a learning rate of almost nothing, the new run's convolutions are the start's.
-    let next = root.path().join("next");
+/// Pretraining from the run directory, and a missing file refused before any work. With a
+/// learning rate of almost nothing, the new run's convolutions are the start's.
+fn pretrains_from_the_run(cfg: &Path, run: &Path, root: &Path) {
+    let cfg_s = cfg.to_str().unwrap();
+    let next = root.join("next");
     let o = pretext(&[
         "pretrain",
         "--config",
         cfg_s,
         "--init-from",
-        run_s,
+        run.to_str().unwrap(),
         "--max-steps",
         "2",
         "--lr",
@@ -387,7 +411,7 @@ fn the_cli_exports_and_starts_from_exports() {
             .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
             .collect()
     };
-    let (start, started) = (conv(&run), conv(&next));
+    let (start, started) = (conv(run), conv(&next));
     assert!(
         max_diff(&start, &started) < 1e-6,
         "{}",

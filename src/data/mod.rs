@@ -136,21 +136,16 @@ impl ImageSet {
         debug_assert_eq!(self.shape(), other.shape());
         self.pixels.extend(other.pixels);
         self.len += other.len;
-        self.labels = match (self.labels.take(), other.labels) {
-            (Some(mut a), Some(b)) => {
-                a.extend(b);
-                Some(a)
-            }
-            _ => None,
-        };
-        self.origins = match (self.origins.take(), other.origins) {
-            (Some(mut a), Some(b)) => {
-                a.extend(b);
-                Some(a)
-            }
-            _ => None,
-        };
+        self.labels = concat(self.labels.take(), other.labels);
+        self.origins = concat(self.origins.take(), other.origins);
     }
+}
+
+/// `a` then `b` where both are there.
+fn concat<T>(a: Option<Vec<T>>, b: Option<Vec<T>>) -> Option<Vec<T>> {
+    let (mut a, b) = (a?, b?);
+    a.extend(b);
+    Some(a)
 }
 
 /// What separates a file of many images from an image's record number in an origin

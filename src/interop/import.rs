@@ -11,7 +11,7 @@ use burn::store::{
 use burn::tensor::{Device, TensorData};
 
 use super::names::{Scheme, ignored_on_import, listed, wrapper_prefix};
-use super::torch::{TorchTensor, torch_state};
+use super::torch::{TorchTensor, float_data, torch_state};
 use crate::Error;
 use crate::encoder::TrainedEncoder;
 use crate::models::vit::resize_positions;
@@ -191,10 +191,7 @@ fn spread_input_channels(
     if tensor.name != input_conv || tensor.shape.len() != 4 || tensor.shape[1] == channels {
         return Ok(tensor);
     }
-    let name = tensor.name.clone();
-    let data = bridge::into_data(tensor)
-        .map_err(|e| format!("cannot read {name}: {e:?}"))?
-        .convert::<f32>();
+    let (name, data) = float_data(tensor)?;
     let shape = data.shape().to_vec();
     let [out, from, kh, kw] = [shape[0], shape[1], shape[2], shape[3]];
     let values = data
@@ -225,10 +222,7 @@ fn resample_positions(
     if grid * grid + 1 != shape[1] {
         return Ok(tensor);
     }
-    let name = tensor.name.clone();
-    let data = bridge::into_data(tensor)
-        .map_err(|e| format!("cannot read {name}: {e:?}"))?
-        .convert::<f32>();
+    let (name, data) = float_data(tensor)?;
     let pos = burn::tensor::Tensor::<3>::from_data(data, device);
     let resized = resize_positions(pos, grid, [vit.grid, vit.grid]);
     Ok(bridge::from_data(resized.into_data(), name, None))

@@ -173,7 +173,7 @@ pub fn export(run_dir: &Path, format: ExportFormat, out: &Path) -> Result<Export
     let metadata = metadata(&trained.spec, format);
     match format {
         ExportFormat::Onnx => {
-            let graph = onnx::onnx_model(&trained.encoder, &trained.spec, &metadata)?;
+            let graph = onnx::onnx_model_of(&trained.encoder, &trained.spec, state, &metadata)?;
             write_atomic(out, &graph)?;
         }
         _ => torch::write_safetensors(out, &state, metadata.into_iter().collect())?,

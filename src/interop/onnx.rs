@@ -42,6 +42,16 @@ pub fn onnx_model(
     spec: &EncoderSpec,
     metadata: &[(String, String)],
 ) -> Result<Vec<u8>, Error> {
+    onnx_model_of(encoder, spec, torch_state(encoder)?, metadata)
+}
+
+/// [`onnx_model`] with `state`, the encoder's [`torch_state`], already in hand.
+pub fn onnx_model_of(
+    encoder: &Encoder,
+    spec: &EncoderSpec,
+    state: Vec<TorchTensor>,
+    metadata: &[(String, String)],
+) -> Result<Vec<u8>, Error> {
     if spec.mean.len() != spec.in_channels || spec.std.len() != spec.in_channels {
         return Err(Error::msg(format!(
             "the encoder's spec has {} input channels but {} means and {} standard deviations",
@@ -59,7 +69,7 @@ pub fn onnx_model(
              this encoder was trained on {size}-pixel images"
         )));
     }
-    let mut g = Graph::new(torch_state(encoder)?);
+    let mut g = Graph::new(state);
     let x = g.normalise(spec);
     let (features, spatial) = match (Scheme::of(encoder), encoder) {
         (Scheme::ConvNet4, _) => (g.convnet4(&x)?, None),

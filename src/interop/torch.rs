@@ -48,10 +48,7 @@ pub fn torch_state(encoder: &Encoder) -> Result<Vec<TorchTensor>, Error> {
 }
 
 fn to_torch_tensor(pack: burn::store::burn_pack::Tensor) -> Result<TorchTensor, Error> {
-    let name = pack.name.clone();
-    let data = bridge::into_data(pack)
-        .map_err(|e| Error::msg(format!("cannot read the tensor {name}: {e:?}")))?
-        .convert::<f32>();
+    let (name, data) = float_data(pack).map_err(Error::msg)?;
     let shape = data.shape().to_vec();
     let values = data
         .try_into_vec::<f32>()
@@ -61,6 +58,14 @@ fn to_torch_tensor(pack: burn::store::burn_pack::Tensor) -> Result<TorchTensor, 
         shape,
         values,
     })
+}
+
+/// A burn-store tensor's name and its values as float32 (read if deferred).
+pub fn float_data(pack: burn::store::burn_pack::Tensor) -> Result<(String, TensorData), String> {
+    let name = pack.name.clone();
+    let data =
+        bridge::into_data(pack).map_err(|e| format!("cannot read the tensor {name}: {e:?}"))?;
+    Ok((name, data.convert::<f32>()))
 }
 
 /// Writes `state` to `path` as safetensors (float32, little-endian), with a
