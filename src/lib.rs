@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cluster;
 pub mod collection;
 pub mod config;
+pub mod curate;
 pub mod data;
 pub mod demo;
 pub mod device;

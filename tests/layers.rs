@@ -23,6 +23,7 @@ const LAYERS: &[&str] = &[
     "interop",    // PyTorch names, safetensors and ONNX exports, --init-from
     "collection", // a config's images: in memory or streamed
     "cluster",    // k-means and pseudo-labels
+    "curate",     // the explorer page, thumbnails, neighbour grids, selection
     "methods",    // one file per self-supervised method, and the registry
     "transfer",   // probe, k-NN, fine-tune, scratch, random
     "config",     // the run configs, gathering each layer's section

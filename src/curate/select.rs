@@ -1,0 +1,1 @@
+//! Choosing images to label (`pretext select`).

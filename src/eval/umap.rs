@@ -1,0 +1,1 @@
+//! UMAP: a 2-D map of the embeddings.
