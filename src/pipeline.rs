@@ -11,7 +11,7 @@ use crate::collection::{self, TrainingImages};
 use crate::config::{
     ClusterConfig, DataConfig, ModelConfig, PretrainConfig, TransferConfig, read_toml,
 };
-use crate::data::embed_files::{EmbedDir, FilesCsv, NpyRows, TEST_SPLIT, TRAIN_SPLIT};
+use crate::data::embed_files::{EmbedDir, FilesCsv, NpyRows, SplitChoice, TEST_SPLIT, TRAIN_SPLIT};
 use crate::data::loader::{Normalizer, PREFETCH_BATCHES, STREAM_NORMALIZER_IMAGES, eval_batch};
 use crate::data::source::ImageSource;
 use crate::data::{Dataset, ImageSet, split};
@@ -489,6 +489,35 @@ pub fn embed(
     out: &Path,
 ) -> Result<Vec<PathBuf>, Error> {
     let trained = TrainedEncoder::load(run_dir, &train_device())?;
+    embed_with(
+        &trained,
+        data_cfg,
+        layer,
+        out,
+        SplitChoice::All,
+        &mut |_| Ok(()),
+    )
+}
+
+/// One chunk of decoded images as embedding passes it on: its split, the row of its first
+/// image in that split's `.npy`, and the images (framed for evaluation, as the encoder saw
+/// them).
+pub struct EmbeddedChunk<'a> {
+    pub split: &'a str,
+    pub first_row: u64,
+    pub images: &'a ImageSet,
+}
+
+/// [`embed`] with `trained`'s encoder over the `splits` chosen, handing every decoded chunk
+/// to `visit` after its features are written (thumbnails are made from the same decoding).
+pub fn embed_with(
+    trained: &TrainedEncoder,
+    data_cfg: &DataConfig,
+    layer: FeatureLayer,
+    out: &Path,
+    splits: SplitChoice,
+    visit: &mut dyn FnMut(EmbeddedChunk<'_>) -> Result<(), Error>,
+) -> Result<Vec<PathBuf>, Error> {
     let images = collection::for_reading(data_cfg)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let embedder = Embedder {
@@ -504,8 +533,17 @@ pub fn embed(
     };
     let mut files = FilesCsv::create(&embedder.dir.files())?;
     let mut written = Vec::new();
-    for (split, set) in embedded_splits(&images) {
-        written.extend(embedder.split(split, set, &mut files)?);
+    let chosen = embedded_splits(&images)
+        .into_iter()
+        .filter(|(split, _)| splits.includes(split));
+    for (split, set) in chosen {
+        written.extend(embedder.split(split, set, &mut files, visit)?);
+    }
+    if written.is_empty() {
+        return Err(Error::msg(format!(
+            "{}: the data has no {splits:?} split to embed",
+            data_cfg.path
+        )));
     }
     written.push(files.finish()?);
     Ok(written)
@@ -551,6 +589,7 @@ impl Embedder<'_> {
         split: &str,
         set: &dyn ImageSource,
         files: &mut FilesCsv,
+        visit: &mut dyn FnMut(EmbeddedChunk<'_>) -> Result<(), Error>,
     ) -> Result<Vec<PathBuf>, Error> {
         use crate::data::source::decode_in_chunks;
         // As `materialise` decides it for every chunk.
@@ -570,7 +609,14 @@ impl Embedder<'_> {
             let chunk = batch * EMBED_CHUNK_BATCHES;
             scope.spawn(move || decode_in_chunks(set, chunk, pool, sender));
             for chunk in chunks {
-                self.write_chunk(split, &chunk?, batch, &mut out, files)?;
+                let images = chunk?;
+                let first_row = out.features.rows();
+                self.write_chunk(split, &images, batch, &mut out, files)?;
+                visit(EmbeddedChunk {
+                    split,
+                    first_row,
+                    images: &images,
+                })?;
             }
             Ok(())
         })?;

@@ -21,6 +21,29 @@ pub const LABELS_SUFFIX: &str = "labels.npy";
 pub const TRAIN_SPLIT: &str = "train";
 pub const TEST_SPLIT: &str = "test";
 
+/// Which splits an embedding covers.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitChoice {
+    Train,
+    Test,
+    /// The training split, then the test split where there is one.
+    All,
+}
+
+impl SplitChoice {
+    /// Whether the split named `split` ([`TRAIN_SPLIT`] or [`TEST_SPLIT`]) is covered.
+    pub fn includes(self, split: &str) -> bool {
+        match self {
+            SplitChoice::Train => split == TRAIN_SPLIT,
+            SplitChoice::Test => split == TEST_SPLIT,
+            SplitChoice::All => true,
+        }
+    }
+}
+
 /// An embedding's output folder: the paths of what it holds.
 #[derive(Clone, Copy, Debug)]
 pub struct EmbedDir<'a>(pub &'a Path);

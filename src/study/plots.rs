@@ -10,15 +10,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::Error;
 
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-
-fn register_font() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // The embedded file is a valid TrueType font.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
+use crate::util::font::{FAMILY, register as register_font};
 
 /// A colour per series that stays apart from its neighbours (Tableau 10).
 pub fn palette(i: usize) -> RGBColor {
@@ -90,7 +82,7 @@ pub fn accuracy_panel<DB: DrawingBackend>(
     let y_min = (lows.fold(1.0, f64::min) - 0.03).max(0.0);
     let y_max = (highs.fold(0.0, f64::max) + 0.03).min(1.0);
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, (FAMILY, 22))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(60)
@@ -112,8 +104,8 @@ pub fn accuracy_panel<DB: DrawingBackend>(
                 .unwrap_or_default()
         })
         .y_label_formatter(&|y| format!("{y:.2}"))
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 16))
+        .label_style((FAMILY, 15))
+        .axis_desc_style((FAMILY, 16))
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| e.to_string())?;
@@ -169,7 +161,7 @@ pub fn accuracy_panel<DB: DrawingBackend>(
         ))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
-        .label_font(("sans-serif", 14))
+        .label_font((FAMILY, 14))
         .draw()
         .map_err(|e| e.to_string())?;
     Ok(())
@@ -241,7 +233,7 @@ pub fn curve_panel<DB: DrawingBackend>(
     });
     let pad = ((y_max - y_min) * 0.08).max(0.01);
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
+        .caption(title, (FAMILY, 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(55)
@@ -262,8 +254,8 @@ pub fn curve_panel<DB: DrawingBackend>(
             }
         })
         .y_label_formatter(&|y| format!("{y:.decimals$}"))
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 15))
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| e.to_string())?;
@@ -295,7 +287,7 @@ pub fn curve_panel<DB: DrawingBackend>(
         ))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
-        .label_font(("sans-serif", 13))
+        .label_font((FAMILY, 13))
         .draw()
         .map_err(|e| e.to_string())?;
     Ok(())
@@ -321,7 +313,7 @@ pub fn scatter_panel<DB: DrawingBackend>(
     let (y0, y1) = fold(|p| p.1);
     let (px, py) = ((x1 - x0) * 0.04 + 1e-9, (y1 - y0) * 0.04 + 1e-9);
     let mut chart = ChartBuilder::on(&plot_area)
-        .caption(title, ("sans-serif", 20))
+        .caption(title, (FAMILY, 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(55)
@@ -333,8 +325,8 @@ pub fn scatter_panel<DB: DrawingBackend>(
         .y_desc("second principal component")
         .x_label_formatter(&|x| format!("{x:.1}"))
         .y_label_formatter(&|y| format!("{y:.1}"))
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 15))
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| e.to_string())?;
@@ -351,7 +343,7 @@ pub fn scatter_panel<DB: DrawingBackend>(
             .draw(&Circle::new((12, y), 6, palette(c).filled()))
             .map_err(|e| e.to_string())?;
         legend_area
-            .draw(&Text::new(name.clone(), (26, y - 8), ("sans-serif", 15)))
+            .draw(&Text::new(name.clone(), (26, y - 8), (FAMILY, 15)))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -367,7 +359,7 @@ pub fn confusion_panel<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let k = counts.len();
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
+        .caption(title, (FAMILY, 20))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(150)
@@ -395,11 +387,11 @@ pub fn confusion_panel<DB: DrawingBackend>(
                 .and_then(|i| names.get(k - 1 - i.min(k - 1)).cloned())
                 .unwrap_or_default()
         })
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 15))
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
         .draw()
         .map_err(|e| e.to_string())?;
-    let centred = ("sans-serif", 12)
+    let centred = (FAMILY, 12)
         .into_font()
         .into_text_style(area)
         .pos(Pos::new(HPos::Center, VPos::Center));

@@ -1,6 +1,7 @@
 //! The bottom layer: helpers that know no pretext types.
 
 pub mod config;
+pub mod font;
 pub mod fs;
 pub mod memory;
 pub mod run_dir;
