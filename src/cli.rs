@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use pretext::config::{DataConfig, PretrainConfig, StreamMode, TransferMode, read_toml};
 use pretext::data::Format;
 use pretext::methods::MethodKind;
+use pretext::curate::select::Strategy;
+use pretext::data::embed_files::SplitChoice;
 use pretext::models::{Arch, Stem};
 
 #[derive(Parser)]
@@ -45,6 +47,14 @@ pub enum Command {
     Transfer(TransferArgs),
     /// Write frozen features of every image as .npy (float32 N x D) with labels (int64).
     Embed(EmbedArgs),
+    /// A page to look at the embeddings in a browser: a 2-D map (UMAP, PCA), colours by label or
+    /// cluster, thumbnails on hover, nearest neighbours on click, clusters with samples.
+    Explore(ExploreArgs),
+    /// A PNG grid of random query images and their nearest neighbours.
+    Neighbors(NeighborsArgs),
+    /// Choose images to label (coreset, diverse), or find near-duplicates (dedup) and outliers;
+    /// writes a CSV of paths with the reason for each (`transfer --labels-file` reads it).
+    Select(SelectArgs),
     /// Write a run's encoder for PyTorch (torchvision, timm, or pretext's documented names, as
     /// safetensors) or as an ONNX graph.
     Export(ExportArgs),
@@ -325,6 +335,80 @@ pub struct EmbedArgs {
     /// Average-pool the stage's map to GRID x GRID (1: global pooling).
     #[arg(long, default_value_t = 1)]
     pub grid: usize,
+}
+
+/// What every curation command (explore, neighbors, select) reads.
+#[derive(Args)]
+pub struct CurateArgs {
+    /// The run whose encoder embeds the images.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Data to embed (default: the run's data).
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub format: Option<FormatArg>,
+    #[command(flatten)]
+    pub framing: FramingArgs,
+    /// Which split's images: train, test or all.
+    #[arg(long, value_enum, default_value_t = SplitChoice::Train)]
+    pub split: SplitChoice,
+    /// Seed of every random choice (queries, samples, k-means, UMAP).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args)]
+pub struct ExploreArgs {
+    #[command(flatten)]
+    pub curate: CurateArgs,
+    /// The folder the page goes to (index.html, data.js, atlas-*.jpg, umap.npy, ...).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// k-means clusters to colour by and list (explore.clusters).
+    #[arg(long)]
+    pub clusters: Option<usize>,
+    /// Thumbnail side in pixels (explore.thumb).
+    #[arg(long)]
+    pub thumb: Option<u32>,
+    /// Nearest neighbours shown for a clicked image (explore.neighbours).
+    #[arg(long)]
+    pub neighbours: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct NeighborsArgs {
+    #[command(flatten)]
+    pub curate: CurateArgs,
+    /// Query images, drawn at random.
+    #[arg(long, default_value_t = 8)]
+    pub queries: usize,
+    /// Neighbours shown per query.
+    #[arg(long, default_value_t = 8)]
+    pub k: usize,
+    /// The PNG written.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct SelectArgs {
+    #[command(flatten)]
+    pub curate: CurateArgs,
+    #[arg(long, value_enum)]
+    pub strategy: Strategy,
+    /// Images to choose (coreset, diverse, outliers).
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// Cosine similarity above which images are near-duplicates (dedup).
+    #[arg(long, default_value_t = 0.98)]
+    pub threshold: f32,
+    /// Neighbours an outlier's score averages over, and among which dedup looks.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// The CSV written (path, split, index, label, reason).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// The networks `bench step` times.

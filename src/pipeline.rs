@@ -23,6 +23,8 @@ use crate::train::monitor::EpochMonitor;
 use crate::train::{Fit, Monitor, TrainConfig, fit_learner, train_device};
 use crate::transfer::{self, TransferInputs, TransferResults};
 
+pub mod curate;
+
 pub use crate::collection::{load_data, read_as_is, with_test_split};
 pub use crate::methods::PretrainSummary;
 pub use crate::util::run_dir::{CONFIG_FILE, RESULTS_FILE, RunDir};

@@ -2,15 +2,19 @@
 //! Flags override config keys; everything else lives in the library.
 
 pub mod bench;
+pub mod curate;
 pub mod info;
 pub mod transfer;
 
-use pretext::config::{PretrainConfig, TrainConfig, read_toml};
+use std::path::Path;
+
+use pretext::config::{DataConfig, PretrainConfig, TrainConfig, read_toml};
 use pretext::methods::MethodConfig;
 use pretext::pipeline::{self, RunDir};
 
 use crate::cli::{
-    self, ClusterTransferArgs, EmbedArgs, ExportArgs, KmeansArgs, PretrainArgs, ShardArgs,
+    self, ClusterTransferArgs, EmbedArgs, ExportArgs, FormatArg, FramingArgs, KmeansArgs,
+    PretrainArgs, ShardArgs,
 };
 
 /// The global flags every command gets.
@@ -57,21 +61,32 @@ pub fn resume(run_dir: &std::path::Path, g: Globals) -> anyhow::Result<()> {
 
 pub fn embed(args: EmbedArgs, g: Globals) -> anyhow::Result<()> {
     set_threads(g.threads.unwrap_or(0))?;
-    let mut cfg: PretrainConfig = read_toml(&RunDir(&args.run).config())?;
-    if let Some(d) = args.data {
-        cfg.data.path = d;
-    }
-    if let Some(f) = args.format {
-        cfg.data.format = Some(f.into());
-    }
-    args.framing.apply(&mut cfg.data);
-    cfg.data.validate()?;
+    let data = run_data(&args.run, args.data.clone(), args.format, &args.framing)?;
     let layer = pretext::models::FeatureLayer::new(args.stage, args.grid)
         .map_err(|e| pretext::Error::msg(format!("--stage/--grid: {e}")))?;
-    for path in pipeline::embed(&args.run, &cfg.data, layer, &args.out)? {
+    for path in pipeline::embed(&args.run, &data, layer, &args.out)? {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The run's `[data]` with another path, format or framing where the flags give one, validated.
+pub fn run_data(
+    run: &Path,
+    path: Option<String>,
+    format: Option<FormatArg>,
+    framing: &FramingArgs,
+) -> anyhow::Result<DataConfig> {
+    let mut cfg: PretrainConfig = read_toml(&RunDir(run).config())?;
+    if let Some(d) = path {
+        cfg.data.path = d;
+    }
+    if let Some(f) = format {
+        cfg.data.format = Some(f.into());
+    }
+    framing.apply(&mut cfg.data);
+    cfg.data.validate()?;
+    Ok(cfg.data)
 }
 
 pub fn export(args: ExportArgs, g: Globals) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use super::stats::Summary;
 use super::{Cell, Method, StudyFile, budget_name};
 use crate::Error;
 use crate::config::TransferMode;
+use crate::curate::grid::{self, GridRow};
 use crate::data::ImageSet;
 use crate::data::loader::Normalizer;
 use crate::methods::PretrainSummary;
@@ -700,6 +701,7 @@ impl Study<'_> {
         else {
             return Ok(());
         };
+        self.neighbour_grid(&name, &features, &picked, md)?;
         let xy = pca.transform(&features.values);
         let points: Vec<(f64, f64, usize)> = picked
             .iter()
@@ -735,6 +737,50 @@ impl Study<'_> {
         Ok(())
     }
 }
+
+/// Test images the study's neighbour grid shows, and their neighbours each.
+const GRID_QUERIES: usize = 8;
+const GRID_NEIGHBOURS: usize = 8;
+
+impl Study<'_> {
+    /// `neighbors.png`: the first test images of the sample and their nearest neighbours among
+    /// the sample in `name`'s frozen features (what `pretext neighbors` draws).
+    fn neighbour_grid(
+        &self,
+        name: &str,
+        features: &crate::eval::features::Features,
+        picked: &[usize],
+        md: &mut String,
+    ) -> Result<(), Error> {
+        let queries: Vec<usize> = (0..GRID_QUERIES.min(picked.len())).collect();
+        let k = GRID_NEIGHBOURS.min(picked.len() - 1);
+        let found =
+            crate::eval::neighbours::cosine_knn_of(&features.values, features.rows, features.dim, &queries, k);
+        let rows: Vec<GridRow> = queries
+            .iter()
+            .map(|&q| {
+                let (index, similarity) = found.of(q);
+                GridRow {
+                    query: q,
+                    neighbours: index.iter().map(|&i| i as usize).zip(similarity.iter().copied()).collect(),
+                }
+            })
+            .collect();
+        let out = self.out().join(NEIGHBOURS_GRID);
+        grid::draw(&self.test.subset(picked), &rows, &out).map_err(|e| Error::io(&out, e))?;
+        let _ = writeln!(
+            md,
+            "\n## Nearest neighbours\n\n![neighbours]({NEIGHBOURS_GRID})\n\nIn `{name}`'s frozen \
+             features: each row is a test image and its {k} nearest neighbours among the {} test \
+             images above (cosine similarity under each; green: same class, red: another).",
+            picked.len()
+        );
+        Ok(())
+    }
+}
+
+/// The study's neighbour grid.
+const NEIGHBOURS_GRID: &str = "neighbors.png";
 
 fn class_names(set: &ImageSet, k: usize) -> Vec<String> {
     (0..k)
