@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use pretext::config::{DataConfig, PretrainConfig, StreamMode, TransferMode, read_toml};
-use pretext::data::Format;
-use pretext::methods::MethodKind;
 use pretext::curate::select::Strategy;
+use pretext::data::Format;
 use pretext::data::embed_files::SplitChoice;
+use pretext::methods::MethodKind;
 use pretext::models::{Arch, Stem};
 
 #[derive(Parser)]

@@ -34,7 +34,11 @@ fn folder(root: &Path) -> PathBuf {
     for (split, count) in [("train", 24u32), ("test", 8)] {
         for (class, kind) in [("a", 0u32), ("b", 1)] {
             for i in 0..count {
-                write_png(&data.join(split).join(class).join(format!("{i:02}.png")), kind, i);
+                write_png(
+                    &data.join(split).join(class).join(format!("{i:02}.png")),
+                    kind,
+                    i,
+                );
             }
         }
     }
@@ -86,7 +90,12 @@ fn explore_writes_a_page_with_every_training_image_and_its_maps() {
     let run = pretrain(root.path(), &data);
     let out = root.path().join("page");
     let mut args = vec!["explore", "--run", run.to_str().unwrap()];
-    args.extend(["--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    args.extend([
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     args.extend(["--clusters", "4", "--neighbours", "5"]);
     ok(root.path(), &args);
     let n = 2 * 24 + 2;
@@ -101,7 +110,10 @@ fn explore_writes_a_page_with_every_training_image_and_its_maps() {
     let page = std::fs::read_to_string(out.join("index.html")).unwrap();
     let data_js = std::fs::read_to_string(out.join("data.js")).unwrap();
     assert!(!page.contains("onerror=alert") && !data_js.contains("<img"));
-    assert!(data_js.contains("onerror=alert(1)"), "the name is in the data");
+    assert!(
+        data_js.contains("onerror=alert(1)"),
+        "the name is in the data"
+    );
     // The page makes no request: nothing in it or its data points off the machine.
     for text in [&page, &data_js] {
         assert!(!text.contains("http://") && !text.contains("https://"));
@@ -113,15 +125,32 @@ fn neighbors_draws_a_row_per_query_and_select_finds_the_twin_and_covers_both_cla
     let root = tempfile::tempdir().unwrap();
     let data = folder(root.path());
     let run = pretrain(root.path(), &data);
-    let base = ["--run", run.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    let base = [
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ];
     let grid = root.path().join("grid.png");
-    let mut args = vec!["neighbors", "--queries", "3", "--k", "4", "--out", grid.to_str().unwrap()];
+    let mut args = vec![
+        "neighbors",
+        "--queries",
+        "3",
+        "--k",
+        "4",
+        "--out",
+        grid.to_str().unwrap(),
+    ];
     args.extend(base);
     ok(root.path(), &args);
     let picture = image::open(&grid).unwrap();
     // Three rows of five cells (the query and four neighbours) each.
     assert_eq!(picture.height() % 3, 0);
-    assert!(picture.width() > picture.height(), "{:?}", (picture.width(), picture.height()));
+    assert!(
+        picture.width() > picture.height(),
+        "{:?}",
+        (picture.width(), picture.height())
+    );
 
     let dedup = root.path().join("dedup.csv");
     let mut args = vec!["select", "--strategy", "dedup", "--threshold", "0.9999"];
@@ -141,7 +170,10 @@ fn neighbors_draws_a_row_per_query_and_select_finds_the_twin_and_covers_both_cla
     ok(root.path(), &args);
     let (_, rows) = csv_rows(&coreset);
     assert_eq!(rows.len(), 6);
-    assert!(rows.iter().all(|r| Path::new(&r[0]).is_file() && r[1] == "train"));
+    assert!(
+        rows.iter()
+            .all(|r| Path::new(&r[0]).is_file() && r[1] == "train")
+    );
     let labels: std::collections::BTreeSet<&str> = rows.iter().map(|r| r[3].as_str()).collect();
     assert_eq!(labels.len(), 2, "both classes among the chosen: {rows:?}");
     transfer_the_selection(root.path(), &run, &data, &coreset);
@@ -154,13 +186,27 @@ fn file_name(path: &str) -> &str {
 /// `transfer --labels-file` labels exactly the selection.
 fn transfer_the_selection(root: &Path, run: &Path, data: &Path, selection: &Path) {
     let out = root.join("transfer");
-    let mut args = vec!["transfer", "--run", run.to_str().unwrap(), "--mode", "probe,knn"];
+    let mut args = vec![
+        "transfer",
+        "--run",
+        run.to_str().unwrap(),
+        "--mode",
+        "probe,knn",
+    ];
     args.extend(["--data", data.to_str().unwrap(), "--seeds", "1"]);
-    args.extend(["--labels-file", selection.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    args.extend([
+        "--labels-file",
+        selection.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     ok(root, &args);
     let results = json(&out.join("results.json"));
     let text = results.to_string();
-    assert!(text.contains("coreset.csv"), "the subset is recorded: {text}");
+    assert!(
+        text.contains("coreset.csv"),
+        "the subset is recorded: {text}"
+    );
 }
 
 #[test]
@@ -168,17 +214,34 @@ fn bad_curation_input_is_refused_by_name() {
     let root = tempfile::tempdir().unwrap();
     let data = folder(root.path());
     let run = pretrain(root.path(), &data);
-    let base = ["--run", run.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    let base = [
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ];
     let out = root.path().join("x.csv");
     let mut args = vec!["select", "--strategy", "coreset", "--n", "0"];
     args.extend(["--out", out.to_str().unwrap()]);
     args.extend(base);
     assert_clean_failure(&pretext(root.path(), &args), "0");
-    let mut args = vec!["neighbors", "--queries", "0", "--out", out.to_str().unwrap()];
+    let mut args = vec![
+        "neighbors",
+        "--queries",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     args.extend(base);
     assert_clean_failure(&pretext(root.path(), &args), "--queries");
     let missing = root.path().join("no-run");
-    let args = ["explore", "--run", missing.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let args = [
+        "explore",
+        "--run",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
     assert_clean_failure(&pretext(root.path(), &args), "no-run");
     assert!(!out.exists(), "nothing written on refusal");
 }

@@ -112,11 +112,12 @@ impl TopK<'_> {
     }
 }
 
-/// Offers the tile's columns `col0..col0 + cols` to each of the block's rows.
-fn select_tile(tile: &[f32], row0: usize, col0: usize, cols: usize, best: &mut [TopK]) {
+/// Offers the tile's columns `col0..col0 + cols` to each of the block's rows, whose own row
+/// numbers (never their own neighbours) are `own`.
+fn select_tile(tile: &[f32], own: &[usize], col0: usize, cols: usize, best: &mut [TopK]) {
     for (r, top) in best.iter_mut().enumerate() {
         let sims = &tile[r * cols..(r + 1) * cols];
-        let me = row0 + r;
+        let me = own[r];
         let mut threshold = top.threshold();
         for (c, &s) in sims.iter().enumerate() {
             if s > threshold && col0 + c != me {
@@ -163,16 +164,79 @@ pub fn cosine_knn(values: &[f32], n: usize, dim: usize, k: usize) -> Neighbours 
                     len: 0,
                 })
                 .collect();
+            let own: Vec<usize> = (row0..row0 + rows).collect();
             let block = &unit[row0 * dim..(row0 + rows) * dim];
-            for col0 in (0..n).step_by(COL_TILE) {
-                let cols = COL_TILE.min(n - col0);
-                tile.resize(rows * cols, 0.0);
-                dot_tile(block, rows, &unit[col0 * dim..], cols, dim, tile);
-                select_tile(tile, row0, col0, cols, &mut best);
-            }
+            offer_all(block, &own, &unit, n, dim, tile, &mut best);
         });
     Neighbours {
         n,
+        k,
+        index,
+        similarity,
+    }
+}
+
+/// Offers every one of the `n` rows of `unit` to the top-k lists of the block's rows.
+fn offer_all(
+    block: &[f32],
+    own: &[usize],
+    unit: &[f32],
+    n: usize,
+    dim: usize,
+    tile: &mut Vec<f32>,
+    best: &mut [TopK],
+) {
+    let rows = own.len();
+    for col0 in (0..n).step_by(COL_TILE) {
+        let cols = COL_TILE.min(n - col0);
+        tile.resize(rows * cols, 0.0);
+        dot_tile(block, rows, &unit[col0 * dim..], cols, dim, tile);
+        select_tile(tile, own, col0, cols, best);
+    }
+}
+
+/// [`cosine_knn`] for the rows `queries` alone: row `q` of the result holds the neighbours of
+/// row `queries[q]` among all `n` rows. Costs `queries.len() × n` products, not `n²`.
+pub fn cosine_knn_of(
+    values: &[f32],
+    n: usize,
+    dim: usize,
+    queries: &[usize],
+    k: usize,
+) -> Neighbours {
+    assert_eq!(
+        values.len(),
+        n * dim,
+        "cosine_knn_of: values are not {n} rows of {dim}"
+    );
+    let k = k.min(n.saturating_sub(1));
+    let q = queries.len();
+    let (mut index, mut similarity) = (vec![0u32; q * k], vec![0f32; q * k]);
+    if k > 0 && dim > 0 {
+        let unit = unit_rows(values, dim);
+        index
+            .par_chunks_mut(ROW_BLOCK * k)
+            .zip(similarity.par_chunks_mut(ROW_BLOCK * k))
+            .zip(queries.par_chunks(ROW_BLOCK))
+            .for_each_init(Vec::new, |tile, ((index, similarity), own)| {
+                let mut best: Vec<TopK> = index
+                    .chunks_exact_mut(k)
+                    .zip(similarity.chunks_exact_mut(k))
+                    .map(|(index, similarity)| TopK {
+                        index,
+                        similarity,
+                        len: 0,
+                    })
+                    .collect();
+                let block: Vec<f32> = own
+                    .iter()
+                    .flat_map(|&i| unit[i * dim..(i + 1) * dim].iter().copied())
+                    .collect();
+                offer_all(&block, own, &unit, n, dim, tile, &mut best);
+            });
+    }
+    Neighbours {
+        n: q,
         k,
         index,
         similarity,
@@ -243,6 +307,19 @@ mod tests {
                     assert_eq!(got, truth[j].0, "row {i} rank {j}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_neighbours_of_some_queries_are_their_rows_of_the_whole() {
+        let (n, dim, k) = (700, 5, 6);
+        let values = random(n, dim, 4);
+        let all = cosine_knn(&values, n, dim, k);
+        let queries = [699, 0, 350, 350, 17];
+        let some = cosine_knn_of(&values, n, dim, &queries, k);
+        assert_eq!((some.n, some.k), (queries.len(), k));
+        for (q, &row) in queries.iter().enumerate() {
+            assert_eq!(some.of(q), all.of(row), "query {q} (row {row})");
         }
     }
 

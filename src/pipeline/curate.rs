@@ -18,7 +18,7 @@ use crate::config::DataConfig;
 use crate::curate::atlas::AtlasWriter;
 use crate::curate::grid::{self, GridRow};
 use crate::curate::page::{self, ClusterSummary, Layout, LayoutKind, PageData};
-use crate::curate::select::{self, Strategy};
+use crate::curate::select::{self, Selected, Split, Strategy};
 use crate::data::ImageSet;
 use crate::data::embed_files::{EMBED_COLUMNS, EmbedDir, SplitChoice, TEST_SPLIT, TRAIN_SPLIT};
 use crate::data::source::{BadImages, ImageSource, materialise};
@@ -63,12 +63,19 @@ fn embed_into(
 ) -> Result<Embedding, Error> {
     let trained = TrainedEncoder::load(inputs.run, &train_device())?;
     let mut class_names = Vec::new();
-    embed_with(&trained, inputs.data, inputs.layer, dir, inputs.split, &mut |chunk| {
-        if class_names.is_empty() {
-            class_names = chunk.images.class_names.clone();
-        }
-        visit(chunk)
-    })?;
+    embed_with(
+        &trained,
+        inputs.data,
+        inputs.layer,
+        dir,
+        inputs.split,
+        &mut |chunk| {
+            if class_names.is_empty() {
+                class_names = chunk.images.class_names.clone();
+            }
+            visit(chunk)
+        },
+    )?;
     read_embedding(dir, inputs.split, class_names)
 }
 
@@ -116,12 +123,18 @@ fn read_embedding(
 fn read_paths(files: &Path, rows: &[(&str, usize)]) -> Result<Vec<String>, Error> {
     let bad = |e: &dyn std::fmt::Display| Error::msg(format!("{}: {e}", files.display()));
     let mut reader = csv::Reader::from_path(files).map_err(|e| bad(&e))?;
-    let path_column = EMBED_COLUMNS.iter().position(|&c| c == "path").expect("a path column");
+    let path_column = EMBED_COLUMNS
+        .iter()
+        .position(|&c| c == "path")
+        .expect("a path column");
     let mut by_row = std::collections::HashMap::new();
     for record in reader.records() {
         let record = record.map_err(|e| bad(&e))?;
         let index: usize = record[1].parse().map_err(|e| bad(&e))?;
-        by_row.insert((record[0].to_string(), index), record[path_column].to_string());
+        by_row.insert(
+            (record[0].to_string(), index),
+            record[path_column].to_string(),
+        );
     }
     Ok(rows
         .iter()
@@ -219,7 +232,10 @@ pub fn explore(
     let seconds_embed = started.elapsed().as_secs_f64();
     let e = &embedding;
     let umap_started = Instant::now();
-    let k = cfg.neighbours.max(cfg.umap.neighbours).min(e.n.saturating_sub(1));
+    let k = cfg
+        .neighbours
+        .max(cfg.umap.neighbours)
+        .min(e.n.saturating_sub(1));
     let graph = neighbours::cosine_knn(&e.features, e.n, e.dim, k);
     let umap_xy = umap::umap_with(&graph, &e.features, e.dim, &cfg.umap).map_err(Error::msg)?;
     let seconds_umap = umap_started.elapsed().as_secs_f64();
@@ -234,8 +250,14 @@ pub fn explore(
         title: title.to_string(),
         n: e.n,
         layouts: vec![
-            Layout { kind: LayoutKind::Umap, xy: umap_xy },
-            Layout { kind: LayoutKind::Pca, xy: pca_xy },
+            Layout {
+                kind: LayoutKind::Umap,
+                xy: umap_xy,
+            },
+            Layout {
+                kind: LayoutKind::Pca,
+                xy: pca_xy,
+            },
         ],
         labels: e.labels.clone(),
         class_names: e.class_names.clone(),
@@ -284,7 +306,11 @@ fn pca_2d(e: &Embedding) -> Result<Vec<f32>, Error> {
 /// k-means cluster of every row.
 fn cluster(e: &Embedding, k: usize, seed: u64) -> Result<Vec<u32>, Error> {
     let points = Points::new(&e.features, e.n, e.dim).map_err(Error::msg)?;
-    let cfg = KMeansConfig { k, seed, ..KMeansConfig::default() };
+    let cfg = KMeansConfig {
+        k,
+        seed,
+        ..KMeansConfig::default()
+    };
     Ok(kmeans::fit(points, &cfg).map_err(Error::msg)?.labels)
 }
 
@@ -303,7 +329,11 @@ fn summarise_clusters(e: &Embedding, clusters: &[u32], cfg: &ExploreConfig) -> V
             let size = m.len();
             m.shuffle(&mut rng);
             m.truncate(cfg.cluster_sample);
-            ClusterSummary { size, majority, sample: m }
+            ClusterSummary {
+                size,
+                majority,
+                sample: m,
+            }
         })
         .collect()
 }
@@ -314,7 +344,9 @@ fn majority(members: &[u32], labels: &[u32]) -> Option<(u32, f32)> {
     for &i in members {
         *counts.entry(labels[i as usize]).or_insert(0usize) += 1;
     }
-    let (&label, &count) = counts.iter().max_by_key(|&(l, c)| (*c, std::cmp::Reverse(*l)))?;
+    let (&label, &count) = counts
+        .iter()
+        .max_by_key(|&(l, c)| (*c, std::cmp::Reverse(*l)))?;
     Some((label, count as f32 / members.len() as f32))
 }
 
@@ -332,10 +364,16 @@ const MAX_GRID: usize = 100;
 
 /// `pretext neighbors`: a PNG grid of `cfg.queries` random images and their nearest
 /// neighbours among the embedded images.
-pub fn neighbors(inputs: &CurateInputs, cfg: &NeighborsConfig, out: &Path) -> Result<PathBuf, Error> {
+pub fn neighbors(
+    inputs: &CurateInputs,
+    cfg: &NeighborsConfig,
+    out: &Path,
+) -> Result<PathBuf, Error> {
     for (key, value) in [("--queries", cfg.queries), ("--k", cfg.k)] {
         if !(1..=MAX_GRID).contains(&value) {
-            return Err(Error::msg(format!("{key} must be 1 to {MAX_GRID}, got {value}")));
+            return Err(Error::msg(format!(
+                "{key} must be 1 to {MAX_GRID}, got {value}"
+            )));
         }
     }
     let scratch = ScratchDir::next_to(out)?;
@@ -377,12 +415,16 @@ fn decode_rows(inputs: &CurateInputs, e: &Embedding, rows: &[usize]) -> Result<I
         let (split, index) = e.rows[r];
         let source: &dyn ImageSource = match (split, &images) {
             (TRAIN_SPLIT, _) => images.train(),
-            (_, crate::collection::TrainingImages::Memory(d)) => {
-                d.test.as_ref().map(|t| t as &dyn ImageSource).expect("embedded test split")
-            }
-            (_, crate::collection::TrainingImages::Stream(s)) => {
-                s.test.as_deref().map(|t| t as &dyn ImageSource).expect("embedded test split")
-            }
+            (_, crate::collection::TrainingImages::Memory(d)) => d
+                .test
+                .as_ref()
+                .map(|t| t as &dyn ImageSource)
+                .expect("embedded test split"),
+            (_, crate::collection::TrainingImages::Stream(s)) => s
+                .test
+                .as_deref()
+                .map(|t| t as &dyn ImageSource)
+                .expect("embedded test split"),
         };
         let one = materialise(source, &[index], BadImages::Fail)?;
         match &mut out {
@@ -391,7 +433,10 @@ fn decode_rows(inputs: &CurateInputs, e: &Embedding, rows: &[usize]) -> Result<I
         }
     }
     let mut set = out.ok_or_else(|| Error::msg("no images to draw"))?;
-    set.labels = e.labels.as_ref().map(|l| rows.iter().map(|&r| l[r]).collect());
+    set.labels = e
+        .labels
+        .as_ref()
+        .map(|l| rows.iter().map(|&r| l[r]).collect());
     set.class_names = e.class_names.clone();
     Ok(set)
 }
@@ -409,27 +454,43 @@ pub struct SelectConfig {
     pub seed: u64,
 }
 
-/// `pretext select`: the images the strategy chooses, as a CSV of paths with the reason for
-/// each. Returns the CSV's path and the number of rows.
-pub fn select(inputs: &CurateInputs, cfg: &SelectConfig, out: &Path) -> Result<(PathBuf, usize), Error> {
-    let scratch = ScratchDir::next_to(out)?;
-    let e = embed_into(inputs, &scratch.0, &mut |_| Ok(()))?;
-    let chosen = match cfg.strategy {
-        Strategy::Coreset => select::coreset(&e.features, e.dim, cfg.count, cfg.seed),
-        Strategy::Diverse => {
-            select::diverse(&e.features, e.dim, cfg.count, cfg.seed).map_err(Error::msg)?
-        }
-        Strategy::Dedup | Strategy::Outliers => {
-            let graph = neighbours::cosine_knn(&e.features, e.n, e.dim, cfg.k.min(e.n - 1));
-            if cfg.strategy == Strategy::Dedup {
-                select::duplicates(&graph, cfg.threshold)
-            } else {
-                select::outliers(&graph, cfg.count)
-            }
+/// `pretext select`: the images the strategy chooses among one split's, as a CSV of paths with
+/// the reason for each. Returns the CSV's path and the number of rows.
+pub fn select(
+    inputs: &CurateInputs,
+    cfg: &SelectConfig,
+    out: &Path,
+) -> Result<(PathBuf, usize), Error> {
+    let split = match inputs.split {
+        SplitChoice::Train => Split::Train,
+        SplitChoice::Test => Split::Test,
+        SplitChoice::All => {
+            return Err(Error::msg(
+                "select chooses among one split's images: give --split train or --split test",
+            ));
         }
     };
-    select::write_csv(out, &chosen, &e.rows, &e.paths, e.labels.as_deref().map(|l| (l, &e.class_names[..])))?;
+    let scratch = ScratchDir::next_to(out)?;
+    let e = embed_into(inputs, &scratch.0, &mut |_| Ok(()))?;
+    let chosen = choose(&e, cfg).map_err(Error::msg)?;
+    let labels = e.labels.as_deref().map(|l| (l, &e.class_names[..]));
+    select::write_csv(out, &chosen, split, &e.paths, labels)?;
     Ok((out.to_path_buf(), chosen.len()))
+}
+
+/// The rows `cfg.strategy` picks from the embedding.
+fn choose(e: &Embedding, cfg: &SelectConfig) -> Result<Vec<Selected>, String> {
+    let (x, dim, seed) = (&e.features, e.dim, cfg.seed);
+    match cfg.strategy {
+        Strategy::Coreset => select::coreset(x, dim, cfg.count, seed),
+        Strategy::Diverse => select::diverse(x, dim, cfg.count, seed),
+        Strategy::Dedup => select::duplicates(&knn(e, cfg.k), cfg.threshold),
+        Strategy::Outliers => select::outliers(&knn(e, cfg.k), cfg.count),
+    }
+}
+
+fn knn(e: &Embedding, k: usize) -> Neighbours {
+    neighbours::cosine_knn(&e.features, e.n, e.dim, k)
 }
 
 /// A folder for an embedding that only this command needs, removed when dropped.
@@ -439,7 +500,8 @@ impl ScratchDir {
     fn next_to(out: &Path) -> Result<Self, Error> {
         let name = format!(
             ".{}.embedding-{}",
-            out.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy()),
+            out.file_name()
+                .map_or_else(|| "out".into(), |n| n.to_string_lossy()),
             std::process::id()
         );
         let dir = out.parent().unwrap_or(Path::new(".")).join(name);

@@ -754,15 +754,24 @@ impl Study<'_> {
     ) -> Result<(), Error> {
         let queries: Vec<usize> = (0..GRID_QUERIES.min(picked.len())).collect();
         let k = GRID_NEIGHBOURS.min(picked.len() - 1);
-        let found =
-            crate::eval::neighbours::cosine_knn_of(&features.values, features.rows, features.dim, &queries, k);
+        let found = crate::eval::neighbours::cosine_knn_of(
+            &features.values,
+            features.rows,
+            features.dim,
+            &queries,
+            k,
+        );
         let rows: Vec<GridRow> = queries
             .iter()
             .map(|&q| {
                 let (index, similarity) = found.of(q);
                 GridRow {
                     query: q,
-                    neighbours: index.iter().map(|&i| i as usize).zip(similarity.iter().copied()).collect(),
+                    neighbours: index
+                        .iter()
+                        .map(|&i| i as usize)
+                        .zip(similarity.iter().copied())
+                        .collect(),
                 }
             })
             .collect();
