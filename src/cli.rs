@@ -132,6 +132,28 @@ pub enum BenchCommand {
     /// Time decoding an image folder's files to the evaluation crop at `--image-size`, with the
     /// full-size decoder and with JPEG DCT scaling; prints one JSON object.
     Decode(BenchDecodeArgs),
+    /// Map float32 N x D features to 2-D with UMAP; prints one JSON object with the k-NN and
+    /// layout times, peak memory and trustworthiness (for bench/umap-check.sh).
+    Umap(BenchUmapArgs),
+}
+
+#[derive(Args)]
+pub struct BenchUmapArgs {
+    /// A float32 N x D `.npy` of features.
+    #[arg(long)]
+    pub features: PathBuf,
+    /// Scale every row to unit length first.
+    #[arg(long)]
+    pub normalise: bool,
+    /// Where the N x 2 coordinates go (float32 `.npy`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Trustworthiness (k = 15) on this many random rows (a fixed sample); 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    pub trust_sample: usize,
+    /// UMAP's seed (umap.seed).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args)]

@@ -32,29 +32,9 @@ fn scattered(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Exact cosine neighbours, brute force (self excluded, most similar first).
+/// Exact cosine neighbours (self excluded, most similar first).
 fn neighbours(x: &[f32], k: usize) -> Neighbours {
-    let x = normalised(x, DIM).unwrap();
-    let n = x.len() / DIM;
-    let row = |i: usize| &x[i * DIM..(i + 1) * DIM];
-    let (mut index, mut similarity) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let mut others: Vec<(usize, f32)> = (0..n)
-            .filter(|&j| j != i)
-            .map(|j| (j, dot(row(i), row(j))))
-            .collect();
-        others.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for &(j, s) in &others[..k] {
-            index.push(j as u32);
-            similarity.push(s);
-        }
-    }
-    Neighbours {
-        n,
-        k,
-        index,
-        similarity,
-    }
+    crate::eval::neighbours::cosine_knn(x, x.len() / DIM, DIM, k)
 }
 
 /// `a` with `noise` added to every value.
