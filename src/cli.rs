@@ -304,6 +304,17 @@ pub struct TransferArgs {
     /// Labelled images per class (0: all).
     #[arg(long)]
     pub labels_per_class: Option<usize>,
+    /// Label exactly the training images this list names (`pretext select`'s CSV:
+    /// path,split,index,...), the same for every seed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["labels_per_class", "random"])]
+    pub labels_file: Option<PathBuf>,
+    /// Label N training images drawn at random for each seed, spread evenly over the classes
+    /// (the baseline a selection is compared with).
+    #[arg(long, value_name = "N", conflicts_with = "labels_per_class")]
+    pub random: Option<usize>,
+    /// With --random: draw from all labelled images alike, not evenly per class.
+    #[arg(long, requires = "random")]
+    pub unstratified: bool,
     /// Number of labelled subsets to average over.
     #[arg(long)]
     pub seeds: Option<usize>,

@@ -47,8 +47,22 @@ fn resolve(args: &TransferArgs) -> anyhow::Result<PretrainConfig> {
     if !args.mode.is_empty() {
         t.modes = args.mode.clone();
     }
+    // A subset chosen on the command line replaces the config's (they exclude each other).
     if let Some(n) = args.labels_per_class {
         t.labels_per_class = n;
+        t.labels_file = None;
+        t.random_labels = 0;
+        t.stratified = true;
+    }
+    if let Some(file) = &args.labels_file {
+        t.labels_file = Some(file.clone());
+        t.random_labels = 0;
+        t.stratified = true;
+    }
+    if let Some(n) = args.random {
+        t.labels_file = None;
+        t.random_labels = n;
+        t.stratified = !args.unstratified;
     }
     if let Some(s) = args.seeds {
         t.seeds = s;

@@ -58,6 +58,63 @@ pub fn few_of_labels(
     (chosen, short)
 }
 
+/// `count` labelled images of `set` drawn at random by `seed`: spread evenly over the classes
+/// when `stratified` (the remainder going one each to classes in a seeded random order), else
+/// drawn from all of them alike. More than there are, or more of a class than it has, is an
+/// error naming the class.
+pub fn random_labels(
+    set: &ImageSet,
+    count: usize,
+    stratified: bool,
+    seed: u64,
+) -> Result<Vec<usize>, DataError> {
+    let labels = set.labels.as_ref().ok_or_else(|| {
+        DataError::Other(
+            "transfer needs labelled training images; this data set has no labels".into(),
+        )
+    })?;
+    if count > labels.len() {
+        return Err(DataError::Other(format!(
+            "random_labels = {count} but there are only {} labelled training images",
+            labels.len()
+        )));
+    }
+    if !stratified {
+        return Ok(sample(labels.len(), count, seed ^ 0x4a9d_0000_0000));
+    }
+    let mut by_class = vec![Vec::new(); set.num_classes()];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l as usize].push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x57a7_0000_0000);
+    let shares = class_shares(count, by_class.len(), &mut rng);
+    let mut chosen = Vec::with_capacity(count);
+    for (class, (members, share)) in by_class.iter_mut().zip(shares).enumerate() {
+        if members.len() < share {
+            return Err(DataError::Other(format!(
+                "random_labels = {count} stratified needs {share} images of class `{}`, which has only {}",
+                set.class_names[class],
+                members.len()
+            )));
+        }
+        members.shuffle(&mut rng);
+        chosen.extend_from_slice(&members[..share]);
+    }
+    Ok(chosen)
+}
+
+/// `count` split over `classes`: the same share each, and one more for `count % classes` of
+/// them chosen at random.
+fn class_shares(count: usize, classes: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut shares = vec![count / classes.max(1); classes];
+    let mut order: Vec<usize> = (0..classes).collect();
+    order.shuffle(rng);
+    for &c in order.iter().take(count % classes.max(1)) {
+        shares[c] += 1;
+    }
+    shares
+}
+
 /// `limit` of the indices `0..n` chosen at random by `seed`, in increasing order (all of them
 /// when `limit` is 0 or at least `n`).
 pub fn sample(n: usize, limit: usize, seed: u64) -> Vec<usize> {
@@ -139,6 +196,53 @@ mod tests {
         }
         assert_eq!(a, few_labels(&s, Some(5), 1).unwrap());
         assert_ne!(a, few_labels(&s, Some(5), 2).unwrap());
+    }
+
+    fn counts(s: &ImageSet, chosen: &[usize], classes: usize) -> Vec<usize> {
+        let labels = s.labels.as_ref().unwrap();
+        let mut counts = vec![0; classes];
+        chosen.iter().for_each(|&i| counts[labels[i] as usize] += 1);
+        counts
+    }
+
+    #[test]
+    fn random_unstratified_labels_differ_per_seed_and_fall_unevenly() {
+        let s = set((0..400).map(|i| i % 10).collect(), 10);
+        let draws: Vec<Vec<usize>> = (0..5)
+            .map(|seed| random_labels(&s, 30, false, seed).unwrap())
+            .collect();
+        for d in &draws {
+            let mut distinct = d.clone();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 30);
+        }
+        assert!(draws.windows(2).all(|w| w[0] != w[1]));
+        assert_eq!(draws[0], random_labels(&s, 30, false, 0).unwrap());
+        // Chance does not give every class its 3.
+        let uneven = draws
+            .iter()
+            .filter(|d| counts(&s, d, 10).iter().any(|&c| c != 3))
+            .count();
+        assert!(uneven >= 4, "{uneven} of 5 draws were uneven");
+    }
+
+    #[test]
+    fn random_stratified_labels_spread_evenly_with_a_seeded_remainder() {
+        let s = set((0..400).map(|i| i % 10).collect(), 10);
+        let a = random_labels(&s, 34, true, 0).unwrap();
+        let c = counts(&s, &a, 10);
+        assert_eq!(c.iter().sum::<usize>(), 34);
+        assert!(c.iter().all(|&n| n == 3 || n == 4), "{c:?}");
+        assert_eq!(c.iter().filter(|&&n| n == 4).count(), 4);
+        // Another seed gives the extra images to other classes (at least once in a few).
+        assert!(
+            (1..6).any(|seed| counts(&s, &random_labels(&s, 34, true, seed).unwrap(), 10) != c)
+        );
+        let e = random_labels(&s, 401, false, 0).unwrap_err().to_string();
+        assert!(e.contains("only 400"), "{e}");
+        let short = set(vec![0, 0, 0, 1], 2);
+        let e = random_labels(&short, 4, true, 0).unwrap_err().to_string();
+        assert!(e.contains("class `1`"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::models::EncoderSpec;
 use crate::pipeline::{load_data, pretrain};
 use crate::train::checkpoint::write_atomic;
 use crate::train::train_device;
+use crate::transfer::config::{KEY_LABELS_FILE, KEY_RANDOM_LABELS, LabelledSubset};
 use crate::transfer::{ImageTransferer, TransferInputs, accuracy};
 
 /// The study's own config, as run.
@@ -154,6 +155,16 @@ impl StudyFile {
         let mut transfer = self.transfer.clone();
         transfer.seeds = s.seeds;
         transfer.validate().map_err(Error::from)?;
+        // The study's budgets are labels per class; a listed or random subset would be ignored.
+        if matches!(
+            transfer.labelled_subset(),
+            LabelledSubset::Listed(_) | LabelledSubset::Random { .. }
+        ) {
+            return Err(invalid(
+                &format!("{KEY_LABELS_FILE} / {KEY_RANDOM_LABELS}"),
+                "a study labels per class (study.budgets): leave these out",
+            ));
+        }
         Ok(())
     }
 }

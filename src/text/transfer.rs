@@ -32,6 +32,7 @@ use crate::train::{
     train_device,
 };
 use crate::transfer::cells::needs_pretrained;
+use crate::transfer::config::{KEY_LABELS_FILE, KEY_RANDOM_LABELS, LabelledSubset};
 use crate::transfer::features::Features;
 use crate::transfer::{
     Backbone, ProbeHead, TRANSFER_LABEL, TransferResults, Transferer, score_modes, write_results,
@@ -322,9 +323,14 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
         probe_augmented_views: 0,
         ..cfg.clone()
     };
+    let chosen = cfg.labelled_subset();
+    if chosen.per_class().is_none() && chosen != LabelledSubset::All {
+        return Err(Error::msg(format!(
+            "{KEY_LABELS_FILE} and {KEY_RANDOM_LABELS} choose labelled images; text transfer labels transfer.labels_per_class texts per class"
+        )));
+    }
     let started = Instant::now();
     let task = inputs.task;
-    let per_class = (cfg.labels_per_class > 0).then_some(cfg.labels_per_class);
     let subsets: Vec<Vec<usize>> = (0..cfg.seeds as u64)
         .map(|seed| labelled_subset(task, cfg, seed))
         .collect();
@@ -340,7 +346,9 @@ pub fn run(inputs: &TextTransferInputs, cfg: &TransferConfig) -> Result<Transfer
         |mode, subset, seed| cells.predict(mode, subset, seed, cfg),
     )?;
     Ok(TransferResults {
-        labels_per_class: per_class,
+        labels_per_class: chosen.per_class(),
+        subset: chosen.describe(subsets.first().map_or(0, Vec::len)),
+        labelled_images: subsets.first().map_or(0, Vec::len),
         results,
         test_images: task.test.len(),
         seeds: cfg.seeds,

@@ -1,5 +1,7 @@
 //! The `[transfer]` section: how an encoder is used with few labels.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
 use crate::models::FeatureLayer;
@@ -13,6 +15,15 @@ pub struct TransferConfig {
     pub modes: Vec<TransferMode>,
     /// Labelled images per class (0: every labelled image).
     pub labels_per_class: usize,
+    /// Label exactly the training images this list names (`pretext select`'s CSV), the same
+    /// ones for every seed; overrides `labels_per_class`.
+    pub labels_file: Option<PathBuf>,
+    /// Label this many training images drawn at random for each seed (0: off), the baseline a
+    /// selection is compared with; overrides `labels_per_class`.
+    pub random_labels: usize,
+    /// Whether `random_labels` are spread evenly over the classes (else drawn from all of the
+    /// labelled images, so that classes get what chance gives them).
+    pub stratified: bool,
     /// Number of labelled subsets (seeds 0..seeds) each mode is run on.
     pub seeds: usize,
     /// Recipe of fine-tuning and scratch training (epochs over the labelled subset).
@@ -60,6 +71,9 @@ impl Default for TransferConfig {
                 TransferMode::Finetune,
             ],
             labels_per_class: 10,
+            labels_file: None,
+            random_labels: 0,
+            stratified: true,
             seeds: 3,
             finetune: TrainConfig {
                 epochs: 60,
@@ -93,6 +107,7 @@ impl TransferConfig {
         if self.seeds == 0 {
             return Err(invalid("transfer.seeds", "must be at least 1"));
         }
+        self.validate_subset()?;
         if !(self.encoder_lr_scale.is_finite() && self.encoder_lr_scale >= 0.0) {
             return Err(invalid("transfer.encoder_lr_scale", "must be >= 0"));
         }
@@ -141,6 +156,42 @@ impl TransferConfig {
         self.finetune.validate("transfer.finetune")
     }
 
+    /// The labelled-subset keys: at most one of `labels_file` and `random_labels`, and
+    /// `stratified` only with `random_labels`.
+    fn validate_subset(&self) -> Result<(), ConfigError> {
+        if let Some(file) = &self.labels_file {
+            if file.as_os_str().is_empty() {
+                return Err(invalid(KEY_LABELS_FILE, "must name a file"));
+            }
+            if self.random_labels > 0 {
+                return Err(invalid(
+                    format!("{KEY_LABELS_FILE} / {KEY_RANDOM_LABELS}"),
+                    "give one: a listed labelled set or a random one",
+                ));
+            }
+        }
+        if !self.stratified && self.random_labels == 0 {
+            return Err(invalid(
+                KEY_STRATIFIED,
+                format!("false applies only to a random labelled set: set {KEY_RANDOM_LABELS} too"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Which training images are labelled (the config validated).
+    pub fn labelled_subset(&self) -> LabelledSubset {
+        match (&self.labels_file, self.random_labels, self.labels_per_class) {
+            (Some(file), _, _) => LabelledSubset::Listed(file.clone()),
+            (None, count @ 1.., _) => LabelledSubset::Random {
+                count,
+                stratified: self.stratified,
+            },
+            (None, 0, 0) => LabelledSubset::All,
+            (None, 0, n) => LabelledSubset::PerClass(n),
+        }
+    }
+
     /// Where the frozen features are read from the encoder.
     pub fn feature_layer(&self) -> FeatureLayer {
         FeatureLayer {
@@ -153,6 +204,61 @@ impl TransferConfig {
     pub fn head_from_probe(&self, mode: TransferMode) -> bool {
         mode == TransferMode::Finetune && self.finetune_head == HeadStart::Probe
     }
+}
+
+/// The config keys of the labelled subset, as errors name them.
+pub const KEY_LABELS_FILE: &str = "transfer.labels_file";
+pub const KEY_RANDOM_LABELS: &str = "transfer.random_labels";
+pub const KEY_STRATIFIED: &str = "transfer.stratified";
+
+/// The training images a transfer labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LabelledSubset {
+    /// Every labelled training image.
+    All,
+    /// This many images of every class, drawn per seed.
+    PerClass(usize),
+    /// Exactly the images a list names, for every seed.
+    Listed(PathBuf),
+    /// This many images drawn per seed: over the classes evenly (`stratified`), or from all.
+    Random { count: usize, stratified: bool },
+}
+
+impl LabelledSubset {
+    /// What was labelled, for `results.json` and the table: `images` is the number labelled.
+    pub fn describe(&self, images: usize) -> String {
+        match self {
+            LabelledSubset::All => format!("all {images} labelled images"),
+            LabelledSubset::PerClass(n) => format!("{n} labels per class"),
+            LabelledSubset::Listed(file) => {
+                format!("{images} images listed in {}", file_name(file))
+            }
+            LabelledSubset::Random { count, stratified } => format!(
+                "{count} random images, {}",
+                if *stratified {
+                    "stratified"
+                } else {
+                    "unstratified"
+                }
+            ),
+        }
+    }
+
+    /// Labelled images per class where the subset is made of them (`None`: every label).
+    pub fn per_class(&self) -> Option<usize> {
+        match self {
+            LabelledSubset::PerClass(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+/// The file's name without its folders (the whole path where it has none).
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The start of fine-tuning's classification head.
@@ -217,5 +323,63 @@ impl std::str::FromStr for TransferMode {
                 ));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_labelled_subset_follows_the_keys() {
+        let mut cfg = TransferConfig::default();
+        assert_eq!(cfg.labelled_subset(), LabelledSubset::PerClass(10));
+        cfg.labels_per_class = 0;
+        assert_eq!(cfg.labelled_subset(), LabelledSubset::All);
+        cfg.random_labels = 50;
+        cfg.stratified = false;
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.labelled_subset(),
+            LabelledSubset::Random {
+                count: 50,
+                stratified: false
+            }
+        );
+        cfg.random_labels = 0;
+        cfg.labels_file = Some("sel.csv".into());
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains(KEY_STRATIFIED), "{e}");
+        cfg.stratified = true;
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.labelled_subset(),
+            LabelledSubset::Listed("sel.csv".into())
+        );
+    }
+
+    #[test]
+    fn a_list_and_a_random_count_together_name_both_keys() {
+        let cfg = TransferConfig {
+            labels_file: Some("sel.csv".into()),
+            random_labels: 10,
+            ..TransferConfig::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains(KEY_LABELS_FILE) && e.contains(KEY_RANDOM_LABELS),
+            "{e}"
+        );
+        let empty = TransferConfig {
+            labels_file: Some("".into()),
+            ..TransferConfig::default()
+        };
+        assert!(
+            empty
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains(KEY_LABELS_FILE)
+        );
     }
 }

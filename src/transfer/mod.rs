@@ -4,6 +4,7 @@
 pub mod cells;
 pub mod config;
 pub mod probe;
+pub mod subset;
 
 pub use crate::eval::{features, knn};
 
@@ -18,7 +19,6 @@ use crate::Error;
 use crate::data::ImageSet;
 use crate::data::examples::Supervised;
 use crate::data::loader::{Normalizer, eval_batch};
-use crate::data::split::few_labels;
 use crate::encoder::TrainedEncoder;
 use crate::models::{Classifier, ClassifierHead, Encoder, EncoderSpec, FeatureLayer};
 use crate::train::{Fit, TrainConfig, fit, predict, train_device};
@@ -57,8 +57,16 @@ impl ModeResult {
 /// The content of `results.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TransferResults {
-    /// Labelled images per class; `null` when every label was used.
+    /// Labelled images per class; `null` when every label, or a listed or random subset, was
+    /// used (`subset` says which).
     pub labels_per_class: Option<usize>,
+    /// What was labelled: "10 labels per class", "100 images listed in sel.csv",
+    /// "100 random images, unstratified".
+    #[serde(default)]
+    pub subset: String,
+    /// Labelled images of each seed.
+    #[serde(default)]
+    pub labelled_images: usize,
     pub results: Vec<ModeResult>,
     pub test_images: usize,
     pub seeds: usize,
@@ -72,14 +80,7 @@ impl TransferResults {
 
     /// A small fixed-width table for the terminal.
     pub fn table(&self) -> String {
-        let budget = self
-            .labels_per_class
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "all".into());
-        let mut s = format!(
-            "test accuracy, {budget} labels per class, {} seeds\n",
-            self.seeds
-        );
+        let mut s = format!("test accuracy, {}, {} seeds\n", self.subset, self.seeds);
         s += &format!("{:<10} {:>8} {:>8}   per seed\n", "mode", "mean", "std");
         for r in &self.results {
             let per: Vec<String> = r.per_seed.iter().map(|a| format!("{:.3}", a)).collect();
@@ -255,10 +256,8 @@ impl Backbone for ImageBackbone<'_> {
 pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResults, Error> {
     let started = Instant::now();
     let cells = ImageTransferer::for_images(inputs, cfg.feature_layer())?;
-    let per_class = (cfg.labels_per_class > 0).then_some(cfg.labels_per_class);
-    let subsets: Vec<Vec<usize>> = (0..cfg.seeds as u64)
-        .map(|s| few_labels(inputs.train, per_class, s))
-        .collect::<Result<_, _>>()?;
+    let chosen = cfg.labelled_subset();
+    let (subsets, described) = subset::labelled_subsets(inputs.train, &chosen, cfg.seeds)?;
     if inputs.pretrained.is_none() && cfg.modes.iter().any(|m| m.needs_pretrained()) {
         return Err(cells::needs_pretrained());
     }
@@ -270,7 +269,9 @@ pub fn run(inputs: &TransferInputs, cfg: &TransferConfig) -> Result<TransferResu
         |mode, subset, seed| cells.predict(mode, subset, seed, cfg),
     )?;
     Ok(TransferResults {
-        labels_per_class: per_class,
+        labels_per_class: chosen.per_class(),
+        subset: described,
+        labelled_images: subsets.first().map_or(0, Vec::len),
         results,
         test_images: inputs.test.len,
         seeds: cfg.seeds,
@@ -369,6 +370,8 @@ mod tests {
     fn results_json_has_the_documented_shape() {
         let r = TransferResults {
             labels_per_class: Some(10),
+            subset: "10 labels per class".into(),
+            labelled_images: 100,
             results: vec![ModeResult::from_runs("knn", vec![0.4, 0.6])],
             test_images: 5,
             seeds: 2,
@@ -376,6 +379,11 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(v["labels_per_class"], 10);
+        assert_eq!(v["subset"], "10 labels per class");
+        assert!(
+            r.table()
+                .starts_with("test accuracy, 10 labels per class, 2 seeds")
+        );
         assert_eq!(v["results"][0]["mode"], "knn");
         assert_eq!(v["results"][0]["per_seed"].as_array().unwrap().len(), 2);
         assert!(v["results"][0]["mean"].is_f64() && v["results"][0]["std"].is_f64());
