@@ -53,7 +53,9 @@ fn chromium() -> Option<PathBuf> {
     }
     let path = std::env::var_os("PATH")?;
     CHROMIUM_NAMES.iter().find_map(|name| {
-        std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
     })
 }
 
@@ -143,18 +145,29 @@ fn watch(tab: &Arc<Tab>) -> Arc<Mutex<Seen>> {
             Event::RuntimeExceptionThrown(e) => {
                 let d = &e.params.exception_details;
                 let what = d.exception.as_ref().and_then(|x| x.description.clone());
-                s.errors.push(format!("exception: {} {}", d.text, what.unwrap_or_default()));
+                s.errors.push(format!(
+                    "exception: {} {}",
+                    d.text,
+                    what.unwrap_or_default()
+                ));
             }
             Event::RuntimeConsoleAPICalled(e)
                 if e.params.Type == Runtime::ConsoleAPICalledEventTypeOption::Error =>
             {
                 let args: Vec<String> = (e.params.args.iter())
-                    .map(|a| a.value.as_ref().map_or_else(|| format!("{:?}", a.description), |v| v.to_string()))
+                    .map(|a| {
+                        a.value
+                            .as_ref()
+                            .map_or_else(|| format!("{:?}", a.description), |v| v.to_string())
+                    })
                     .collect();
                 s.errors.push(format!("console.error: {}", args.join(" ")));
             }
             Event::LogEntryAdded(e) if e.params.entry.level == Log::LogEntryLevel::Error => {
-                s.errors.push(format!("log error: {} ({:?})", e.params.entry.text, e.params.entry.url));
+                s.errors.push(format!(
+                    "log error: {} ({:?})",
+                    e.params.entry.text, e.params.entry.url
+                ));
             }
             Event::NetworkRequestWillBeSent(e) => s.requests.push(e.params.request.url.clone()),
             Event::PageJavascriptDialogOpening(e) => {
@@ -165,7 +178,9 @@ fn watch(tab: &Arc<Tab>) -> Arc<Mutex<Seen>> {
         }
     }))
     .expect("event listener");
-    tab.enable_log().and_then(|t| t.enable_runtime()).expect("log and runtime domains");
+    tab.enable_log()
+        .and_then(|t| t.enable_runtime())
+        .expect("log and runtime domains");
     tab.call_method(Network::Enable {
         max_total_buffer_size: None,
         max_resource_buffer_size: None,
@@ -203,7 +218,9 @@ fn eval(tab: &Tab, js: &str) -> Value {
     let r = (tab.evaluate(&format!("JSON.stringify(({js}))"), false))
         .unwrap_or_else(|e| panic!("evaluating `{js}`: {e:#}"));
     match (r.value, r.description) {
-        (Some(Value::String(json)), _) => serde_json::from_str(&json).expect("JSON.stringify's output"),
+        (Some(Value::String(json)), _) => {
+            serde_json::from_str(&json).expect("JSON.stringify's output")
+        }
         (_, Some(error)) => panic!("evaluating `{js}` threw: {error}"),
         _ => Value::Null,
     }
@@ -214,14 +231,22 @@ fn wait_for(tab: &Tab, seen: &Mutex<Seen>, js: &str, timeout: Duration) {
     let start = Instant::now();
     while eval(tab, js) != Value::Bool(true) {
         let errors = seen.lock().unwrap().errors.clone();
-        assert!(errors.is_empty(), "page errors while waiting for `{js}`: {errors:#?}");
-        assert!(start.elapsed() < timeout, "`{js}` still not true after {timeout:?}");
+        assert!(
+            errors.is_empty(),
+            "page errors while waiting for `{js}`: {errors:#?}"
+        );
+        assert!(
+            start.elapsed() < timeout,
+            "`{js}` still not true after {timeout:?}"
+        );
         std::thread::sleep(POLL);
     }
 }
 
 fn number(tab: &Tab, js: &str) -> f64 {
-    eval(tab, js).as_f64().unwrap_or_else(|| panic!("`{js}` is not a number"))
+    eval(tab, js)
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{js}` is not a number"))
 }
 
 /// A file:// URL for `path`, with the characters a URL path may not hold escaped.
@@ -230,7 +255,9 @@ fn file_url(path: &Path) -> String {
     let mut url = String::from("file://");
     for b in abs.to_string_lossy().bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'-' | b'_' | b'~' => url.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'-' | b'_' | b'~' => {
+                url.push(b as char)
+            }
             _ => url.push_str(&format!("%{b:02X}")),
         }
     }
@@ -239,14 +266,21 @@ fn file_url(path: &Path) -> String {
 
 fn screen_position(tab: &Tab, i: usize) -> Point {
     let p = eval(tab, &format!("pretextExplorer.screenPosition({i})"));
-    Point { x: p["x"].as_f64().expect("x"), y: p["y"].as_f64().expect("y") }
+    Point {
+        x: p["x"].as_f64().expect("x"),
+        y: p["y"].as_f64().expect("y"),
+    }
 }
 
 /// Hovers point i with real mouse events (from a little way off, so the page sees a move)
 /// and returns the point the page says is hovered.
 fn hover(tab: &Tab, seen: &Mutex<Seen>, i: usize) -> usize {
     let p = screen_position(tab, i);
-    tab.move_mouse_to_point(Point { x: p.x + 30.0, y: p.y + 30.0 }).expect("mouse move");
+    tab.move_mouse_to_point(Point {
+        x: p.x + 30.0,
+        y: p.y + 30.0,
+    })
+    .expect("mouse move");
     let before = number(tab, "pretextExplorer.hovers");
     tab.move_mouse_to_point(p).expect("mouse move");
     let answered = format!(
@@ -277,7 +311,8 @@ fn save_screenshot(tab: &Tab, name: &str) -> PathBuf {
     std::fs::write(&path, &png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if let Some(keep) = std::env::var_os(SCREENSHOT_DIR_ENV) {
         let kept = Path::new(&keep).join(name);
-        std::fs::create_dir_all(&keep).and_then(|_| std::fs::write(&kept, &png))
+        std::fs::create_dir_all(&keep)
+            .and_then(|_| std::fs::write(&kept, &png))
             .unwrap_or_else(|e| panic!("{}: {e}", kept.display()));
         println!("screenshot kept: {}", kept.display());
     }
@@ -297,9 +332,15 @@ fn check_page(dir: &Path, ex: &Expectations) -> PageReport {
     let tab = browser.new_tab().expect("tab");
     let seen = watch(&tab);
     set_viewport(&tab, ex.viewport, ex.scale);
-    tab.navigate_to(&file_url(&dir.join("index.html"))).expect("navigate");
+    tab.navigate_to(&file_url(&dir.join("index.html")))
+        .expect("navigate");
     tab.wait_until_navigated().expect("navigation");
-    wait_for(&tab, &seen, "!!(window.pretextExplorer && window.pretextExplorer.ready)", READY_TIMEOUT);
+    wait_for(
+        &tab,
+        &seen,
+        "!!(window.pretextExplorer && window.pretextExplorer.ready)",
+        READY_TIMEOUT,
+    );
 
     let n = number(&tab, "pretextExplorer.n") as usize;
     let k = number(&tab, "pretextExplorer.k") as usize;
@@ -310,7 +351,10 @@ fn check_page(dir: &Path, ex: &Expectations) -> PageReport {
     let probe = ex.probe.unwrap_or_else(|| first_sample(&tab));
     let (last_hover_ms, max_hover_ms) = hover_some(&tab, &seen, n);
     let hovered = hover(&tab, &seen, probe);
-    assert!(same_spot(&tab, hovered, probe), "hovering point {probe} found point {hovered}");
+    assert!(
+        same_spot(&tab, hovered, probe),
+        "hovering point {probe} found point {hovered}"
+    );
     let probe = hovered;
     check_selection(&tab, &seen, probe, k);
     check_texts(&tab, &ex.texts);
@@ -320,13 +364,24 @@ fn check_page(dir: &Path, ex: &Expectations) -> PageReport {
     }
     let requests = check_clean(&tab, &seen);
     PageReport {
-        n, k, points_drawn, first_draw_ms, last_hover_ms, max_hover_ms, probe, screenshot, requests,
+        n,
+        k,
+        points_drawn,
+        first_draw_ms,
+        last_hover_ms,
+        max_hover_ms,
+        probe,
+        screenshot,
+        requests,
     }
 }
 
 /// The first sample thumbnail of the first cluster card (a point that exists on any page).
 fn first_sample(tab: &Tab) -> usize {
-    let v = eval(tab, "pretextExplorer.clusterSample ? pretextExplorer.clusterSample(0) : 0");
+    let v = eval(
+        tab,
+        "pretextExplorer.clusterSample ? pretextExplorer.clusterSample(0) : 0",
+    );
     v.as_u64().expect("a point index") as usize
 }
 
@@ -345,10 +400,18 @@ fn hover_some(tab: &Tab, seen: &Mutex<Seen>, n: usize) -> (f64, f64) {
 /// Clicks point `probe` and checks the side panel shows it with its `k` neighbours.
 fn check_selection(tab: &Tab, seen: &Mutex<Seen>, probe: usize, k: usize) {
     tab.click_point(screen_position(tab, probe)).expect("click");
-    wait_for(tab, seen, &format!("pretextExplorer.selected === {probe}"), SETTLE_TIMEOUT);
+    wait_for(
+        tab,
+        seen,
+        &format!("pretextExplorer.selected === {probe}"),
+        SETTLE_TIMEOUT,
+    );
     let shown = number(tab, "document.querySelectorAll('#neighbours .nb').length") as usize;
     assert_eq!(shown, k, "the neighbour grid lists k = {k} neighbours");
-    let sims = eval(tab, "[...document.querySelectorAll('#neighbours .nb .sim')].map(e => e.textContent)");
+    let sims = eval(
+        tab,
+        "[...document.querySelectorAll('#neighbours .nb .sim')].map(e => e.textContent)",
+    );
     for s in sims.as_array().expect("similarities") {
         let s = s.as_str().expect("text");
         let ok = s.parse::<f64>().is_ok() && s.split('.').nth(1).is_some_and(|d| d.len() == 3);
@@ -361,31 +424,62 @@ fn check_texts(tab: &Tab, texts: &[String]) {
     let shown = eval(tab, "document.body.innerText");
     let shown = shown.as_str().expect("page text");
     for t in texts {
-        assert!(shown.contains(t.as_str()), "{t:?} does not show on the page as text");
+        assert!(
+            shown.contains(t.as_str()),
+            "{t:?} does not show on the page as text"
+        );
     }
 }
 
 /// Clicking the first neighbour (a real click on its button) selects that point.
 fn check_neighbour_click(tab: &Tab, seen: &Mutex<Seen>) {
-    let first = eval(tab, "Number(document.querySelector('#neighbours .nb').dataset.index)");
+    let first = eval(
+        tab,
+        "Number(document.querySelector('#neighbours .nb').dataset.index)",
+    );
     let first = first.as_u64().expect("neighbour index");
-    tab.find_element("#neighbours .nb").and_then(|e| e.click().map(|_| ())).expect("click a neighbour");
-    wait_for(tab, seen, &format!("pretextExplorer.selected === {first}"), SETTLE_TIMEOUT);
+    tab.find_element("#neighbours .nb")
+        .and_then(|e| e.click().map(|_| ()))
+        .expect("click a neighbour");
+    wait_for(
+        tab,
+        seen,
+        &format!("pretextExplorer.selected === {first}"),
+        SETTLE_TIMEOUT,
+    );
 }
 
 /// No error, exception, dialog, injected markup or request other than file://, over the
 /// whole session. Returns the requests made.
 fn check_clean(tab: &Tab, seen: &Mutex<Seen>) -> Vec<String> {
-    assert_eq!(eval(tab, "typeof window.pwned"), Value::from("undefined"), "injected script ran");
-    let imgs = number(tab, "document.querySelectorAll('img, iframe, object, embed').length");
+    assert_eq!(
+        eval(tab, "typeof window.pwned"),
+        Value::from("undefined"),
+        "injected script ran"
+    );
+    let imgs = number(
+        tab,
+        "document.querySelectorAll('img, iframe, object, embed').length",
+    );
     assert_eq!(imgs, 0.0, "the page makes no elements from data");
     let scripts = number(tab, "document.scripts.length");
     assert_eq!(scripts, 2.0, "only the page's two scripts exist");
     let s = seen.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(s.errors.is_empty(), "console errors or exceptions: {:#?}", s.errors);
+    assert!(
+        s.errors.is_empty(),
+        "console errors or exceptions: {:#?}",
+        s.errors
+    );
     assert!(s.dialogs.is_empty(), "dialogs opened: {:?}", s.dialogs);
-    let foreign: Vec<_> = s.requests.iter().filter(|u| !u.starts_with("file://")).collect();
-    assert!(foreign.is_empty(), "requests other than file://: {foreign:?}");
+    let foreign: Vec<_> = s
+        .requests
+        .iter()
+        .filter(|u| !u.starts_with("file://"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "requests other than file://: {foreign:?}"
+    );
     s.requests.clone()
 }
 
@@ -393,8 +487,15 @@ fn print_report(what: &str, r: &PageReport) {
     println!(
         "{what}: n = {}, k = {}, drawn = {}, firstDraw = {:.0} ms, lastHover = {:.1} ms \
          (slowest of {HOVERS}: {:.1} ms), probe = {}, {} file:// requests, screenshot {}",
-        r.n, r.k, r.points_drawn, r.first_draw_ms, r.last_hover_ms, r.max_hover_ms, r.probe,
-        r.requests.len(), r.screenshot.display()
+        r.n,
+        r.k,
+        r.points_drawn,
+        r.first_draw_ms,
+        r.last_hover_ms,
+        r.max_hover_ms,
+        r.probe,
+        r.requests.len(),
+        r.screenshot.display()
     );
 }
 
@@ -430,10 +531,21 @@ impl Rng {
 }
 
 fn realistic_names() -> Vec<String> {
-    ["T-shirt / top (short sleeve)", "Trouser (full length)", "Pullover (knitted)",
-     "Dress (knee length)", "Coat (winter, long)", "Sandal (open toe)", "Shirt (button-down)",
-     "Sneaker (low top)", "Bag (shoulder, leather)", "Ankle boot (heeled)"]
-    .iter().map(|s| s.to_string()).collect()
+    [
+        "T-shirt / top (short sleeve)",
+        "Trouser (full length)",
+        "Pullover (knitted)",
+        "Dress (knee length)",
+        "Coat (winter, long)",
+        "Sandal (open toe)",
+        "Shirt (button-down)",
+        "Sneaker (low top)",
+        "Bag (shoulder, leather)",
+        "Ankle boot (heeled)",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Writes the atlases and the page for `s` into `dir`; returns what was written.
@@ -447,16 +559,32 @@ fn synthetic_page(dir: &Path, s: &Synth, title: &str, paths: impl Fn(usize) -> S
         umap.push((10.0 * a.cos() + 1.3 * rng.normal()) as f32);
         umap.push((10.0 * a.sin() + 1.3 * rng.normal()) as f32);
     }
-    let pca: Vec<f32> = umap.chunks(2).flat_map(|p| [0.8 * p[0] + 0.5 * p[1], 0.3 * p[1] - 0.2 * p[0]]).collect();
+    let pca: Vec<f32> = umap
+        .chunks(2)
+        .flat_map(|p| [0.8 * p[0] + 0.5 * p[1], 0.3 * p[1] - 0.2 * p[0]])
+        .collect();
     let clusters: Vec<u32> = umap.chunks(2).map(|p| cluster_of(p, s.clusters)).collect();
     let labels: Vec<u32> = (0..s.n).map(label).collect();
     let (neighbour_index, neighbour_similarity) = neighbours(&umap, &labels, s);
     let data = PageData {
         title: title.into(),
         n: s.n,
-        layouts: vec![Layout { kind: LayoutKind::Umap, xy: umap }, Layout { kind: LayoutKind::Pca, xy: pca }],
+        layouts: vec![
+            Layout {
+                kind: LayoutKind::Umap,
+                xy: umap,
+            },
+            Layout {
+                kind: LayoutKind::Pca,
+                xy: pca,
+            },
+        ],
         labels: s.labelled.then(|| labels.clone()),
-        class_names: if s.labelled { s.class_names.clone() } else { Vec::new() },
+        class_names: if s.labelled {
+            s.class_names.clone()
+        } else {
+            Vec::new()
+        },
         cluster_summaries: summaries(&clusters, s.labelled.then_some(&labels[..]), s.clusters),
         clusters,
         paths: (0..s.n).map(paths).collect(),
@@ -479,7 +607,9 @@ fn cluster_of(p: &[f32], clusters: usize) -> u32 {
 fn summaries(clusters: &[u32], labels: Option<&[u32]>, count: usize) -> Vec<ClusterSummary> {
     (0..count as u32)
         .map(|c| {
-            let members: Vec<u32> = (0..clusters.len() as u32).filter(|&i| clusters[i as usize] == c).collect();
+            let members: Vec<u32> = (0..clusters.len() as u32)
+                .filter(|&i| clusters[i as usize] == c)
+                .collect();
             let majority = labels.filter(|_| !members.is_empty()).map(|l| {
                 let mut counts = std::collections::BTreeMap::new();
                 for &i in &members {
@@ -488,7 +618,11 @@ fn summaries(clusters: &[u32], labels: Option<&[u32]>, count: usize) -> Vec<Clus
                 let (label, top) = counts.into_iter().max_by_key(|&(_, c)| c).expect("members");
                 (label, top as f32 / members.len() as f32)
             });
-            ClusterSummary { size: members.len(), majority, sample: members.into_iter().take(12).collect() }
+            ClusterSummary {
+                size: members.len(),
+                majority,
+                sample: members.into_iter().take(12).collect(),
+            }
         })
         .collect()
 }
@@ -500,7 +634,12 @@ fn neighbours(xy: &[f32], labels: &[u32], s: &Synth) -> (Vec<u32>, Vec<f32>) {
         if s.exact_neighbours {
             let mut by_distance: Vec<(f32, u32)> = (0..s.n)
                 .filter(|&j| j != i)
-                .map(|j| ((xy[2 * i] - xy[2 * j]).hypot(xy[2 * i + 1] - xy[2 * j + 1]), j as u32))
+                .map(|j| {
+                    (
+                        (xy[2 * i] - xy[2 * j]).hypot(xy[2 * i + 1] - xy[2 * j + 1]),
+                        j as u32,
+                    )
+                })
                 .collect();
             by_distance.select_nth_unstable_by(s.k, |a, b| a.0.total_cmp(&b.0));
             by_distance.truncate(s.k);
@@ -535,16 +674,29 @@ fn write_atlases(dir: &Path, s: &Synth, labels: &[u32]) -> AtlasLayout {
                 return image::Rgb([30, 30, 30]);
             }
             let c = labels[i] as u8;
-            image::Rgb([60 + c.wrapping_mul(53), 90 + c.wrapping_mul(97), 140 + c.wrapping_mul(31)])
+            image::Rgb([
+                60 + c.wrapping_mul(53),
+                90 + c.wrapping_mul(97),
+                140 + c.wrapping_mul(31),
+            ])
         });
         let path = dir.join(name);
-        img.save(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        img.save(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
-    AtlasLayout { files, thumb: s.thumb, columns: s.columns, per_sheet: s.per_sheet }
+    AtlasLayout {
+        files,
+        thumb: s.thumb,
+        columns: s.columns,
+        per_sheet: s.per_sheet,
+    }
 }
 
 fn plain_path(i: usize) -> String {
-    format!("../shared/data/fashion-mnist/train/class-{}/img-{i:05}.png", i % 10)
+    format!(
+        "../shared/data/fashion-mnist/train/class-{}/img-{i:05}.png",
+        i % 10
+    )
 }
 
 // ---- the tests ----------------------------------------------------------------------------
@@ -556,16 +708,30 @@ fn realistic_page_at_1400x900() {
     }
     let dir = tempfile::tempdir().unwrap();
     let s = Synth {
-        n: 5000, class_names: realistic_names(), labelled: true, clusters: 20, k: 16,
-        thumb: 28, columns: 64, per_sheet: 4096, exact_neighbours: true,
+        n: 5000,
+        class_names: realistic_names(),
+        labelled: true,
+        clusters: 20,
+        k: 16,
+        thumb: 28,
+        columns: 64,
+        per_sheet: 4096,
+        exact_neighbours: true,
     };
     let title = "runs/fmnist-simclr on ../shared/data/fashion-mnist (train, 5000 images)";
     synthetic_page(dir.path(), &s, title, plain_path);
     let mut ex = Expectations::at((1400, 900), "explore-1400x900.png");
-    ex.texts = vec![title.into(), "Ankle boot (heeled)".into(), "Cluster 19".into()];
+    ex.texts = vec![
+        title.into(),
+        "Ankle boot (heeled)".into(),
+        "Cluster 19".into(),
+    ];
     let r = check_page(dir.path(), &ex);
     print_report("1400x900", &r);
-    assert!(r.requests.iter().any(|u| u.ends_with("/data.js")), "the page loads data.js");
+    assert!(
+        r.requests.iter().any(|u| u.ends_with("/data.js")),
+        "the page loads data.js"
+    );
 }
 
 #[test]
@@ -575,10 +741,23 @@ fn unlabelled_page_at_1920x1080_and_double_density() {
     }
     let dir = tempfile::tempdir().unwrap();
     let s = Synth {
-        n: 800, class_names: vec!["a".into(); 4], labelled: false, clusters: 12, k: 8,
-        thumb: 32, columns: 16, per_sheet: 256, exact_neighbours: true,
+        n: 800,
+        class_names: vec!["a".into(); 4],
+        labelled: false,
+        clusters: 12,
+        k: 8,
+        thumb: 32,
+        columns: 16,
+        per_sheet: 256,
+        exact_neighbours: true,
     };
-    synthetic_page(dir.path(), &s, "unlabelled", |i| if i % 3 == 0 { String::new() } else { plain_path(i) });
+    synthetic_page(dir.path(), &s, "unlabelled", |i| {
+        if i % 3 == 0 {
+            String::new()
+        } else {
+            plain_path(i)
+        }
+    });
     let mut ex = Expectations::at((1920, 1080), "explore-1920x1080-dpr2.png");
     ex.scale = 2.0;
     ex.texts = vec!["unlabelled".into(), "Cluster 11".into()];
@@ -596,15 +775,31 @@ fn untrusted_names_show_as_text_and_run_nothing() {
     names[0] = EVIL_IMG.into();
     names[1] = EVIL_SCRIPT.into();
     let s = Synth {
-        n: 600, class_names: names, labelled: true, clusters: 6, k: 5,
-        thumb: 24, columns: 16, per_sheet: 256, exact_neighbours: true,
+        n: 600,
+        class_names: names,
+        labelled: true,
+        clusters: 6,
+        k: 5,
+        thumb: 24,
+        columns: 16,
+        per_sheet: 256,
+        exact_neighbours: true,
     };
     // Every path holds both, so whichever point the mouse lands on shows them.
     let evil_path = |i: usize| format!("data/{EVIL_SCRIPT}/{i}-{EVIL_IMG}");
-    synthetic_page(dir.path(), &s, &format!("{EVIL_SCRIPT} & {EVIL_IMG}"), evil_path);
+    synthetic_page(
+        dir.path(),
+        &s,
+        &format!("{EVIL_SCRIPT} & {EVIL_IMG}"),
+        evil_path,
+    );
     let mut ex = Expectations::at((1400, 900), "explore-untrusted.png");
     ex.probe = Some(0);
-    ex.texts = vec![format!("data/{EVIL_SCRIPT}/"), EVIL_IMG.into(), EVIL_SCRIPT.into()];
+    ex.texts = vec![
+        format!("data/{EVIL_SCRIPT}/"),
+        EVIL_IMG.into(),
+        EVIL_SCRIPT.into(),
+    ];
     let r = check_page(dir.path(), &ex);
     print_report("untrusted names", &r);
 }
@@ -616,11 +811,21 @@ fn sixty_thousand_points_prints_timings() {
     }
     let dir = tempfile::tempdir().unwrap();
     let s = Synth {
-        n: 60_000, class_names: realistic_names(), labelled: true, clusters: 20, k: 16,
-        thumb: 28, columns: 64, per_sheet: 4096, exact_neighbours: false,
+        n: 60_000,
+        class_names: realistic_names(),
+        labelled: true,
+        clusters: 20,
+        k: 16,
+        thumb: 28,
+        columns: 64,
+        per_sheet: 4096,
+        exact_neighbours: false,
     };
     synthetic_page(dir.path(), &s, "60,000 synthetic points", plain_path);
-    let r = check_page(dir.path(), &Expectations::at((1400, 900), "explore-60000.png"));
+    let r = check_page(
+        dir.path(),
+        &Expectations::at((1400, 900), "explore-60000.png"),
+    );
     // Speed targets belong to benchmarks; here the times are printed, not asserted.
     print_report("60,000 points", &r);
 }
@@ -637,6 +842,9 @@ fn existing_page_from_env() {
     if skip_without_chromium() {
         return;
     }
-    let r = check_page(Path::new(&dir), &Expectations::at((1400, 900), "explore-existing.png"));
+    let r = check_page(
+        Path::new(&dir),
+        &Expectations::at((1400, 900), "explore-existing.png"),
+    );
     print_report(&Path::new(&dir).display().to_string(), &r);
 }

@@ -112,8 +112,8 @@ pub fn write(dir: &Path, data: &PageData) -> Result<Vec<PathBuf>, Error> {
     validate(data).map_err(|problem| Error::msg(format!("{}: {problem}", data_path.display())))?;
     check_atlases_exist(dir, &data.atlas)?;
     let index_path = dir.join(INDEX_FILE);
-    let script = data_script(data)
-        .map_err(|e| Error::msg(format!("{}: {e}", data_path.display())))?;
+    let script =
+        data_script(data).map_err(|e| Error::msg(format!("{}: {e}", data_path.display())))?;
     write_atomic(&data_path, script.as_bytes()).map_err(|e| Error::io(&data_path, e))?;
     write_atomic(&index_path, index_html().as_bytes()).map_err(|e| Error::io(&index_path, e))?;
     Ok(vec![index_path, data_path])
@@ -142,9 +142,16 @@ fn validate_layouts(d: &PageData) -> Result<(), String> {
     }
     for layout in &d.layouts {
         let name = layout.kind.name();
-        expect_len(&format!("{name} layout coordinates"), layout.xy.len(), d.n * 2)?;
+        expect_len(
+            &format!("{name} layout coordinates"),
+            layout.xy.len(),
+            d.n * 2,
+        )?;
         if let Some(i) = layout.xy.iter().position(|v| !v.is_finite()) {
-            return Err(format!("{name} layout: point {} has a coordinate that is not finite", i / 2));
+            return Err(format!(
+                "{name} layout: point {} has a coordinate that is not finite",
+                i / 2
+            ));
         }
     }
     Ok(())
@@ -153,7 +160,12 @@ fn validate_layouts(d: &PageData) -> Result<(), String> {
 fn validate_points(d: &PageData) -> Result<(), String> {
     expect_len("paths", d.paths.len(), d.n)?;
     expect_len("clusters", d.clusters.len(), d.n)?;
-    expect_below("clusters", &d.clusters, d.cluster_summaries.len(), "cluster summaries")?;
+    expect_below(
+        "clusters",
+        &d.clusters,
+        d.cluster_summaries.len(),
+        "cluster summaries",
+    )?;
     if let Some(labels) = &d.labels {
         expect_len("labels", labels.len(), d.n)?;
         expect_below("labels", labels, d.class_names.len(), "class names")?;
@@ -168,8 +180,16 @@ fn validate_neighbours(d: &PageData) -> Result<(), String> {
             d.neighbours_k, d.n
         ));
     }
-    expect_len("neighbour indices", d.neighbour_index.len(), d.n * d.neighbours_k)?;
-    expect_len("neighbour similarities", d.neighbour_similarity.len(), d.n * d.neighbours_k)?;
+    expect_len(
+        "neighbour indices",
+        d.neighbour_index.len(),
+        d.n * d.neighbours_k,
+    )?;
+    expect_len(
+        "neighbour similarities",
+        d.neighbour_similarity.len(),
+        d.n * d.neighbours_k,
+    )?;
     expect_below("neighbour indices", &d.neighbour_index, d.n, "points")?;
     if let Some(j) = d.neighbour_similarity.iter().position(|s| !s.is_finite()) {
         return Err(format!("neighbour similarity {j} is not finite"));
@@ -188,7 +208,9 @@ fn validate_clusters(d: &PageData) -> Result<(), String> {
                 ));
             }
             if !(0.0..=1.0).contains(&share) {
-                return Err(format!("cluster {c}'s majority share {share} is not in [0, 1]"));
+                return Err(format!(
+                    "cluster {c}'s majority share {share} is not in [0, 1]"
+                ));
             }
         }
     }
@@ -223,7 +245,9 @@ fn validate_atlas(n: usize, a: &AtlasLayout) -> Result<(), String> {
 fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn check_atlases_exist(dir: &Path, a: &AtlasLayout) -> Result<(), Error> {
@@ -249,8 +273,14 @@ fn expect_len(what: &str, got: usize, want: usize) -> Result<(), String> {
 
 /// Every value of `values` indexes a list of `bound` `things`.
 fn expect_below(what: &str, values: &[u32], bound: usize, things: &str) -> Result<(), String> {
-    match values.iter().enumerate().find(|(_, v)| **v as usize >= bound) {
-        Some((i, v)) => Err(format!("{what}: entry {i} is {v}, but there are {bound} {things}")),
+    match values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| **v as usize >= bound)
+    {
+        Some((i, v)) => Err(format!(
+            "{what}: entry {i} is {v}, but there are {bound} {things}"
+        )),
         None => Ok(()),
     }
 }
@@ -305,13 +335,20 @@ fn data_script(d: &PageData) -> Result<String, serde_json::Error> {
         title: &d.title,
         n: d.n,
         layouts: (d.layouts.iter())
-            .map(|l| LayoutJs { name: l.kind.name(), xy: base64_f32(&l.xy) })
+            .map(|l| LayoutJs {
+                name: l.kind.name(),
+                xy: base64_f32(&l.xy),
+            })
             .collect(),
         labels: d.labels.as_deref().map(base64_u32),
         class_names: &d.class_names,
         clusters: base64_u32(&d.clusters),
         cluster_summaries: (d.cluster_summaries.iter())
-            .map(|c| ClusterJs { size: c.size, majority: c.majority, sample: &c.sample })
+            .map(|c| ClusterJs {
+                size: c.size,
+                majority: c.majority,
+                sample: &c.sample,
+            })
             .collect(),
         paths: &d.paths,
         neighbours_k: d.neighbours_k,
@@ -325,7 +362,9 @@ fn data_script(d: &PageData) -> Result<String, serde_json::Error> {
         },
     };
     let json = script_safe_json(&serde_json::to_string(&js)?);
-    Ok(format!("// Written by `pretext explore`; read by index.html.\nwindow.PRETEXT_DATA = {json};\n"))
+    Ok(format!(
+        "// Written by `pretext explore`; read by index.html.\nwindow.PRETEXT_DATA = {json};\n"
+    ))
 }
 
 /// JSON that is safe inside a `<script>`: `<`, `>` and `&` (which JSON output only ever holds
@@ -365,19 +404,35 @@ mod tests {
         PageData {
             title: "t".into(),
             n: 3,
-            layouts: vec![Layout { kind: LayoutKind::Umap, xy: vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0] }],
+            layouts: vec![Layout {
+                kind: LayoutKind::Umap,
+                xy: vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0],
+            }],
             labels: Some(vec![0, 1, 1]),
             class_names: vec!["a".into(), "b".into()],
             clusters: vec![0, 1, 1],
             cluster_summaries: vec![
-                ClusterSummary { size: 1, majority: Some((0, 1.0)), sample: vec![0] },
-                ClusterSummary { size: 2, majority: Some((1, 1.0)), sample: vec![1, 2] },
+                ClusterSummary {
+                    size: 1,
+                    majority: Some((0, 1.0)),
+                    sample: vec![0],
+                },
+                ClusterSummary {
+                    size: 2,
+                    majority: Some((1, 1.0)),
+                    sample: vec![1, 2],
+                },
             ],
             paths: vec!["x.png".into(), "".into(), "z.png".into()],
             neighbours_k: 1,
             neighbour_index: vec![1, 2, 1],
             neighbour_similarity: vec![0.5, 0.9, 0.9],
-            atlas: AtlasLayout { files: vec!["atlas-0.png".into()], thumb: 4, columns: 2, per_sheet: 4 },
+            atlas: AtlasLayout {
+                files: vec!["atlas-0.png".into()],
+                thumb: 4,
+                columns: 2,
+                per_sheet: 4,
+            },
         }
     }
 
@@ -394,9 +449,15 @@ mod tests {
         d.paths[0] = "</script><script>window.pwned=1</script>".into();
         d.class_names[1] = "<img src=x onerror=alert(1)>&".into();
         let written = write(dir.path(), &d).unwrap();
-        assert_eq!(written, vec![dir.path().join(INDEX_FILE), dir.path().join(DATA_FILE)]);
+        assert_eq!(
+            written,
+            vec![dir.path().join(INDEX_FILE), dir.path().join(DATA_FILE)]
+        );
         let js = std::fs::read_to_string(dir.path().join(DATA_FILE)).unwrap();
-        assert!(!js.contains('<') && !js.contains('>') && !js.contains('&'), "{js}");
+        assert!(
+            !js.contains('<') && !js.contains('>') && !js.contains('&'),
+            "{js}"
+        );
         assert!(js.contains(r"\u003c/script\u003e\u003cscript\u003ewindow.pwned=1"));
         let html = std::fs::read_to_string(dir.path().join(INDEX_FILE)).unwrap();
         assert!(!html.contains(CSS_SLOT) && !html.contains(JS_SLOT));
@@ -420,7 +481,10 @@ mod tests {
     fn error_of(d: &PageData) -> String {
         let dir = tiny_dir();
         let e = write(dir.path(), d).unwrap_err().to_string();
-        assert!(!dir.path().join(INDEX_FILE).exists(), "nothing is written on a bad input");
+        assert!(
+            !dir.path().join(INDEX_FILE).exists(),
+            "nothing is written on a bad input"
+        );
         e
     }
 
@@ -429,7 +493,10 @@ mod tests {
         let mut d = tiny();
         d.paths.pop();
         let e = error_of(&d);
-        assert!(e.contains("data.js") && e.contains("paths: expected 3 entries, got 2"), "{e}");
+        assert!(
+            e.contains("data.js") && e.contains("paths: expected 3 entries, got 2"),
+            "{e}"
+        );
         let mut d = tiny();
         d.layouts[0].xy.push(0.0);
         assert!(error_of(&d).contains("UMAP layout coordinates: expected 6"));
