@@ -139,7 +139,8 @@ fn watch(tab: &Arc<Tab>) -> Arc<Mutex<Seen>> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (record, dialog) = (seen.clone(), tab.get_dialog());
     tab.add_event_listener(Arc::new(move |event: &Event| {
-        let mut s = record.lock().unwrap();
+        // A test that failed while holding the lock must not make this thread panic too.
+        let mut s = record.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             Event::RuntimeExceptionThrown(e) => {
                 let d = &e.params.exception_details;
@@ -229,7 +230,7 @@ fn eval(tab: &Tab, js: &str) -> Value {
 fn wait_for(tab: &Tab, seen: &Mutex<Seen>, js: &str, timeout: Duration) {
     let start = Instant::now();
     while eval(tab, js) != Value::Bool(true) {
-        let errors = &seen.lock().unwrap().errors;
+        let errors = seen.lock().unwrap().errors.clone();
         assert!(
             errors.is_empty(),
             "page errors while waiting for `{js}`: {errors:#?}"
@@ -463,7 +464,7 @@ fn check_clean(tab: &Tab, seen: &Mutex<Seen>) -> Vec<String> {
     assert_eq!(imgs, 0.0, "the page makes no elements from data");
     let scripts = number(tab, "document.scripts.length");
     assert_eq!(scripts, 2.0, "only the page's two scripts exist");
-    let s = seen.lock().unwrap();
+    let s = seen.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
         s.errors.is_empty(),
         "console errors or exceptions: {:#?}",
