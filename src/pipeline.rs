@@ -543,8 +543,9 @@ pub fn embed_with(
     }
     if written.is_empty() {
         return Err(Error::msg(format!(
-            "{}: the data has no {splits:?} split to embed",
-            data_cfg.path
+            "{}: the data has no {} split to embed",
+            data_cfg.path,
+            splits.name()
         )));
     }
     written.push(files.finish()?);

@@ -39,11 +39,17 @@ pub fn explore(args: ExploreArgs, g: Globals) -> anyhow::Result<()> {
         cfg.neighbours = k;
     }
     let summary = with_inputs(&args.curate, g, |inputs| {
+        let last = |p: &std::path::Path| {
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        };
         let title = format!(
-            "{} on {} ({:?})",
-            args.curate.run.display(),
-            inputs.data.path,
-            inputs.split
+            "{} on {} ({} split)",
+            last(&args.curate.run),
+            last(std::path::Path::new(&inputs.data.path)),
+            inputs.split.name()
         );
         Ok(curate::explore(inputs, &cfg, &args.out, &title)?)
     })?;

@@ -35,6 +35,18 @@ pub enum Strategy {
     Outliers,
 }
 
+impl Strategy {
+    /// The name `--strategy` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Coreset => "coreset",
+            Strategy::Diverse => "diverse",
+            Strategy::Dedup => "dedup",
+            Strategy::Outliers => "outliers",
+        }
+    }
+}
+
 /// One chosen image: its row in the embedding, the strategy's score and why it was chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Selected {

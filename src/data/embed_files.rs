@@ -34,6 +34,15 @@ pub enum SplitChoice {
 }
 
 impl SplitChoice {
+    /// The name `--split` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitChoice::Train => TRAIN_SPLIT,
+            SplitChoice::Test => TEST_SPLIT,
+            SplitChoice::All => "all",
+        }
+    }
+
     /// Whether the split named `split` ([`TRAIN_SPLIT`] or [`TEST_SPLIT`]) is covered.
     pub fn includes(self, split: &str) -> bool {
         match self {

@@ -472,7 +472,8 @@ pub fn select(
     };
     let scratch = ScratchDir::next_to(out)?;
     let e = embed_into(inputs, &scratch.0, &mut |_| Ok(()))?;
-    let chosen = choose(&e, cfg).map_err(Error::msg)?;
+    let chosen = choose(&e, cfg)
+        .map_err(|err| Error::msg(format!("select --strategy {}: {err}", cfg.strategy.name())))?;
     let labels = e.labels.as_deref().map(|l| (l, &e.class_names[..]));
     select::write_csv(out, &chosen, split, &e.paths, labels)?;
     Ok((out.to_path_buf(), chosen.len()))
