@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 accuracy() { # results.json, mode -> mean ± std over seeds
   python3 -c 'import json,sys
 r=next(m for m in json.load(open(sys.argv[1]))["results"] if m["mode"]==sys.argv[2])
-print(f"{r[\"mean\"]:.3f} ± {r[\"std\"]:.3f}")' "$1" "$2"
+print("%.3f ± %.3f" % (r["mean"], r["std"]))' "$1" "$2"
 }
 echo "| images | choice | probe | fine-tune | select s |"
 echo "| --- | --- | --- | --- | --- |"
@@ -26,11 +26,11 @@ for n in $SIZES; do
     start=$(date +%s.%N)
     [ -f "$csv" ] || "$BIN" select --quiet --run "$RUN" --data "$DATA" --strategy "$strategy" --n "$n" --out "$csv" >/dev/null
     secs=$(python3 -c "import time;print(f'{time.time()-$start:.0f}')")
-    "$BIN" transfer --quiet --run "$RUN" --data "$DATA" --mode probe,finetune --seeds "$SEEDS" \
-      --labels-file "$csv" --out "$OUT/$strategy-$n" >/dev/null
+    [ -f "$OUT/$strategy-$n/results.json" ] || "$BIN" transfer --quiet --run "$RUN" --data "$DATA" \
+      --mode probe,finetune --seeds "$SEEDS" --labels-file "$csv" --out "$OUT/$strategy-$n" >/dev/null
     echo "| $n | $strategy | $(accuracy "$OUT/$strategy-$n/results.json" probe) | $(accuracy "$OUT/$strategy-$n/results.json" finetune) | $secs |"
   done
-  "$BIN" transfer --quiet --run "$RUN" --data "$DATA" --mode probe,finetune --seeds "$SEEDS" \
-    --random "$n" --unstratified --out "$OUT/random-$n" >/dev/null
+  [ -f "$OUT/random-$n/results.json" ] || "$BIN" transfer --quiet --run "$RUN" --data "$DATA" \
+    --mode probe,finetune --seeds "$SEEDS" --random "$n" --unstratified --out "$OUT/random-$n" >/dev/null
   echo "| $n | random, unstratified | $(accuracy "$OUT/random-$n/results.json" probe) | $(accuracy "$OUT/random-$n/results.json" finetune) | |"
 done

@@ -68,6 +68,14 @@ fn pretrain(root: &Path, data: &Path) -> PathBuf {
     out
 }
 
+/// A temporary folder holding the data and a run pretrained on it.
+fn trained() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let data = folder(root.path());
+    let run = pretrain(root.path(), &data);
+    (root, run, data)
+}
+
 fn csv_rows(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let mut reader = csv::Reader::from_path(path).unwrap();
     let header = reader.headers().unwrap().iter().map(String::from).collect();
@@ -122,9 +130,7 @@ fn explore_writes_a_page_with_every_training_image_and_its_maps() {
 
 #[test]
 fn neighbors_draws_a_row_per_query_and_select_finds_the_twin_and_covers_both_classes() {
-    let root = tempfile::tempdir().unwrap();
-    let data = folder(root.path());
-    let run = pretrain(root.path(), &data);
+    let (root, run, data) = trained();
     let base = [
         "--run",
         run.to_str().unwrap(),
@@ -211,9 +217,7 @@ fn transfer_the_selection(root: &Path, run: &Path, data: &Path, selection: &Path
 
 #[test]
 fn bad_curation_input_is_refused_by_name() {
-    let root = tempfile::tempdir().unwrap();
-    let data = folder(root.path());
-    let run = pretrain(root.path(), &data);
+    let (root, run, data) = trained();
     let base = [
         "--run",
         run.to_str().unwrap(),

@@ -79,20 +79,7 @@ pub struct Points<'a> {
 impl<'a> Points<'a> {
     /// Checks the shape and that every value is finite.
     pub fn new(values: &'a [f32], n: usize, dim: usize) -> Result<Self, String> {
-        if n.checked_mul(dim) != Some(values.len()) || dim == 0 {
-            return Err(format!(
-                "{} values do not form {n} rows of {dim}",
-                values.len()
-            ));
-        }
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "row {} column {} is {} (k-means needs finite values)",
-                i / dim,
-                i % dim,
-                values[i]
-            ));
-        }
+        crate::util::rows::check_finite_rows(values, n, dim, "k-means")?;
         Ok(Points { values, n, dim })
     }
     fn row(&self, i: usize) -> &[f32] {
@@ -168,31 +155,7 @@ fn mean_variance(p: Points) -> f64 {
 /// `out[r, j] = −2 · a[r] · b[j]` for `rows` rows of `a` and `cols` rows of `b`, single-threaded
 /// (parallelism is across blocks).
 fn neg2_dot(a: &[f32], rows: usize, b: &[f32], cols: usize, dim: usize, out: &mut [f32]) {
-    assert!(a.len() >= rows * dim && b.len() >= cols * dim && out.len() >= rows * cols);
-    // SAFETY: the asserts above bound every index the strides below can reach.
-    unsafe {
-        gemm::gemm(
-            rows,
-            cols,
-            dim,
-            out.as_mut_ptr(),
-            1,
-            cols as isize,
-            false,
-            a.as_ptr(),
-            1,
-            dim as isize,
-            b.as_ptr(),
-            dim as isize,
-            1,
-            0.0,
-            -2.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    crate::eval::neighbours::scaled_dots(a, rows, b, cols, dim, -2.0, out);
 }
 
 /// Assigns every point to its nearest centre: labels and squared distances.

@@ -126,20 +126,8 @@ fn check_count(count: usize, n: usize) -> Result<(), String> {
 
 /// `x` as `n` unit rows of `dim` (a zero row stays zero: cosine 0 to everything).
 fn normalised(x: &[f32], dim: usize) -> Result<Vec<f32>, String> {
-    if dim == 0 || x.len() % dim != 0 {
-        return Err(format!(
-            "{} values do not form rows of {dim} features",
-            x.len()
-        ));
-    }
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(format!(
-            "row {} feature {} is {} (selection needs finite features)",
-            i / dim,
-            i % dim,
-            x[i]
-        ));
-    }
+    let n = if dim == 0 { 0 } else { x.len() / dim };
+    crate::util::rows::check_finite_rows(x, n, dim, "selection")?;
     let mut out = x.to_vec();
     out.par_chunks_mut(dim).for_each(|row| {
         let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();

@@ -13,11 +13,7 @@ pub fn few_labels(
     per_class: Option<usize>,
     seed: u64,
 ) -> Result<Vec<usize>, DataError> {
-    let labels = set.labels.as_ref().ok_or_else(|| {
-        DataError::Other(
-            "transfer needs labelled training images; this data set has no labels".into(),
-        )
-    })?;
+    let labels = labels_of(set)?;
     let (chosen, short) = few_of_labels(labels, set.num_classes(), per_class, seed);
     match short.first() {
         Some(&(class, have)) => Err(DataError::Other(format!(
@@ -27,6 +23,15 @@ pub fn few_labels(
         ))),
         None => Ok(chosen),
     }
+}
+
+/// The labels of `set`, which transfer needs.
+fn labels_of(set: &ImageSet) -> Result<&[u32], DataError> {
+    set.labels.as_deref().ok_or_else(|| {
+        DataError::Other(
+            "transfer needs labelled training images; this data set has no labels".into(),
+        )
+    })
 }
 
 /// Indices of up to `per_class` examples of every class (all of a smaller class), chosen at
@@ -68,11 +73,7 @@ pub fn random_labels(
     stratified: bool,
     seed: u64,
 ) -> Result<Vec<usize>, DataError> {
-    let labels = set.labels.as_ref().ok_or_else(|| {
-        DataError::Other(
-            "transfer needs labelled training images; this data set has no labels".into(),
-        )
-    })?;
+    let labels = labels_of(set)?;
     if count > labels.len() {
         return Err(DataError::Other(format!(
             "random_labels = {count} but there are only {} labelled training images",

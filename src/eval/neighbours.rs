@@ -51,9 +51,18 @@ fn unit_rows(values: &[f32], dim: usize) -> Vec<f32> {
     out
 }
 
-/// `out[r, c] = a[r] · b[c]` for `rows` rows of `a` and `cols` rows of `b`, single-threaded
-/// (parallelism is across row blocks).
-fn dot_tile(a: &[f32], rows: usize, b: &[f32], cols: usize, dim: usize, out: &mut [f32]) {
+/// `out[r, c] = scale · a[r] · b[c]` for `rows` rows of `a` and `cols` rows of `b`,
+/// single-threaded (callers run blocks in parallel). k-means uses it too.
+#[allow(clippy::too_many_arguments)]
+pub fn scaled_dots(
+    a: &[f32],
+    rows: usize,
+    b: &[f32],
+    cols: usize,
+    dim: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     assert!(a.len() >= rows * dim && b.len() >= cols * dim && out.len() >= rows * cols);
     // SAFETY: the assert above bounds every index the strides below can reach.
     unsafe {
@@ -72,7 +81,7 @@ fn dot_tile(a: &[f32], rows: usize, b: &[f32], cols: usize, dim: usize, out: &mu
             dim as isize,
             1,
             0.0,
-            1.0,
+            scale,
             false,
             false,
             false,
@@ -110,6 +119,19 @@ impl TopK<'_> {
         self.index[at] = j;
         self.len = end;
     }
+}
+
+/// Empty top-`k` lists over the rows of `index` and `similarity`.
+fn top_lists<'a>(index: &'a mut [u32], similarity: &'a mut [f32], k: usize) -> Vec<TopK<'a>> {
+    index
+        .chunks_exact_mut(k)
+        .zip(similarity.chunks_exact_mut(k))
+        .map(|(index, similarity)| TopK {
+            index,
+            similarity,
+            len: 0,
+        })
+        .collect()
 }
 
 /// Offers the tile's columns `col0..col0 + cols` to each of the block's rows, whose own row
@@ -155,15 +177,7 @@ pub fn cosine_knn(values: &[f32], n: usize, dim: usize, k: usize) -> Neighbours 
         .for_each_init(Vec::new, |tile, (b, (index, similarity))| {
             let row0 = b * ROW_BLOCK;
             let rows = index.len() / k;
-            let mut best: Vec<TopK> = index
-                .chunks_exact_mut(k)
-                .zip(similarity.chunks_exact_mut(k))
-                .map(|(index, similarity)| TopK {
-                    index,
-                    similarity,
-                    len: 0,
-                })
-                .collect();
+            let mut best = top_lists(index, similarity, k);
             let own: Vec<usize> = (row0..row0 + rows).collect();
             let block = &unit[row0 * dim..(row0 + rows) * dim];
             offer_all(block, &own, &unit, n, dim, tile, &mut best);
@@ -190,7 +204,7 @@ fn offer_all(
     for col0 in (0..n).step_by(COL_TILE) {
         let cols = COL_TILE.min(n - col0);
         tile.resize(rows * cols, 0.0);
-        dot_tile(block, rows, &unit[col0 * dim..], cols, dim, tile);
+        scaled_dots(block, rows, &unit[col0 * dim..], cols, dim, 1.0, tile);
         select_tile(tile, own, col0, cols, best);
     }
 }
@@ -219,15 +233,7 @@ pub fn cosine_knn_of(
             .zip(similarity.par_chunks_mut(ROW_BLOCK * k))
             .zip(queries.par_chunks(ROW_BLOCK))
             .for_each_init(Vec::new, |tile, ((index, similarity), own)| {
-                let mut best: Vec<TopK> = index
-                    .chunks_exact_mut(k)
-                    .zip(similarity.chunks_exact_mut(k))
-                    .map(|(index, similarity)| TopK {
-                        index,
-                        similarity,
-                        len: 0,
-                    })
-                    .collect();
+                let mut best = top_lists(index, similarity, k);
                 let block: Vec<f32> = own
                     .iter()
                     .flat_map(|&i| unit[i * dim..(i + 1) * dim].iter().copied())

@@ -116,21 +116,7 @@ impl UmapConfig {
 
 /// Checks that `values` holds `n` rows of `dim` finite numbers.
 fn check_values(values: &[f32], n: usize, dim: usize) -> Result<(), String> {
-    if dim == 0 || n.checked_mul(dim) != Some(values.len()) {
-        return Err(format!(
-            "{} values do not form {n} rows of {dim}",
-            values.len()
-        ));
-    }
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(format!(
-            "row {} column {} is {} (UMAP needs finite values)",
-            i / dim,
-            i % dim,
-            values[i]
-        ));
-    }
-    Ok(())
+    crate::util::rows::check_finite_rows(values, n, dim, "UMAP")
 }
 
 /// Row-major `n × 2` map coordinates of the `n` rows of `dim` values.

@@ -4,4 +4,5 @@ pub mod config;
 pub mod font;
 pub mod fs;
 pub mod memory;
+pub mod rows;
 pub mod run_dir;
