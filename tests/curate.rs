@@ -228,7 +228,10 @@ fn bad_curation_input_is_refused_by_name() {
     let mut args = vec!["select", "--strategy", "coreset", "--n", "0"];
     args.extend(["--out", out.to_str().unwrap()]);
     args.extend(base);
-    assert_clean_failure(&pretext(root.path(), &args), "count must be at least 1");
+    assert_clean_failure(
+        &pretext(root.path(), &args),
+        "--n (count) must be at least 1",
+    );
     let mut args = vec![
         "neighbors",
         "--queries",

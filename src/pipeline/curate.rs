@@ -454,6 +454,27 @@ pub struct SelectConfig {
     pub seed: u64,
 }
 
+impl SelectConfig {
+    /// Checks what can be checked before the images are embedded (`count` against the number
+    /// of images is checked after).
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |what: String| Err(Error::msg(format!("select: {what}")));
+        if self.count == 0 {
+            return bad("--n (count) must be at least 1".into());
+        }
+        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+            return bad(format!(
+                "--threshold must be in (0, 1], got {}",
+                self.threshold
+            ));
+        }
+        if self.k == 0 {
+            return bad("--k must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// `pretext select`: the images the strategy chooses among one split's, as a CSV of paths with
 /// the reason for each. Returns the CSV's path and the number of rows.
 pub fn select(
@@ -470,6 +491,7 @@ pub fn select(
             ));
         }
     };
+    cfg.validate()?;
     let scratch = ScratchDir::next_to(out)?;
     let e = embed_into(inputs, &scratch.0, &mut |_| Ok(()))?;
     let chosen = choose(&e, cfg)
