@@ -128,14 +128,7 @@ fn check_count(count: usize, n: usize) -> Result<(), String> {
 fn normalised(x: &[f32], dim: usize) -> Result<Vec<f32>, String> {
     let n = if dim == 0 { 0 } else { x.len() / dim };
     crate::util::rows::check_finite_rows(x, n, dim, "selection")?;
-    let mut out = x.to_vec();
-    out.par_chunks_mut(dim).for_each(|row| {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            row.iter_mut().for_each(|v| *v /= norm);
-        }
-    });
-    Ok(out)
+    Ok(crate::eval::neighbours::unit_rows(x, dim))
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

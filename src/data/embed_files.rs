@@ -14,6 +14,10 @@ pub const EMBED_FILES: &str = "files.csv";
 /// Its columns: the split, the row in that split's `.npy`, where the image was read from
 /// ([`super::ImageSet::origins`]), and the class name (empty when unlabelled).
 pub const EMBED_COLUMNS: [&str; 4] = ["split", "index", "path", "label"];
+/// Where the split, the row and the path are among [`EMBED_COLUMNS`].
+const SPLIT_COLUMN: usize = 0;
+const INDEX_COLUMN: usize = 1;
+const PATH_COLUMN: usize = 2;
 /// `{split}_features.npy` (float32, rows x features) and `{split}_labels.npy` (int64).
 pub const FEATURES_SUFFIX: &str = "features.npy";
 pub const LABELS_SUFFIX: &str = "labels.npy";
@@ -274,6 +278,24 @@ impl FilesCsv {
     }
 }
 
+/// The `path` column of the `files.csv` at `files` for `rows` (split, row in that split), in
+/// their order; empty for a row the file does not list.
+pub fn read_paths(files: &Path, rows: &[(&str, usize)]) -> Result<Vec<String>> {
+    let bad = |e: &dyn std::fmt::Display| DataError::Other(format!("{}: {e}", files.display()));
+    let mut reader = csv::Reader::from_path(files).map_err(|e| bad(&e))?;
+    let mut by_row = std::collections::HashMap::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| bad(&e))?;
+        let index: usize = record[INDEX_COLUMN].parse().map_err(|e| bad(&e))?;
+        let key = (record[SPLIT_COLUMN].to_string(), index);
+        by_row.insert(key, record[PATH_COLUMN].to_string());
+    }
+    Ok(rows
+        .iter()
+        .map(|&(split, r)| by_row.remove(&(split.to_string(), r)).unwrap_or_default())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +338,11 @@ mod tests {
             text,
             "split,index,path,label\ntrain,0,\"/a b/c,d.png\",cat\ntest,0,,\n"
         );
+        let paths = read_paths(
+            &out.files(),
+            &[(TEST_SPLIT, 0), (TRAIN_SPLIT, 0), (TRAIN_SPLIT, 9)],
+        );
+        assert_eq!(paths.unwrap(), ["", "/a b/c,d.png", ""]);
         let unfinished = NpyRows::<f32>::create(&out.features(TEST_SPLIT)).unwrap();
         drop(unfinished);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

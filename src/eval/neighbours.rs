@@ -37,7 +37,7 @@ impl Neighbours {
 /// Unit-length copies of the rows, in f64 so that huge values cannot overflow the norm.
 /// Non-finite values count as 0 and zero rows stay zero (similarity 0 to everything), so no
 /// similarity is ever NaN; callers that must refuse such input check it before.
-fn unit_rows(values: &[f32], dim: usize) -> Vec<f32> {
+pub fn unit_rows(values: &[f32], dim: usize) -> Vec<f32> {
     let mut out: Vec<f32> = values
         .iter()
         .map(|&v| if v.is_finite() { v } else { 0.0 })

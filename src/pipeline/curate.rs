@@ -20,8 +20,8 @@ use crate::curate::grid::{self, GridRow};
 use crate::curate::page::{self, ClusterSummary, Layout, LayoutKind, PageData};
 use crate::curate::select::{self, Selected, Split, Strategy};
 use crate::data::ImageSet;
-use crate::data::embed_files::{EMBED_COLUMNS, EmbedDir, SplitChoice, TEST_SPLIT, TRAIN_SPLIT};
-use crate::data::source::{BadImages, ImageSource, materialise};
+use crate::data::embed_files::{EmbedDir, SplitChoice, TEST_SPLIT, TRAIN_SPLIT};
+use crate::data::source::{BadImages, materialise};
 use crate::encoder::TrainedEncoder;
 use crate::eval::neighbours::{self, Neighbours};
 use crate::eval::pca::{Pca, l2_normalise};
@@ -106,7 +106,7 @@ fn read_embedding(
             _ => None,
         };
     }
-    let paths = read_paths(&out.files(), &rows)?;
+    let paths = crate::data::embed_files::read_paths(&out.files(), &rows)?;
     l2_normalise(&mut features, dim.max(1));
     Ok(Embedding {
         n: rows.len(),
@@ -117,29 +117,6 @@ fn read_embedding(
         labels: labels.filter(|l| !l.is_empty() && !class_names.is_empty()),
         class_names,
     })
-}
-
-/// The `path` column of `files.csv` for `rows`, in their order.
-fn read_paths(files: &Path, rows: &[(&str, usize)]) -> Result<Vec<String>, Error> {
-    let bad = |e: &dyn std::fmt::Display| Error::msg(format!("{}: {e}", files.display()));
-    let mut reader = csv::Reader::from_path(files).map_err(|e| bad(&e))?;
-    let path_column = EMBED_COLUMNS
-        .iter()
-        .position(|&c| c == "path")
-        .expect("a path column");
-    let mut by_row = std::collections::HashMap::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| bad(&e))?;
-        let index: usize = record[1].parse().map_err(|e| bad(&e))?;
-        by_row.insert(
-            (record[0].to_string(), index),
-            record[path_column].to_string(),
-        );
-    }
-    Ok(rows
-        .iter()
-        .map(|&(split, r)| by_row.remove(&(split.to_string(), r)).unwrap_or_default())
-        .collect())
 }
 
 /// `pretext explore`'s settings, saved beside the page as `explore.toml`.
@@ -410,23 +387,15 @@ pub fn neighbors(
 /// The images behind embedding rows `rows`, decoded for evaluation, in that order.
 fn decode_rows(inputs: &CurateInputs, e: &Embedding, rows: &[usize]) -> Result<ImageSet, Error> {
     let images = crate::collection::for_reading(inputs.data)?;
+    let sources = super::embedded_splits(&images);
     let mut out: Option<ImageSet> = None;
     for &r in rows {
         let (split, index) = e.rows[r];
-        let source: &dyn ImageSource = match (split, &images) {
-            (TRAIN_SPLIT, _) => images.train(),
-            (_, crate::collection::TrainingImages::Memory(d)) => d
-                .test
-                .as_ref()
-                .map(|t| t as &dyn ImageSource)
-                .expect("embedded test split"),
-            (_, crate::collection::TrainingImages::Stream(s)) => s
-                .test
-                .as_deref()
-                .map(|t| t as &dyn ImageSource)
-                .expect("embedded test split"),
-        };
-        let one = materialise(source, &[index], BadImages::Fail)?;
+        let (_, source) = sources
+            .iter()
+            .find(|(name, _)| *name == split)
+            .expect("an embedded row's split is among the data's");
+        let one = materialise(*source, &[index], BadImages::Fail)?;
         match &mut out {
             Some(set) => set.append(one),
             None => out = Some(one),
