@@ -118,6 +118,10 @@ pub struct RunConfig {
     pub monitor_memory: usize,
     /// Test images classified by that k-NN.
     pub monitor_queries: usize,
+    /// On several ranks: how long, in seconds, a rank waits in one collective (for the other
+    /// ranks' step, or for rank 0's end of epoch) before it decides a rank died or hangs and
+    /// stops the run.
+    pub collective_timeout_s: f64,
 }
 
 impl RunConfig {
@@ -125,6 +129,10 @@ impl RunConfig {
     pub fn checkpoint_every(&self) -> Option<std::time::Duration> {
         (self.checkpoint_minutes > 0.0)
             .then(|| std::time::Duration::from_secs_f64(self.checkpoint_minutes * 60.0))
+    }
+
+    pub fn collective_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.collective_timeout_s)
     }
 }
 
@@ -136,6 +144,7 @@ impl Default for RunConfig {
             checkpoint_minutes: 5.0,
             monitor_memory: 5000,
             monitor_queries: 2000,
+            collective_timeout_s: crate::device::ranks::DEFAULT_TIMEOUT.as_secs_f64(),
         }
     }
 }
@@ -156,6 +165,12 @@ impl PretrainConfig {
         }
         if !(self.run.checkpoint_minutes.is_finite() && self.run.checkpoint_minutes >= 0.0) {
             return Err(invalid("run.checkpoint_minutes", "must be >= 0"));
+        }
+        if !(self.run.collective_timeout_s.is_finite() && self.run.collective_timeout_s >= 1.0) {
+            return Err(invalid(
+                "run.collective_timeout_s",
+                "must be at least 1 second",
+            ));
         }
         self.model.validate()?;
         self.train.validate("train")?;

@@ -4,6 +4,7 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::Parser;
+use pretext::device::ranks;
 
 use cli::{Cli, Command};
 
@@ -52,22 +53,56 @@ fn main() -> ExitCode {
         }
         eprintln!("\nstopping after the current step (Ctrl-C again to quit now)");
     });
-    match run(cli) {
+    let session = match ranks::start() {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = run(cli);
+    if outcome.is_ok() {
+        drop(session);
+    } else {
+        session.abandon();
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_interruption(&e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}{e}", rank_prefix());
             ExitCode::from(130)
         }
         Err(e) => {
             // One line. Library errors already name their cause in their message, so the
             // source chain is not printed again.
             eprintln!(
-                "error: {}",
+                "error: {}{}",
+                rank_prefix(),
                 e.to_string().lines().collect::<Vec<_>>().join(" ")
             );
             ExitCode::FAILURE
         }
     }
+}
+
+/// "rank R of N: " on a run of several ranks, whose lines interleave.
+fn rank_prefix() -> String {
+    match ranks::world() {
+        1 => String::new(),
+        n => format!("rank {} of {n}: ", ranks::rank()),
+    }
+}
+
+/// Only training runs across ranks; any other command started on several would repeat its work
+/// and race on its output.
+fn refuse_ranks(command: &Command) -> anyhow::Result<()> {
+    let across = matches!(command, Command::Pretrain(_) | Command::Resume { .. });
+    if ranks::world() > 1 && !across {
+        anyhow::bail!(
+            "only `pretrain` and `resume` run across ranks; start this command as one process"
+        );
+    }
+    Ok(())
 }
 
 fn is_interruption(e: &anyhow::Error) -> bool {
@@ -81,6 +116,7 @@ fn is_interruption(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    refuse_ranks(&cli.command)?;
     match &cli.devices {
         Some(devices) => pretext::device::select_data_parallel(&devices.0)
             .map_err(|e| anyhow::anyhow!("--devices: {e}"))?,

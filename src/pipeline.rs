@@ -15,6 +15,7 @@ use crate::data::embed_files::{EmbedDir, FilesCsv, NpyRows, SplitChoice, TEST_SP
 use crate::data::loader::{Normalizer, PREFETCH_BATCHES, STREAM_NORMALIZER_IMAGES, eval_batch};
 use crate::data::source::ImageSource;
 use crate::data::{Dataset, ImageSet, split};
+use crate::device::{DeviceSpec, ranks};
 use crate::encoder::TrainedEncoder;
 use crate::methods::{ImageMethod, MethodConfig, Modality};
 use crate::models::{Encoder, EncoderSpec, FeatureLayer, StartWeights, VitLayout};
@@ -78,19 +79,9 @@ fn label_with_clusters(
         None => {
             let (train, test, summary) =
                 pseudo::pseudo_labels(cfg, &data.train, data.test.as_ref(), quiet)?;
-            let as_i64 = |l: &[u32]| l.iter().map(|&x| x as i64).collect::<Vec<_>>();
-            crate::npy::write(&run.pseudo_labels(), &as_i64(&train), &[train.len() as u64])?;
-            if let Some(test) = &test {
-                crate::npy::write(
-                    &run.test_pseudo_labels(),
-                    &as_i64(test),
-                    &[test.len() as u64],
-                )?;
+            if ranks::is_leader() {
+                save_pseudo_labels(&run, &train, test.as_deref(), &summary)?;
             }
-            write_atomic(
-                &summary_path,
-                &serde_json::to_vec_pretty(&summary).expect("summary serialises"),
-            )?;
             (train, test, summary)
         }
     };
@@ -104,6 +95,29 @@ fn label_with_clusters(
     Ok(summary)
 }
 
+/// The pseudo-labels of the `cluster` task and how they were made, for a later attempt.
+fn save_pseudo_labels(
+    run: &RunDir,
+    train: &[u32],
+    test: Option<&[u32]>,
+    summary: &ClusteringSummary,
+) -> Result<(), Error> {
+    let as_i64 = |l: &[u32]| l.iter().map(|&x| x as i64).collect::<Vec<_>>();
+    crate::npy::write(&run.pseudo_labels(), &as_i64(train), &[train.len() as u64])?;
+    if let Some(test) = test {
+        crate::npy::write(
+            &run.test_pseudo_labels(),
+            &as_i64(test),
+            &[test.len() as u64],
+        )?;
+    }
+    write_atomic(
+        &run.clusters(),
+        &serde_json::to_vec_pretty(summary).expect("summary serialises"),
+    )?;
+    Ok(())
+}
+
 fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     let text = toml::to_string_pretty(value)
         .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
@@ -114,12 +128,16 @@ fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
 /// holds a checkpoint is continued (that is what `resume` does); its saved config must match.
 pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Error> {
     cfg.validate()?;
+    join_ranks(cfg)?;
+    let quiet = quiet || !ranks::is_leader();
     let run_dir = cfg.run.out.clone();
     let saved_config = RunDir(&run_dir).config();
     refuse_another_config(cfg, &run_dir)?;
     if cfg.task.kind().modality() == Modality::Text {
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-        write_toml(&saved_config, cfg)?;
+        if ranks::is_leader() {
+            write_toml(&saved_config, cfg)?;
+        }
         return crate::text::pretrain::pretrain_mlm(cfg, &run_dir, quiet);
     }
     let mut images = crate::collection::for_training(&cfg.data)?;
@@ -128,12 +146,14 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         && read_toml::<PretrainConfig>(&saved_config)
             .is_ok_and(|saved| saved.data == cfg.data && saved.task == cfg.task);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-    write_toml(&saved_config, cfg)?;
+    if ranks::is_leader() {
+        write_toml(&saved_config, cfg)?;
+    }
     let clustering = cluster_labels(cfg, &mut images, &run_dir, same_task_before, quiet)?;
 
     let method = cfg.task.build().expect("an image method");
     let task = method.task();
-    for (name, bytes) in task.artifacts() {
+    for (name, bytes) in task.artifacts().into_iter().filter(|_| ranks::is_leader()) {
         write_atomic(&run_dir.join(name), &bytes)?;
     }
     if let Some(about) = task.describe()
@@ -185,7 +205,6 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         &fit_spec,
         data.test.as_deref(),
     )?;
-    TrainedEncoder { spec, encoder }.save(&run_dir)?;
     let summary = PretrainSummary {
         task: cfg.task.kind().name().into(),
         arch: cfg.model.arch.to_string(),
@@ -197,9 +216,44 @@ pub fn pretrain(cfg: &PretrainConfig, quiet: bool) -> Result<PretrainSummary, Er
         run_dir: run_dir.clone(),
         clustering,
     };
-    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    write_atomic(&RunDir(&summary.run_dir).results(), &json)?;
+    if ranks::is_leader() {
+        TrainedEncoder { spec, encoder }.save(&run_dir)?;
+        let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+        write_atomic(&RunDir(&summary.run_dir).results(), &json)?;
+    }
     Ok(summary)
+}
+
+/// On several ranks: check that every rank runs the same binary with the same config before
+/// any work, and set how long collectives wait.
+fn join_ranks(cfg: &PretrainConfig) -> Result<(), Error> {
+    if ranks::ranks().is_none() {
+        return Ok(());
+    }
+    ranks::set_timeout(cfg.run.collective_timeout());
+    if cfg.train.sync_batchnorm {
+        // The statistics are totalled inside pretext's CPU kernels, from the training thread.
+        if crate::device::several_devices() || crate::device::selected() != DeviceSpec::Cpu {
+            return Err(Error::msg(
+                "train.sync_batchnorm runs on the CPU with one device per rank; drop --devices \
+                 and --device, or set it to false",
+            ));
+        }
+        ranks::set_sync_batchnorm(true);
+    }
+    let config = toml::to_string(cfg).map_err(|e| Error::msg(format!("config: {e}")))?;
+    let binary = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map_err(|e| {
+            Error::msg(format!(
+                "cannot read this pretext binary to compare it: {e}"
+            ))
+        })?;
+    ranks::check_same(&[
+        ("pretext binary", xxhash_rust::xxh3::xxh3_64(&binary)),
+        ("config", xxhash_rust::xxh3::xxh3_64(config.as_bytes())),
+    ])
+    .map_err(Error::msg)
 }
 
 /// The encoder `cfg.model` describes, for the images and normalisation of `data`.
@@ -331,7 +385,8 @@ impl<'a> PretrainImages<'a> {
                 decode_pool: None,
             },
             TrainingImages::Stream(s) => {
-                s.train.log_skipped_to(&RunDir(run_dir).skipped());
+                s.train
+                    .log_skipped_to(&RunDir(run_dir).skipped_by(ranks::rank()));
                 let test = s
                     .test
                     .as_deref()

@@ -55,8 +55,7 @@ pub fn pretrain(args: PretrainArgs, g: Globals) -> anyhow::Result<()> {
 pub fn resume(run_dir: &std::path::Path, g: Globals) -> anyhow::Result<()> {
     set_threads(g.threads.unwrap_or(0))?;
     let summary = pipeline::resume(run_dir, g.quiet)?;
-    println!("{}", serde_json::to_string(&summary)?);
-    Ok(())
+    print_summary(&summary)
 }
 
 pub fn embed(args: EmbedArgs, g: Globals) -> anyhow::Result<()> {
@@ -272,7 +271,14 @@ fn pretrain_with(mut cfg: PretrainConfig, model: ModelFlags, g: Globals) -> anyh
     cfg.validate()?;
     set_threads(cfg.run.threads)?;
     let summary = pipeline::pretrain(&cfg, g.quiet)?;
-    println!("{}", serde_json::to_string(&summary)?);
+    print_summary(&summary)
+}
+
+/// A pretraining run's summary on stdout, once: by rank 0 on a run of several ranks.
+fn print_summary(summary: &pretext::methods::PretrainSummary) -> anyhow::Result<()> {
+    if pretext::device::ranks::is_leader() {
+        println!("{}", serde_json::to_string(summary)?);
+    }
     Ok(())
 }
 

@@ -1,8 +1,13 @@
 //! Which compute device the process runs on: the CPU (burn's `flex` backend) or a GPU through
 //! burn's CubeCL runtimes (`wgpu`, `cuda`), chosen once at start by `--device`.
-//! Several devices train one batch together through [`data_parallel`].
+//! Several devices train one batch together through [`data_parallel`]; several processes
+//! (ranks, started by `mpirun` or `srun`) through [`ranks`].
 
 pub mod data_parallel;
+#[cfg(feature = "mpi")]
+mod mpi;
+pub mod rank_grads;
+pub mod ranks;
 
 use std::fmt;
 use std::str::FromStr;
@@ -201,15 +206,25 @@ pub fn select_data_parallel(specs: &[DeviceSpec]) -> Result<(), String> {
         .map_err(|_| "the data-parallel devices were already chosen".to_string())
 }
 
-/// The data-parallel set-up of [`select_data_parallel`], when it named more than one device.
+/// The data-parallel set-up: the devices of [`select_data_parallel`] when it named more than
+/// one, or the process's one device when it is one of several ranks. Each batch is cut into
+/// one shard per device of every rank; the devices' gradients are summed in the process, then
+/// over the ranks.
 pub fn data_parallel() -> Option<data_parallel::DataParallel> {
-    let specs = PARALLEL.get().filter(|specs| specs.len() > 1)?;
-    Some(data_parallel::DataParallel::new(
-        specs
+    let devices = match PARALLEL.get().filter(|specs| specs.len() > 1) {
+        Some(specs) => specs
             .iter()
             .map(|s| s.device().expect("checked when selected").autodiff())
             .collect(),
-    ))
+        None if ranks::world() > 1 => vec![train_device()],
+        None => return None,
+    };
+    Some(data_parallel::DataParallel::new(devices))
+}
+
+/// Whether `--devices` named more than one device.
+pub fn several_devices() -> bool {
+    PARALLEL.get().is_some_and(|specs| specs.len() > 1)
 }
 
 /// Tells, once per task, that data-parallel training does not cover `task`, which then trains

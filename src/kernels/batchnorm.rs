@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::lanes::LANES;
 #[cfg(target_arch = "x86_64")]
 use super::simd::SimdLevel;
+use crate::device::ranks;
 
 /// Shape of the activation: `[batch, channels, plane]` with `plane = h·w`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -381,7 +382,7 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let affine = affines((gamma, beta), (mean, var), epsilon, relu);
     let (dgamma, dbeta) = gradient_sums(s, x, dy, &affine);
-    let n = s.count() as f32;
+    let (mean_dz_xhat, mean_dz) = batch_means(s, &dgamma, &dbeta);
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(s.plane.max(1))
         .zip(
@@ -391,7 +392,7 @@ pub fn backward(
         .enumerate()
         .for_each(|(i, (dx, (x, dy)))| {
             let c = i % s.channels;
-            run_dx(dx, x, dy, affine[c], dbeta[c] / n, dgamma[c] / n);
+            run_dx(dx, x, dy, affine[c], mean_dz[c], mean_dz_xhat[c]);
         });
     (dx, dgamma, dbeta)
 }
@@ -409,15 +410,67 @@ pub fn backward_in_place(
 ) -> (Vec<f32>, Vec<f32>) {
     let affine = affines((gamma, beta), (mean, var), epsilon, relu);
     let (dgamma, dbeta) = gradient_sums(s, x, dy, &affine);
-    let n = s.count() as f32;
+    let (mean_dz_xhat, mean_dz) = batch_means(s, &dgamma, &dbeta);
     dy.par_chunks_mut(s.plane.max(1))
         .zip(x.par_chunks(s.plane.max(1)))
         .enumerate()
         .for_each(|(i, (d, x))| {
             let c = i % s.channels;
-            run_dx_in_place(d, x, affine[c], dbeta[c] / n, dgamma[c] / n);
+            run_dx_in_place(d, x, affine[c], mean_dz[c], mean_dz_xhat[c]);
         });
     (dgamma, dbeta)
+}
+
+/// Per channel, the means of dz·xhat and of dz over the batch that the statistics came from,
+/// which the input gradient needs: this activation's, or with synchronised BatchNorm every
+/// rank's (its own sums still are gamma's and beta's gradients, summed over the ranks later
+/// with the other parameters').
+fn batch_means(s: NormShape, dgamma: &[f32], dbeta: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut sums: Vec<f64> = dgamma
+        .iter()
+        .chain(dbeta)
+        .map(|&v| v as f64)
+        .chain([s.count()])
+        .collect();
+    if ranks::sync_batchnorm() {
+        ranks::sum_f64("all-reduce of BatchNorm's gradient sums", &mut sums);
+    }
+    let n = sums.pop().unwrap_or(1.0).max(1.0);
+    let means: Vec<f32> = sums.iter().map(|v| (v / n) as f32).collect();
+    let (dz_xhat, dz) = means.split_at(s.channels);
+    (dz_xhat.to_vec(), dz.to_vec())
+}
+
+/// [`channel_stats`] over the global batch when BatchNorm is synchronised over ranks: each
+/// rank's count, sums and sums of squares (from its mean and variance) are totalled.
+pub fn channel_stats_over_ranks(
+    s: NormShape,
+    (mean, var): (Vec<f32>, Vec<f32>),
+) -> (Vec<f32>, Vec<f32>) {
+    if !ranks::sync_batchnorm() {
+        return (mean, var);
+    }
+    let n = s.count();
+    let mut sums: Vec<f64> = mean
+        .iter()
+        .map(|&m| n * m as f64)
+        .chain(
+            mean.iter()
+                .zip(&var)
+                .map(|(&m, &v)| n * (v as f64 + m as f64 * m as f64)),
+        )
+        .chain([n])
+        .collect();
+    ranks::sum_f64("all-reduce of BatchNorm's statistics", &mut sums);
+    let total = sums.pop().unwrap_or(1.0).max(1.0);
+    let (sum, sq) = sums.split_at(s.channels);
+    sum.iter()
+        .zip(sq)
+        .map(|(&sum, &sq)| {
+            let mean = sum / total;
+            (mean as f32, (sq / total - mean * mean).max(0.0) as f32)
+        })
+        .unzip()
 }
 
 /// Per channel: sum(dz·xhat), gamma's gradient, and sum(dz), beta's.

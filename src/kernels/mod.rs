@@ -31,6 +31,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
+
+use crate::device::ranks;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, TensorData};
 
@@ -118,7 +120,8 @@ impl CpuKernels for Flex {
     fn channel_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let s = norm_shape(&x);
         let x = x.to_contiguous();
-        let (mean, var) = batchnorm::channel_stats(s, f32s(&x));
+        let stats = batchnorm::channel_stats(s, f32s(&x));
+        let (mean, var) = batchnorm::channel_stats_over_ranks(s, stats);
         flex_tensor([mean, var].concat(), [2, s.channels])
     }
 
@@ -501,6 +504,16 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     bn.running_var
         .update((running_var.mul_scalar(1.0 - m) + var.mul_scalar(m)).detach());
     normalise(bn, x, stats, relu)
+}
+
+/// `bn.forward(x)` on rows `[n, d]` (the BatchNorm of an MLP head). Synchronised over ranks it
+/// runs pretext's kernel, which totals the statistics over the ranks; otherwise burn's.
+pub fn batch_norm_rows(bn: &BatchNorm, x: Tensor<2>) -> Tensor<2> {
+    if !(ranks::sync_batchnorm() && ours(&x)) {
+        return bn.forward(x);
+    }
+    let [n, d] = x.dims();
+    batch_norm(bn, x.reshape([n, d, 1, 1]), false).reshape([n, d])
 }
 
 /// BatchNorm with the running statistics, as burn's `forward` on a device without autodiff,

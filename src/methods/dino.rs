@@ -17,6 +17,7 @@ use crate::data::ImageSet;
 use crate::data::augment::Shape;
 use crate::data::examples::{Examples, Task, ViewGroup};
 use crate::data::loader::Normalizer;
+use crate::device::rank_grads::mean_rows_over_ranks;
 use crate::losses::dino_loss;
 use crate::models::{DinoHead, DinoHeadConfig, Encoder, EncoderSpec};
 use crate::train::{
@@ -266,7 +267,7 @@ impl DinoLearner {
         recipe: &TrainConfig,
         device: &Device,
     ) -> Self {
-        if crate::device::data_parallel().is_some() {
+        if crate::device::several_devices() {
             crate::device::warn_first_device_only(MethodKind::Dino.name());
         }
         let student = DinoNet::new(spec, &settings.head, device);
@@ -335,7 +336,7 @@ impl Learner for DinoLearner {
     fn step(&mut self, ex: &Examples, lr: f64, progress: f64) -> StepStats {
         let n = ex.labels.len();
         let (loss, hits, teacher_out) = self.loss(ex, progress);
-        let loss_value: f32 = loss.clone().into_scalar();
+        let loss_value = self.optim.global_loss(loss.clone().into_scalar(), n);
         if !loss_value.is_finite() {
             return StepStats::diverged(loss_value);
         }
@@ -345,7 +346,7 @@ impl Learner for DinoLearner {
         let momentum = ema::cosine_momentum(self.settings.momentum, progress);
         self.teacher = follow(self.teacher.clone(), &self.student, momentum);
         let m = self.settings.center_momentum;
-        let batch_mean = teacher_out.mean_dim(0);
+        let batch_mean = mean_rows_over_ranks(teacher_out);
         self.center = (self.center.clone().mul_scalar(m) + batch_mean.mul_scalar(1.0 - m)).detach();
         StepStats {
             loss: loss_value,

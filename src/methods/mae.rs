@@ -345,7 +345,9 @@ impl Learner for MaeLearner {
     }
     fn step(&mut self, ex: &Examples, lr: f64, _progress: f64) -> StepStats {
         let loss = self.loss(ex);
-        let loss_value: f32 = loss.clone().into_scalar();
+        let loss_value = self
+            .optim
+            .global_loss(loss.clone().into_scalar(), ex.labels.len());
         if !loss_value.is_finite() {
             return StepStats::diverged(loss_value);
         }

@@ -175,7 +175,7 @@ pub struct MlmLearner {
 
 impl MlmLearner {
     pub fn new(model: MlmModel, recipe: &TrainConfig, device: &Device) -> Self {
-        if crate::device::data_parallel().is_some() {
+        if crate::device::several_devices() {
             crate::device::warn_first_device_only(MethodKind::Mlm.name());
         }
         Self {
@@ -194,7 +194,9 @@ impl Learner for MlmLearner {
     fn step(&mut self, batch: &MlmBatch, lr: f64, _progress: f64) -> StepStats {
         let (logits, targets) = self.model.logits(batch, &self.device);
         let loss = cross_entropy(logits.clone(), targets.clone());
-        let loss_value: f32 = loss.clone().into_scalar();
+        let loss_value = self
+            .optim
+            .global_loss(loss.clone().into_scalar(), batch.targets.len());
         if !loss_value.is_finite() {
             return StepStats::diverged(loss_value);
         }

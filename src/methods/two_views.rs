@@ -21,6 +21,7 @@ use crate::data::colour::{JitterStrength, colour_jitter, gaussian_blur, solarise
 use crate::data::examples::{Examples, Task};
 use crate::data::loader::{BatchPlan, Normalizer, eval_batch};
 use crate::device::data_parallel::{DataParallel, gather_on};
+use crate::device::rank_grads::gather_rows_over_ranks;
 use crate::losses::l2_normalise;
 use crate::models::{Encoder, EncoderSpec, ProjectionMlp, Siamese, SiameseHeads};
 use crate::train::{
@@ -507,7 +508,11 @@ impl TwoViewLearner {
     /// the first). Prediction losses train on the first device alone, with a warning.
     pub fn with_data_parallel(mut self, parallel: Option<DataParallel>) -> Self {
         if parallel.is_some() && matches!(*self.objective, Objective::Prediction(_)) {
-            crate::device::warn_first_device_only("a method with a predictor");
+            // Across ranks alone, the per-pair loss needs no gathering: the optimiser's
+            // all-reduce of the gradients is exact.
+            if crate::device::several_devices() {
+                crate::device::warn_first_device_only("a method with a predictor");
+            }
             return self;
         }
         if let Some(p) = &parallel {
@@ -537,7 +542,9 @@ impl TwoViewLearner {
             (replica, projections)
         });
         let parts: Vec<Tensor<2>> = projected.iter().map(|(_, p)| p.clone()).collect();
-        let gathered = gather_on(&parts, parallel.main()).require_grad();
+        // Every rank's projections too: each rank computes the loss over the global batch.
+        let (gathered, own_rows) = gather_rows_over_ranks(gather_on(&parts, parallel.main()));
+        let gathered = gathered.require_grad();
         let (z1, z2) = split_pairs(gathered.clone());
         let (loss, hits) = loss_fn.loss(z1, z2);
         let loss_value: f32 = loss.clone().into_scalar();
@@ -546,7 +553,8 @@ impl TwoViewLearner {
         }
         let upstream = gathered
             .grad(&loss.backward())
-            .expect("the gathered projections take part in the loss");
+            .expect("the gathered projections take part in the loss")
+            .narrow(0, own_rows.start, own_rows.len());
         let rows: Vec<usize> = ranges.iter().map(|r| 2 * r.len()).collect();
         let upstream = parallel.scatter_rows(upstream, &rows);
         let shards: Vec<_> = projected.into_iter().zip(upstream).collect();
@@ -561,6 +569,7 @@ impl TwoViewLearner {
         // The upstream gradient is already that of the global mean: the shards add up.
         let ones = vec![1.0; grads.len()];
         let grads = parallel.all_reduce_parts((&first.encoder, &first.heads), grads, &ones);
+        self.optim.gradients_are_global();
         let Siamese { encoder, heads } = first;
         let (encoder, heads) = self.optim.apply((encoder, heads), grads, (lr, lr));
         self.online = Siamese { encoder, heads };
@@ -666,7 +675,7 @@ impl Learner for TwoViewLearner {
         }
         let (views, _) = to_tensors(ex, &self.device);
         let (loss, hits) = self.loss(views);
-        let loss_value: f32 = loss.clone().into_scalar();
+        let loss_value = self.optim.global_loss(loss.clone().into_scalar(), n);
         if !loss_value.is_finite() {
             return StepStats::diverged(loss_value);
         }

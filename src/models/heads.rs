@@ -7,6 +7,8 @@ use burn::tensor::activation::{gelu, relu};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::batch_norm_rows;
+
 /// A linear classifier, or an MLP with one hidden ReLU layer.
 #[derive(Module, Debug)]
 pub struct ClassifierHead {
@@ -64,7 +66,9 @@ impl ProjectionMlp {
             .hidden
             .iter()
             .zip(&self.norms)
-            .fold(x, |x, (linear, norm)| relu(norm.forward(linear.forward(x))));
+            .fold(x, |x, (linear, norm)| {
+                relu(batch_norm_rows(norm, linear.forward(x)))
+            });
         self.out.forward(x)
     }
 }
@@ -192,7 +196,7 @@ impl DinoHead {
                 return y;
             }
             match self.norms.get(i) {
-                Some(norm) => gelu(norm.forward(y)),
+                Some(norm) => gelu(batch_norm_rows(norm, y)),
                 None => gelu(y),
             }
         });

@@ -11,6 +11,7 @@ use super::tokenizer::TextTokenizer;
 use crate::Error;
 use crate::config::PretrainConfig;
 use crate::data::text::{TextOptions, read_unlabelled};
+use crate::device::ranks;
 use crate::encoder::save_weights;
 use crate::methods::mlm::{MlmLearner, MlmModel, TextBatches, heldout_metrics};
 use crate::methods::{MethodKind, PretrainSummary};
@@ -103,7 +104,9 @@ pub fn pretrain_mlm(
         run_dir: run_dir.to_path_buf(),
         clustering: None,
     };
-    save_run(cfg, run_dir, &learner.model, &summary)?;
+    if ranks::is_leader() {
+        save_run(cfg, run_dir, &learner.model, &summary)?;
+    }
     Ok(summary)
 }
 
@@ -162,7 +165,10 @@ fn tokenizer_for(
         text.model.vocab_size,
         text.min_frequency,
     )?;
-    tokenizer.save(&path)?;
+    // Every rank trains the same tokenizer from the same documents; rank 0 keeps it.
+    if ranks::is_leader() {
+        tokenizer.save(&path)?;
+    }
     Ok(tokenizer)
 }
 

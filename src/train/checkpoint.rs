@@ -21,7 +21,7 @@ pub enum CheckpointError {
 }
 
 /// Where the training loop stands.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoopState {
     /// The next epoch to run.
     pub next_epoch: usize,
@@ -39,6 +39,28 @@ pub struct LoopState {
     /// Training time spent so far, in seconds, counted against `train.max_minutes`.
     #[serde(default)]
     pub elapsed_seconds: f64,
+    /// How many ranks (processes) trained the run; it resumes only on as many.
+    #[serde(default = "one_rank")]
+    pub ranks: usize,
+}
+
+fn one_rank() -> usize {
+    1
+}
+
+impl Default for LoopState {
+    fn default() -> Self {
+        Self {
+            next_epoch: 0,
+            step: 0,
+            finished: false,
+            model_tag: String::new(),
+            batch: 0,
+            epoch_sums: EpochSums::default(),
+            elapsed_seconds: 0.0,
+            ranks: one_rank(),
+        }
+    }
 }
 
 /// Running sums of one epoch's training metrics.
@@ -164,6 +186,7 @@ mod tests {
                     batches: 5,
                 },
                 elapsed_seconds: 61.5,
+                ranks: 2,
             },
             model: vec![1, 2, 3],
             encoder_optim: vec![],

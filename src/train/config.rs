@@ -23,7 +23,8 @@ pub struct TrainConfig {
     /// steps and time is further along, and training stops when either runs out, so runs of
     /// different methods can be given the same time.
     pub max_minutes: f64,
-    /// Images per batch (a task may make several views of each).
+    /// Images per batch (a task may make several views of each): the global batch, shared by
+    /// all the devices and ranks of a run.
     pub batch_size: usize,
     pub optimizer: OptimizerKind,
     /// Peak learning rate, reached after warm-up, then cosine decay to zero.
@@ -33,6 +34,9 @@ pub struct TrainConfig {
     pub warmup_epochs: f64,
     pub augment: Augment,
     pub seed: u64,
+    /// On several ranks: BatchNorm normalises with the statistics of the global batch (every
+    /// rank's share), as PyTorch's `SyncBatchNorm`, instead of each rank's own (DDP's default).
+    pub sync_batchnorm: bool,
 }
 
 impl Default for TrainConfig {
@@ -52,6 +56,7 @@ impl Default for TrainConfig {
                 hflip: true,
             },
             seed: 0,
+            sync_batchnorm: false,
         }
     }
 }

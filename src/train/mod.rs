@@ -1,6 +1,7 @@
 //! The one training loop: a [`Task`] makes examples from images, the classifier (encoder +
 //! head) is trained on them with cross-entropy. Used for pretraining, fine-tuning and scratch.
 
+mod across_ranks;
 pub mod checkpoint;
 pub mod config;
 pub mod monitor;
@@ -24,6 +25,8 @@ use crate::data::loader::{BatchPlan, ImageBatches, Normalizer};
 use crate::data::source::ImageSource;
 use crate::data::{DataError, ImageSet};
 pub use crate::device::data_parallel::{self, DataParallel};
+use crate::device::rank_grads::sum_over_ranks;
+use crate::device::ranks;
 use crate::losses::cross_entropy;
 use crate::models::{Classifier, Encoder};
 use checkpoint::CheckpointError;
@@ -56,6 +59,18 @@ pub enum TrainError {
     Interrupted { step: usize, path: PathBuf },
     #[error("interrupted at step {step}")]
     Stopped { step: usize },
+    /// Training across ranks cannot go on (the message says why).
+    #[error("{0}")]
+    Ranks(String),
+    #[error(
+        "another rank could not make its share of batch {batch} of epoch {epoch} (its own error says why); stopped at step {step}{where_}"
+    )]
+    OtherRankFailed {
+        batch: usize,
+        epoch: usize,
+        step: usize,
+        where_: String,
+    },
     #[error(
         "{source}; stopped at step {step}{where_} (with --skip-corrupt such files are skipped and listed in skipped.txt)"
     )]
@@ -65,6 +80,9 @@ pub enum TrainError {
         where_: String,
     },
 }
+
+/// What the all-reduce of a step's loss is called in a timeout message.
+const LOSS_ALL_REDUCE: &str = "all-reduce of the loss";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -179,6 +197,10 @@ pub fn correct_predictions(logits: Tensor<2>, targets: Tensor<1, Int>) -> usize 
 pub struct Optimisers {
     encoder: ModuleOptimizer,
     heads: ModuleOptimizer,
+    /// What this rank's gradients are multiplied by before they are summed over the ranks of a
+    /// run, set each step by [`Optimisers::global_loss`] or [`Optimisers::gradients_are_global`];
+    /// an equal share when neither was called.
+    rank_scale: Option<f32>,
 }
 
 impl Optimisers {
@@ -186,7 +208,29 @@ impl Optimisers {
         Self {
             encoder: build_optimizer(recipe),
             heads: build_optimizer(recipe),
+            rank_scale: None,
         }
+    }
+
+    /// The step's loss over the ranks of a run: the mean of the ranks' `local` losses weighted
+    /// by their `terms` (the examples or tokens each loss averages), which is the loss of the
+    /// global batch; it also makes this rank's gradients count by its share of the terms. A
+    /// non-finite loss on any rank makes it non-finite on all, so that they stop together.
+    /// Alone: `local`.
+    pub fn global_loss(&mut self, local: f32, terms: usize) -> f32 {
+        if ranks::ranks().is_none() {
+            return local;
+        }
+        let mut sums = [local as f64 * terms as f64, terms as f64];
+        ranks::sum_f64(LOSS_ALL_REDUCE, &mut sums);
+        self.rank_scale = Some((terms as f64 / sums[1].max(1.0)) as f32);
+        (sums[0] / sums[1].max(1.0)) as f32
+    }
+
+    /// This step's gradients are already those of the global batch's loss in parts (each rank
+    /// backpropagated its rows of it): the ranks' parts add up.
+    pub fn gradients_are_global(&mut self) {
+        self.rank_scale = Some(1.0);
     }
 
     /// Backpropagate `loss` and step the encoder's and the heads' optimisers at their learning
@@ -202,13 +246,19 @@ impl Optimisers {
     }
 
     /// Step the encoder's and the heads' optimisers with gradients already computed (by
-    /// [`backward`], or all-reduced over devices); returns the updated (encoder, heads).
+    /// [`backward`], or all-reduced over devices), summed over the ranks of a run first;
+    /// returns the updated (encoder, heads). Every rank then holds the same parameters.
     pub fn apply<E: Module, H: Module>(
         &mut self,
         (encoder, heads): (E, H),
-        (encoder_grads, head_grads): (GradientsParams, GradientsParams),
+        grads: (GradientsParams, GradientsParams),
         (encoder_lr, head_lr): (f64, f64),
     ) -> (E, H) {
+        let scale = self
+            .rank_scale
+            .take()
+            .unwrap_or(1.0 / ranks::world() as f32);
+        let (encoder_grads, head_grads) = sum_over_ranks((&encoder, &heads), grads, scale);
         (
             self.encoder.step(encoder_lr, encoder, encoder_grads),
             self.heads.step(head_lr, heads, head_grads),
@@ -301,6 +351,7 @@ impl ClassifierLearner {
             .zip(&weights)
             .map(|(s, w)| s.1 * *w as f32)
             .sum();
+        let loss = self.optim.global_loss(loss, ex.labels.len());
         if !loss.is_finite() {
             return StepStats::diverged(loss);
         }
@@ -336,7 +387,9 @@ impl Learner for ClassifierLearner {
         let (views, labels) = to_tensors(ex, &self.device);
         let logits = self.model.forward(views, ex.arity);
         let loss = cross_entropy(logits.clone(), labels.clone());
-        let loss_value: f32 = loss.clone().into_scalar();
+        let loss_value = self
+            .optim
+            .global_loss(loss.clone().into_scalar(), ex.labels.len());
         if !loss_value.is_finite() {
             return StepStats::diverged(loss_value);
         }

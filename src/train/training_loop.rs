@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use super::across_ranks::{self, RankShare};
 use super::checkpoint::{Checkpoint, EpochSums, LoopState};
 use super::progress::{self, MetricsLog, Progress};
-use super::{Learner, TrainConfig, TrainError, env_number, monitor, schedule};
+use super::{Learner, StepStats, TrainConfig, TrainError, env_number, monitor, schedule};
 use crate::data::DataError;
 use crate::data::loader::{BatchSource, prefetch};
+use crate::device::ranks;
 use crate::util::run_dir::RunDir;
 
 /// What the loop needs besides the data and the learner.
@@ -38,24 +40,35 @@ pub struct RunStats {
 pub type LearnerMonitor<'m, L> = &'m dyn Fn(&L) -> Map<String, Value>;
 
 /// Trains `learner` on `source` under `spec`'s recipe; `monitor` adds its numbers to every
-/// epoch's record. A run directory with a checkpoint resumes it.
+/// epoch's record. A run directory with a checkpoint resumes it. On several ranks, each trains
+/// on its share of every batch and rank 0 alone writes the run directory and monitors.
 pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch> + ?Sized>(
     spec: &LoopSettings,
     source: &S,
     learner: &mut L,
     monitor: Option<LearnerMonitor<L>>,
 ) -> Result<RunStats, TrainError> {
-    let saver = Saver {
-        path: spec.run_dir.map(|dir| RunDir(dir).checkpoint()),
+    let leader = ranks::is_leader();
+    across_ranks::check_batches(source, ranks::world()).map_err(TrainError::Ranks)?;
+    let source = RankShare {
+        inner: source,
+        rank: ranks::rank(),
+        world: ranks::world(),
     };
-    let state = resume(spec, saver.path.as_deref(), learner)?;
-    let metrics = open_metrics(spec.run_dir, state.next_epoch)?;
+    let run_dir = spec.run_dir.filter(|_| leader);
+    let saver = Saver {
+        path: run_dir.map(|dir| RunDir(dir).checkpoint()),
+    };
+    let state = across_ranks::start(learner, |learner| {
+        resume(spec, saver.path.as_deref(), learner)
+    })?;
+    let metrics = open_metrics(run_dir, state.next_epoch)?;
     let clock = Clock::new(spec.recipe, source.batches(0).len(), state.elapsed_seconds);
     let mut progress = Progress::new(
         &spec.label,
         clock.total_steps as u64,
         state.step as u64,
-        spec.quiet,
+        spec.quiet || !leader,
     );
     progress.set_deadline(clock.deadline());
     let mut run = Run {
@@ -75,7 +88,7 @@ pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch> + ?Sized>(
     let mut epoch = run.state.next_epoch;
     while !run.state.finished {
         let epoch_start = Instant::now();
-        let sums = run.epoch(source, epoch)?;
+        let sums = run.epoch(&source, epoch)?;
         if sums.batches == 0 && run.state.finished {
             // The time budget ran out at an epoch boundary: there is no epoch to record, only
             // the finished state to keep.
@@ -106,6 +119,7 @@ fn resume<L: Learner + ?Sized>(
     let Some(path) = path.filter(|p| p.exists()) else {
         return Ok(LoopState {
             model_tag: spec.model_tag.clone(),
+            ranks: ranks::world(),
             ..LoopState::default()
         });
     };
@@ -167,6 +181,9 @@ struct Clock {
     budget: Option<f64>,
     spent_before: f64,
     started: Instant,
+    /// On several ranks: the training time they agreed on after the last step, so that they
+    /// reach the time budget at the same step.
+    agreed: Option<f64>,
 }
 
 impl Clock {
@@ -183,11 +200,16 @@ impl Clock {
             budget: (recipe.max_minutes > 0.0).then_some(recipe.max_minutes * 60.0),
             spent_before,
             started: Instant::now(),
+            agreed: (ranks::world() > 1).then_some(spent_before),
         }
     }
 
-    /// Training time spent, this process's and before.
+    /// Training time spent, this process's and before (as the ranks agreed, on several).
     fn elapsed(&self) -> f64 {
+        self.agreed.unwrap_or_else(|| self.local_elapsed())
+    }
+
+    fn local_elapsed(&self) -> f64 {
         self.spent_before + self.started.elapsed().as_secs_f64()
     }
 
@@ -307,6 +329,9 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
         batch: Result<L::Batch, DataError>,
         sums: &mut EpochSums,
     ) -> Result<Next, TrainError> {
+        if ranks::world() > 1 && across_ranks::any_failed(batch.is_err()) && batch.is_ok() {
+            return Err(self.other_rank_failed(epoch, b, sums));
+        }
         let batch = match batch {
             Ok(batch) => batch,
             Err(source) => return Err(self.data_failed(source, epoch, b, sums)),
@@ -321,21 +346,34 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
         if !stats.loss.is_finite() {
             return Ok(Next::Diverged(stats.loss));
         }
+        self.state.step += 1;
+        let (stats, inputs, stop) = self.agree(stats, self.learner.inputs(&batch));
         sums.correct += stats.hits;
         sums.seen += stats.counted;
         sums.loss += stats.loss as f64;
         sums.batches += 1;
-        self.views_seen += self.learner.inputs(&batch);
+        self.views_seen += inputs;
         self.final_loss = stats.loss;
-        self.state.step += 1;
         let rate = self.views_seen as f64 / self.clock.started.elapsed().as_secs_f64();
         self.progress.step(stats.loss, rate);
-        self.save_inside_epoch(epoch, b, sums)?;
+        self.save_inside_epoch(epoch, b, sums, stop)?;
         Ok(if self.clock.is_done(self.state.step) {
             Next::Stop
         } else {
             Next::Continue
         })
+    }
+
+    /// The step's counts and inputs over all ranks, and whether to stop; on several ranks the
+    /// ranks agree on these and on the time spent.
+    fn agree(&mut self, stats: StepStats, inputs: usize) -> (StepStats, usize, bool) {
+        let stop = super::stop_requested(self.state.step);
+        if ranks::world() == 1 {
+            return (stats, inputs, stop);
+        }
+        let agreed = across_ranks::after_step(stats, inputs, stop, self.clock.local_elapsed());
+        self.clock.agreed = Some(agreed.elapsed);
+        (agreed.stats, agreed.inputs, agreed.stop)
     }
 
     /// The state after batch `b` of `epoch` (`b` itself is redone when it was not trained).
@@ -357,8 +395,8 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
         epoch: usize,
         b: usize,
         sums: &EpochSums,
+        stop: bool,
     ) -> Result<(), TrainError> {
-        let stop = super::stop_requested(self.state.step);
         let Some(path) = self.saver.path.clone() else {
             if stop {
                 self.progress.finish();
@@ -396,24 +434,50 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
         b: usize,
         sums: &EpochSums,
     ) -> TrainError {
-        if let Err(e) = self
-            .saver
-            .save(&*self.learner, &self.state_inside(epoch, b, sums))
-        {
-            return e;
+        match self.keep_work(epoch, b, sums) {
+            Ok(where_) => TrainError::Data {
+                source,
+                step: self.state.step,
+                where_,
+            },
+            Err(e) => e,
         }
+    }
+
+    /// Another rank could not make its share of batch `b`: the work done so far is kept, as
+    /// that rank keeps it.
+    fn other_rank_failed(&mut self, epoch: usize, b: usize, sums: &EpochSums) -> TrainError {
+        match self.keep_work(epoch, b, sums) {
+            Ok(where_) => TrainError::OtherRankFailed {
+                batch: b + 1,
+                epoch: epoch + 1,
+                step: self.state.step,
+                where_,
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Checkpoint the state before batch `b` of `epoch` (which a resumed run redoes) and end
+    /// the progress line; where the checkpoint went, for the error message.
+    fn keep_work(
+        &mut self,
+        epoch: usize,
+        b: usize,
+        sums: &EpochSums,
+    ) -> Result<String, TrainError> {
+        self.saver
+            .save(&*self.learner, &self.state_inside(epoch, b, sums))?;
         self.progress.finish();
-        let where_ = self
-            .saver
+        Ok(self.saved_where())
+    }
+
+    fn saved_where(&self) -> String {
+        self.saver
             .path
             .as_ref()
             .map(|p| format!("; checkpoint saved to {}", p.display()))
-            .unwrap_or_default();
-        TrainError::Data {
-            source,
-            step: self.state.step,
-            where_,
-        }
+            .unwrap_or_default()
     }
 
     fn diverged(&self, value: f32, epoch: usize) -> TrainError {
@@ -444,7 +508,10 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
         self.state.finished = self.clock.is_done(self.state.step);
         self.state.elapsed_seconds = self.clock.elapsed();
         let mut record = self.epoch_record(epoch, sums, epoch_seconds);
-        if let (Some(monitor), Some(fields)) = (self.monitor, record.as_object_mut()) {
+        // Rank 0 alone measures the encoder, which is the same on every rank.
+        if let (Some(monitor), Some(fields), true) =
+            (self.monitor, record.as_object_mut(), ranks::is_leader())
+        {
             fields.extend(monitor(&*self.learner));
             if let Some(warning) = self.collapse.check(fields) {
                 eprintln!("{warning}");
@@ -464,7 +531,7 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
 
     fn epoch_record(&self, epoch: usize, sums: &EpochSums, epoch_seconds: f64) -> Value {
         let last = self.state.step.saturating_sub(1);
-        serde_json::json!({
+        let mut record = serde_json::json!({
             "epoch": epoch + 1,
             "step": self.state.step,
             "loss": sums.loss / sums.batches.max(1) as f64,
@@ -472,7 +539,17 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
             "lr": self.clock.lr(last, self.clock.progress_at(last)),
             "epoch_seconds": epoch_seconds,
             "views_per_s": self.views_seen as f64 / self.clock.started.elapsed().as_secs_f64(),
-        })
+        });
+        if ranks::world() > 1
+            && let Some(fields) = record.as_object_mut()
+        {
+            fields.insert("ranks".into(), ranks::world().into());
+            fields.insert(
+                "collective_seconds".into(),
+                ranks::collective_seconds().into(),
+            );
+        }
+        record
     }
 }
 

@@ -72,6 +72,14 @@ impl RunDir<'_> {
     pub fn skipped(&self) -> PathBuf {
         self.0.join(SKIPPED_FILE)
     }
+    /// The files rank `rank` of a run on several skipped: rank 0's in `skipped.txt`, each
+    /// other rank's beside it (`skipped-rank1.txt`), as each reads only its share.
+    pub fn skipped_by(&self, rank: usize) -> PathBuf {
+        match rank {
+            0 => self.skipped(),
+            r => self.0.join(format!("skipped-rank{r}.txt")),
+        }
+    }
     pub fn transfer(&self) -> PathBuf {
         self.0.join(TRANSFER_DIR)
     }
