@@ -224,8 +224,8 @@ pub struct MaeModel {
     pub decoder: MaeDecoder,
 }
 
-/// Which patches each image shows, drawn from the batch itself so that a resumed run draws the
-/// same masks.
+/// Which patches each image shows, drawn from the image itself so that a resumed run, or a
+/// run over several ranks, draws the same masks.
 struct Masks {
     /// `[b, k, dim]`: the visible patches' indices, repeated along the last axis.
     keep: Tensor<3, Int>,
@@ -277,16 +277,17 @@ impl MaeLearner {
         let visible = ((patches as f64) * (1.0 - self.mask_ratio))
             .round()
             .max(1.0) as usize;
-        // The batch's own values pick the masks: the same batch, after a resume, the same masks.
-        let stride = (ex.views.len() / 64).max(1);
-        let fingerprint = ex
-            .views
-            .iter()
-            .step_by(stride)
-            .fold(0u64, |h, v| mix(h, v.to_bits() as u64, 0));
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, fingerprint, 1));
+        // Each image's own values pick its mask: the same image after a resume, or in another
+        // rank's share of the batch, gets the same mask.
+        let per_image = ex.views.len() / b.max(1);
+        let stride = (per_image / 64).max(1);
         let (mut keep, mut restore, mut hidden) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..b {
+        for image in ex.views.chunks(per_image.max(1)).take(b) {
+            let fingerprint = image
+                .iter()
+                .step_by(stride)
+                .fold(0u64, |h, v| mix(h, v.to_bits() as u64, 0));
+            let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, fingerprint, 1));
             let mut order: Vec<usize> = (0..patches).collect();
             order.shuffle(&mut rng);
             let mut place = vec![0usize; patches];
@@ -406,7 +407,7 @@ mod tests {
         assert_eq!(got[8..10], [2.0, 102.0]);
     }
 
-    /// On a batch seen again and again (the same masks: they come from the batch) the
+    /// On a batch seen again and again (the same masks: they come from the images) the
     /// reconstruction loss falls; three of every four patches are hidden.
     #[test]
     fn a_tiny_mae_learns_to_fill_in_the_hidden_patches() {
@@ -457,8 +458,19 @@ mod tests {
         };
         // 4 patches per image, 3 hidden.
         let masks = learner.masks(&ex, 4, 192, 16);
-        let hidden: f32 = masks.hidden.sum().into_scalar();
+        let hidden: f32 = masks.hidden.clone().sum().into_scalar();
         assert_eq!(hidden, 18.0);
+        // An image's mask is its own, whatever else the batch holds (a rank's share of it).
+        let share = learner.masks(&ex.shard(3..6), 4, 192, 16).hidden;
+        assert_eq!(
+            share.into_data().to_vec::<f32>().unwrap(),
+            masks
+                .hidden
+                .narrow(0, 3, 3)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        );
         let first = learner.step(&ex, 1e-3, 0.0).loss;
         let mut last = first;
         for _ in 0..30 {
