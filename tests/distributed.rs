@@ -261,6 +261,43 @@ mod with_mpi {
         assert!(!dir.path().join("run/checkpoint").exists());
     }
 
+    /// A file that one rank cannot decode stops that rank with the file's name, and the other
+    /// with a line saying another rank failed, instead of leaving it waiting; the work done is
+    /// checkpointed.
+    #[test]
+    fn a_bad_file_in_one_ranks_share_stops_every_rank_with_the_work_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        for i in 0..64u8 {
+            let img = image::RgbImage::from_fn(16, 16, |x, y| {
+                image::Rgb([x as u8 * 15, y as u8 * 15, i.wrapping_mul(37)])
+            });
+            img.save(images.join(format!("{i:03}.png"))).unwrap();
+        }
+        let bad = images.join("040.png");
+        std::fs::write(&bad, b"\x89PNG\r\n\x1a\n not a png").unwrap();
+        let run_dir = dir.path().join("run");
+        let (images, out) = (images.to_str().unwrap(), run_dir.to_str().unwrap());
+        let args = format!(
+            "pretrain --data {images} --stream always --image-size 16 --task rotation \
+             --model convnet4 --width 4 --epochs 2 --batch-size 16 --out {out}"
+        );
+        let out = run(mpirun(2, &args.split_whitespace().collect::<Vec<_>>()));
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("040.png: cannot decode image"), "{err}");
+        assert!(
+            err.contains("another rank could not make its share of batch"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            run_dir.join("checkpoint").exists(),
+            "the work is kept: {err}"
+        );
+    }
+
     /// The process id of rank `rank` of the pretext ranks started with a path under `dir`.
     fn rank_pid(dir: &Path, rank: usize) -> Option<u32> {
         let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
