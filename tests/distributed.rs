@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{stderr, tiny_config};
+use common::tiny_config;
 
 /// A process that a launcher started as one of several refuses to train alone when the build
 /// has no MPI (each rank would otherwise write the same run directory).
@@ -29,6 +28,9 @@ fn a_rank_of_a_build_without_mpi_refuses_to_train_alone() {
 #[cfg(feature = "mpi")]
 mod with_mpi {
     use super::*;
+    use common::stderr;
+    use std::path::Path;
+    use std::process::Output;
     use std::time::{Duration, Instant};
 
     /// `mpirun` with `ranks` ranks of pretext on this machine (root in containers, more ranks
