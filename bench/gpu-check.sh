@@ -5,6 +5,7 @@
 # step (hidden 256, 4 layers, 128 tokens, batch 32); with BIG=1 also at 4x those batches.
 # Run from the repo root on a machine with an NVIDIA GPU:
 #   cargo build --release --features wgpu && bash bench/gpu-check.sh
+#   cargo build --release --features vulkan && DEVICE=vulkan bash bench/gpu-check.sh   (SPIR-V)
 # Env overrides: PRETEXT (target/release/pretext) DEVICE (wgpu) TORCH_PYTHON (python3)
 #                STEPS (30) WARMUP (10) BIG (0) LIMIT (s per step command, 150) DEMO_LIMIT (240)
 #                OUT (where the JSON lines and the demo go; default: a temporary folder)

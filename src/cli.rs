@@ -27,8 +27,8 @@ pub struct Cli {
     /// Plain log lines only, no progress bar.
     #[arg(long, global = true)]
     pub quiet: bool,
-    /// Compute device: cpu, wgpu[:N] or cuda[:N] (GPU backends need a build with
-    /// `--features wgpu` or `--features cuda`).
+    /// Compute device: cpu, wgpu[:N], vulkan[:N] or cuda[:N] (GPU backends need a build with
+    /// `--features wgpu`, `vulkan` or `cuda`).
     #[arg(long, global = true, default_value = "cpu")]
     pub device: pretext::device::DeviceSpec,
     /// Data-parallel training over several devices of one kind, as in cuda:0,cuda:1: each

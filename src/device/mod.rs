@@ -1,5 +1,5 @@
 //! Which compute device the process runs on: the CPU (burn's `flex` backend) or a GPU through
-//! burn's CubeCL runtimes (`wgpu`, `cuda`), chosen once at start by `--device`.
+//! burn's CubeCL runtimes (`wgpu`, `vulkan`, `cuda`), chosen once at start by `--device`.
 //! Several devices train one batch together through [`data_parallel`]; several processes
 //! (ranks, started by `mpirun` or `srun`) through [`ranks`].
 
@@ -15,12 +15,16 @@ use std::sync::OnceLock;
 
 use burn::tensor::Device;
 
-/// A device as written on the command line: `cpu`, `wgpu`, `wgpu:N`, `cuda`, `cuda:N`.
+/// A device as written on the command line: `cpu`, `wgpu`, `wgpu:N`, `vulkan`, `vulkan:N`,
+/// `cuda`, `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {
     Cpu,
     /// `None`: the adapter wgpu ranks first (a high-power GPU where there is one).
     Wgpu(Option<usize>),
+    /// wgpu pinned to Vulkan, with kernels compiled to SPIR-V rather than WGSL: burn's path to
+    /// cooperative-matrix (tensor-core) matrix products. `None` as for `Wgpu`.
+    Vulkan(Option<usize>),
     Cuda(usize),
 }
 
@@ -36,6 +40,8 @@ impl fmt::Display for DeviceSpec {
             DeviceSpec::Cpu => write!(f, "cpu"),
             DeviceSpec::Wgpu(None) => write!(f, "wgpu"),
             DeviceSpec::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
+            DeviceSpec::Vulkan(None) => write!(f, "vulkan"),
+            DeviceSpec::Vulkan(Some(i)) => write!(f, "vulkan:{i}"),
             DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
@@ -57,9 +63,10 @@ impl FromStr for DeviceSpec {
             ("cpu", None) => Ok(DeviceSpec::Cpu),
             ("cpu", Some(_)) => Err(format!("device '{s}': the CPU takes no index")),
             ("wgpu", index) => Ok(DeviceSpec::Wgpu(index)),
+            ("vulkan", index) => Ok(DeviceSpec::Vulkan(index)),
             ("cuda", index) => Ok(DeviceSpec::Cuda(index.unwrap_or(0))),
             _ => Err(format!(
-                "device '{s}': expected cpu, wgpu, wgpu:N, cuda or cuda:N"
+                "device '{s}': expected cpu, wgpu, wgpu:N, vulkan, vulkan:N, cuda or cuda:N"
             )),
         }
     }
@@ -102,18 +109,35 @@ impl DeviceSpec {
         match self {
             DeviceSpec::Cpu => Ok(Device::flex()),
             DeviceSpec::Wgpu(index) => wgpu_device(index),
+            DeviceSpec::Vulkan(index) => vulkan_device(index),
             DeviceSpec::Cuda(index) => cuda_device(index),
         }
     }
 }
 
-#[cfg(feature = "wgpu")]
-fn wgpu_device(index: Option<usize>) -> Result<Device, String> {
+/// The adapter `index` names: the first wgpu ranks, or the N-th discrete GPU.
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+fn adapter(index: Option<usize>) -> burn::tensor::DeviceKind {
     use burn::tensor::DeviceKind;
-    Ok(Device::wgpu(match index {
+    match index {
         None => DeviceKind::DefaultDevice,
         Some(i) => DeviceKind::DiscreteGpu(i),
-    }))
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device(index: Option<usize>) -> Result<Device, String> {
+    Ok(Device::wgpu(adapter(index)))
+}
+
+#[cfg(feature = "vulkan")]
+fn vulkan_device(index: Option<usize>) -> Result<Device, String> {
+    Ok(Device::vulkan(adapter(index)))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn vulkan_device(_: Option<usize>) -> Result<Device, String> {
+    Err(not_built("vulkan"))
 }
 
 #[cfg(not(feature = "wgpu"))]
@@ -131,7 +155,7 @@ fn cuda_device(_: usize) -> Result<Device, String> {
     Err(not_built("cuda"))
 }
 
-#[cfg(any(not(feature = "wgpu"), not(feature = "cuda")))]
+#[cfg(any(not(feature = "wgpu"), not(feature = "vulkan"), not(feature = "cuda")))]
 fn not_built(feature: &str) -> String {
     format!(
         "this pretext was built without the '{feature}' backend; rebuild it with \
@@ -184,7 +208,7 @@ fn start(spec: DeviceSpec, device: &Device) -> Result<(), String> {
                 .unwrap_or_else(|| "unknown error".into());
             Err(format!(
                 "device {spec} could not be started ({}); is there a GPU with a working \
-                 driver (Vulkan for wgpu, CUDA for cuda)?",
+                 driver (Vulkan for wgpu and vulkan, CUDA for cuda)?",
                 why.lines().next().unwrap_or("")
             ))
         }
@@ -276,6 +300,8 @@ mod tests {
             ("cpu", DeviceSpec::Cpu),
             ("wgpu", DeviceSpec::Wgpu(None)),
             ("wgpu:1", DeviceSpec::Wgpu(Some(1))),
+            ("vulkan", DeviceSpec::Vulkan(None)),
+            ("vulkan:0", DeviceSpec::Vulkan(Some(0))),
             ("cuda:0", DeviceSpec::Cuda(0)),
         ] {
             assert_eq!(text.parse::<DeviceSpec>(), Ok(spec));
@@ -303,5 +329,12 @@ mod tests {
     fn a_backend_left_out_of_the_build_is_named_with_the_fix() {
         let err = DeviceSpec::Wgpu(None).device().unwrap_err();
         assert!(err.contains("--features wgpu"), "{err}");
+    }
+
+    #[cfg(not(feature = "vulkan"))]
+    #[test]
+    fn the_vulkan_backend_left_out_of_the_build_is_named_with_the_fix() {
+        let err = DeviceSpec::Vulkan(Some(1)).device().unwrap_err();
+        assert!(err.contains("--features vulkan"), "{err}");
     }
 }

@@ -463,12 +463,12 @@ mod tests {
         // An image's mask is its own, whatever else the batch holds (a rank's share of it).
         let share = learner.masks(&ex.shard(3..6), 4, 192, 16).hidden;
         assert_eq!(
-            share.into_data().to_vec::<f32>().unwrap(),
+            share.into_data().try_to_vec::<f32>().unwrap(),
             masks
                 .hidden
                 .narrow(0, 3, 3)
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap()
         );
         let first = learner.step(&ex, 1e-3, 0.0).loss;
