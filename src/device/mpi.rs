@@ -68,9 +68,8 @@ impl Collective for MpiRanks {
                 Some(here)
             })
             .collect();
-        let total = counts.iter().map(|&n| n as usize).sum();
-        let mut out = vec![0f32; total];
-        let lengths = counts.iter().map(|&n| n as usize).collect();
+        let lengths: Vec<usize> = counts.iter().map(|&n| n as usize).collect();
+        let mut out = vec![0f32; lengths.iter().sum()];
         let mut partition = PartitionMut::new(&mut out[..], counts, displs);
         self.world.all_gather_varcount_into(local, &mut partition);
         (out, lengths)

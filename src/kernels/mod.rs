@@ -31,10 +31,10 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
-
-use crate::device::ranks;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::device::ranks;
 
 use conv::ConvGeometry;
 

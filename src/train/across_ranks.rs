@@ -43,8 +43,11 @@ impl<S: BatchSource> BatchSource for RankShare<'_, S> {
 /// Why a run cannot start on this many ranks: a global batch too small to give every rank an
 /// image.
 pub fn check_batches<S: BatchSource>(source: &S, world: usize) -> Result<(), String> {
+    if world == 1 {
+        return Ok(());
+    }
     let smallest = source.batches(0).iter().map(Vec::len).min().unwrap_or(0);
-    if world > 1 && smallest < world {
+    if smallest < world {
         return Err(format!(
             "a batch of {smallest} items cannot be shared by {world} ranks (each needs at least \
              one); raise train.batch_size or start fewer ranks"

@@ -379,7 +379,9 @@ impl Learner for ClassifierLearner {
         ex.num_views()
     }
     fn step(&mut self, ex: &Examples, lr: f64, _progress: f64) -> StepStats {
+        // One device (a rank's own) needs no shards: the optimiser sums over the ranks.
         if let Some(parallel) = self.parallel.clone()
+            && parallel.devices().len() > 1
             && ex.labels.len() >= parallel.devices().len()
         {
             return self.parallel_step(&parallel, ex, lr);
