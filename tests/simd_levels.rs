@@ -117,8 +117,9 @@ fn run_all() -> Vec<(&'static str, Vec<f32>)> {
     };
     let px = &x[..6 * 9 * 7];
     let py = pool::forward(p, px);
-    let pdx = pool::backward(p, px, &values(py.len(), 15));
-    out.extend([("pool", py), ("pool dx", pdx)]);
+    let (pyw, winners) = pool::forward_with_winners(p, px);
+    let pdx = pool::backward(p, &winners, &values(py.len(), 15));
+    out.extend([("pool", py), ("pool (training)", pyw), ("pool dx", pdx)]);
     out
 }
 

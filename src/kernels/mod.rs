@@ -346,9 +346,12 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(mut prep) => {
-                let x_state = prep.checkpoint(&x);
-                prep.finish(x_state, Flex::max_pool2x2(x.into_primitive()))
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive().to_contiguous();
+                let (s, [b, c, _, _]) = pool_shape(&x);
+                let (y, winners) = pool::forward_with_winners(s, f32s(&x));
+                let out = flex_tensor(y, [b, c, s.out_h(), s.out_w()]);
+                prep.finish(MaxPoolState { shape: s, winners }, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::max_pool2x2(x.into_primitive())),
         }
@@ -358,23 +361,28 @@ impl<C: CheckpointStrategy> CpuKernels for Autodiff<Flex, C> {
 #[derive(Debug)]
 struct MaxPoolBackward;
 
+/// What the pooling's backward pass keeps: the input's shape and each window's winner.
+#[derive(Clone, Debug)]
+struct MaxPoolState {
+    shape: pool::PoolShape,
+    winners: Vec<u8>,
+}
+
 impl Backward<Flex, 1> for MaxPoolBackward {
-    type State = NodeId;
+    type State = MaxPoolState;
 
     fn backward(
         self,
         ops: Ops<Self::State, 1>,
         grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
+        _checkpointer: &mut Checkpointer,
     ) {
         let [node_x] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let x = checkpointer
-            .retrieve_node_output::<FlexTensor>(ops.state)
-            .to_contiguous();
         if let Some(node) = node_x {
-            let (s, dims) = pool_shape(&x);
-            let dx = pool::backward(s, f32s(&x), f32s(&dy));
+            let s = ops.state.shape;
+            let dx = pool::backward(s, &ops.state.winners, f32s(&dy));
+            let dims = [dy.layout().shape()[0], dy.layout().shape()[1], s.h, s.w];
             grads.register::<Flex>(node.id, flex_tensor(dx, dims));
         }
     }
