@@ -75,7 +75,7 @@ crate::simd_fn! {
 
 /// `x·Φ(x)` for every element.
 pub fn gelu(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
+    let mut y = super::zeros(x.len());
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| gelu_chunk(x, y));
@@ -84,7 +84,7 @@ pub fn gelu(x: &[f32]) -> Vec<f32> {
 
 /// The gradient through GELU: `dy · (Φ(x) + x·φ(x))`.
 pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = super::zeros(x.len());
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .for_each(|(dx, (x, dy))| gelu_backward_chunk(x, dy, dx));

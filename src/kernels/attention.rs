@@ -115,8 +115,8 @@ pub fn forward(
 ) -> (Vec<f32>, Vec<f32>) {
     check(&s, q, k, v, pad);
     let (len, width, dk) = (s.len, s.width(), s.head_dim);
-    let mut context = vec![0.0; s.batch * s.sequence()];
-    let mut weights = vec![0.0; s.batch * s.weights()];
+    let mut context = super::zeros(s.batch * s.sequence());
+    let mut weights = super::zeros(s.batch * s.weights());
     context
         .par_chunks_mut(s.sequence())
         .zip(weights.par_chunks_mut(s.weights()))
@@ -167,7 +167,7 @@ pub fn backward(
     check(&s, q, k, v, pad);
     let (len, width, dk) = (s.len, s.width(), s.head_dim);
     let n = s.batch * s.sequence();
-    let (mut dq, mut dk_, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    let (mut dq, mut dk_, mut dv) = (super::zeros(n), super::zeros(n), super::zeros(n));
     dq.par_chunks_mut(s.sequence())
         .zip(dk_.par_chunks_mut(s.sequence()))
         .zip(dv.par_chunks_mut(s.sequence()))

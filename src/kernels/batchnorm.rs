@@ -345,7 +345,7 @@ pub fn forward(
 ) -> Vec<f32> {
     assert_eq!(x.len(), s.len(), "activation length");
     let affine = affines((gamma, beta), (mean, var), epsilon, relu);
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = super::zeros(x.len());
     y.par_chunks_mut(s.plane.max(1))
         .zip(x.par_chunks(s.plane.max(1)))
         .enumerate()
@@ -383,7 +383,7 @@ pub fn backward(
     let affine = affines((gamma, beta), (mean, var), epsilon, relu);
     let (dgamma, dbeta) = gradient_sums(s, x, dy, &affine);
     let (mean_dz_xhat, mean_dz) = batch_means(s, &dgamma, &dbeta);
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = super::zeros(x.len());
     dx.par_chunks_mut(s.plane.max(1))
         .zip(
             x.par_chunks(s.plane.max(1))

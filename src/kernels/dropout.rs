@@ -62,7 +62,7 @@ pub fn apply(mask: DropMask, x: &[f32]) -> Vec<f32> {
         x.len() <= u32::MAX as usize,
         "dropout over more than 2^32 values"
     );
-    let mut y = vec![0.0; x.len()];
+    let mut y = super::zeros(x.len());
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .enumerate()

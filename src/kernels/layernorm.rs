@@ -45,7 +45,7 @@ crate::simd_fn! {
 pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f32) -> (Vec<f32>, RowStats) {
     let width = gamma.len();
     let rows = x.len() / width;
-    let (mut y, mut mean, mut inv_std) = (vec![0.0; x.len()], vec![0.0; rows], vec![0.0; rows]);
+    let (mut y, mut mean, mut inv_std) = (super::zeros(x.len()), vec![0.0; rows], vec![0.0; rows]);
     let block = ROWS_PER_TASK * width;
     y.par_chunks_mut(block)
         .zip(x.par_chunks(block))
@@ -116,7 +116,7 @@ pub fn backward(
     let width = gamma.len();
     let rows = x.len() / width;
     let block = ROWS_PER_TASK * width;
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = super::zeros(x.len());
     let mut partials = vec![0.0; rows.div_ceil(ROWS_PER_TASK) * 2 * width];
     dx.par_chunks_mut(block)
         .zip(x.par_chunks(block).zip(dy.par_chunks(block)))

@@ -7,6 +7,26 @@
 /// Elements per parallel task of the element-wise kernels (GELU, dropout).
 pub const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
+/// Buffers at least this long are zeroed on rayon's threads.
+const PARALLEL_ZEROING_MIN: usize = 1 << 16;
+
+/// A zeroed buffer of `len` values, cleared on rayon's threads when it is large. A new
+/// activation-sized buffer is mostly recycled memory that must be cleared, and one thread
+/// clearing it while the others waited cost 2 % of a ResNet-18 step at two threads.
+pub fn zeros(len: usize) -> Vec<f32> {
+    if len < PARALLEL_ZEROING_MIN {
+        return vec![0.0; len];
+    }
+    let mut values = Vec::with_capacity(len);
+    values
+        .spare_capacity_mut()
+        .par_chunks_mut(ELEMENTWISE_CHUNK)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: the loop above wrote all `len` values of the capacity.
+    unsafe { values.set_len(len) };
+    values
+}
+
 pub mod activation;
 pub mod attention;
 pub mod batchnorm;
@@ -33,6 +53,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::device::ranks;
 

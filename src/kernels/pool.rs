@@ -96,7 +96,7 @@ crate::simd_fn! {
 pub fn forward(s: PoolShape, x: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), s.planes * s.h * s.w, "input length");
     let out = s.out_h() * s.out_w();
-    let mut y = vec![0.0f32; s.planes * out];
+    let mut y = super::zeros(s.planes * out);
     if out == 0 {
         return y;
     }
@@ -111,7 +111,7 @@ pub fn forward(s: PoolShape, x: &[f32]) -> Vec<f32> {
 pub fn forward_with_winners(s: PoolShape, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
     assert_eq!(x.len(), s.planes * s.h * s.w, "input length");
     let out = s.out_h() * s.out_w();
-    let mut y = vec![0.0f32; s.planes * out];
+    let mut y = super::zeros(s.planes * out);
     let mut won = vec![0u8; s.planes * out];
     if out == 0 {
         return (y, won);
@@ -129,7 +129,7 @@ pub fn backward(s: PoolShape, won: &[u8], dy: &[f32]) -> Vec<f32> {
     assert_eq!(won.len(), s.planes * out, "winners length");
     assert_eq!(dy.len(), s.planes * out, "output-gradient length");
     // Zeroed: odd edges, outside every window, keep zero gradients.
-    let mut dx = vec![0.0f32; s.planes * s.h * s.w];
+    let mut dx = super::zeros(s.planes * s.h * s.w);
     if out == 0 {
         return dx;
     }

@@ -58,7 +58,7 @@ crate::simd_fn! {
 /// `max(y + skip, 0)` element by element.
 pub fn add_relu(y: &[f32], skip: &[f32]) -> Vec<f32> {
     assert_eq!(y.len(), skip.len(), "residual operands differ in length");
-    let mut out = vec![0.0; y.len()];
+    let mut out = super::zeros(y.len());
     out.par_chunks_mut(CHUNK)
         .zip(y.par_chunks(CHUNK).zip(skip.par_chunks(CHUNK)))
         .for_each(|(o, (y, s))| add_relu_chunk(y, s, o));
@@ -75,7 +75,7 @@ pub fn add_relu_in_place(y: &mut [f32], skip: &[f32]) {
 
 /// The gradient reaching both operands: `dout` where the output is positive, else 0.
 pub fn add_relu_backward(out: &[f32], dout: &[f32]) -> Vec<f32> {
-    let mut d = vec![0.0; out.len()];
+    let mut d = super::zeros(out.len());
     d.par_chunks_mut(CHUNK)
         .zip(out.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK)))
         .for_each(|(d, (o, g))| relu_mask_chunk(o, g, d));
