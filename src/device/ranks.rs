@@ -264,18 +264,18 @@ impl Session {
 /// alone into a run directory the others write too.
 pub fn start() -> Result<Session, String> {
     match launched_size() {
-        Some(launched) if launched.0 > 1 => start_mpi(launched),
+        Some((size, var)) if size > 1 => start_mpi(size, var),
         _ => Ok(Session::Alone),
     }
 }
 
 #[cfg(feature = "mpi")]
-fn start_mpi(_: (usize, &str)) -> Result<Session, String> {
+fn start_mpi(_size: usize, _var: &str) -> Result<Session, String> {
     super::mpi::start().map(Session::Mpi)
 }
 
 #[cfg(not(feature = "mpi"))]
-fn start_mpi((size, var): (usize, &str)) -> Result<Session, String> {
+fn start_mpi(size: usize, var: &str) -> Result<Session, String> {
     Err(format!(
         "a launcher started this process as one of {size} ranks ({var}), but this pretext was \
          built without the 'mpi' feature; rebuild it with `cargo build --release --features mpi` \
