@@ -70,7 +70,7 @@ import json, struct, sys
 def metrics(run):
     rows = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
     for r in rows:
-        r.pop("epoch_seconds"); r.pop("views_per_s")
+        r.pop("epoch_seconds"); r.pop("views_per_s"); r.pop("warmup_seconds", None)
     return rows
 def tensors(run):
     b = open(f"{run}/encoder.safetensors", "rb").read()

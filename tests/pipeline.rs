@@ -259,6 +259,7 @@ fn metrics_without_timing(run: &std::path::Path) -> Vec<serde_json::Value> {
             let o = v.as_object_mut().unwrap();
             o.remove("epoch_seconds");
             o.remove("views_per_s");
+            o.remove("warmup_seconds");
             v
         })
         .collect()

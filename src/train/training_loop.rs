@@ -101,12 +101,11 @@ pub fn run_loop<S: BatchSource, L: Learner<Batch = S::Batch> + ?Sized>(
         epoch += 1;
     }
     run.progress.finish();
-    let seconds = run.clock.started.elapsed().as_secs_f64();
     Ok(RunStats {
         steps: run.state.step,
         final_loss: run.final_loss,
-        seconds,
-        views_per_s: run.views_seen as f64 / seconds.max(1e-9),
+        seconds: run.clock.started.elapsed().as_secs_f64(),
+        views_per_s: run.views_per_s(),
     })
 }
 
@@ -181,6 +180,10 @@ struct Clock {
     budget: Option<f64>,
     spent_before: f64,
     started: Instant,
+    /// When this process's first step ended. Until then the clock stands still: that step
+    /// compiles and autotunes a GPU's kernels (and warms the allocator), which neither the time
+    /// budget nor the throughput should count.
+    warm: Option<Instant>,
     /// On several ranks: the training time they agreed on after the last step, so that they
     /// reach the time budget at the same step.
     agreed: Option<f64>,
@@ -200,6 +203,7 @@ impl Clock {
             budget: (recipe.max_minutes > 0.0).then_some(recipe.max_minutes * 60.0),
             spent_before,
             started: Instant::now(),
+            warm: None,
             agreed: (ranks::world() > 1).then_some(spent_before),
         }
     }
@@ -210,12 +214,31 @@ impl Clock {
     }
 
     fn local_elapsed(&self) -> f64 {
-        self.spent_before + self.started.elapsed().as_secs_f64()
+        self.spent_before + self.warm_seconds()
+    }
+
+    /// Seconds since the first step ended (0 before).
+    fn warm_seconds(&self) -> f64 {
+        self.warm.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+
+    /// Seconds from the start to the end of the first step: start-up, the first batch, and the
+    /// kernels' compilation and autotuning.
+    fn warmup_seconds(&self) -> Option<f64> {
+        self.warm.map(|t| (t - self.started).as_secs_f64())
+    }
+
+    /// Marks the end of the first step, where the clock starts.
+    fn first_step_done(&mut self) {
+        if self.warm.is_none() {
+            self.warm = Some(Instant::now());
+        }
     }
 
     fn deadline(&self) -> Option<Instant> {
+        let from = self.warm.unwrap_or_else(Instant::now);
         self.budget
-            .map(|b| self.started + Duration::from_secs_f64((b - self.spent_before).max(0.0)))
+            .map(|b| from + Duration::from_secs_f64((b - self.spent_before).max(0.0)))
     }
 
     /// Fraction of the run done at `step`: by steps, or by time when that is further along.
@@ -347,21 +370,36 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
             return Ok(Next::Diverged(stats.loss));
         }
         self.state.step += 1;
+        let warm = self.clock.warm.is_some();
+        self.clock.first_step_done();
         let (stats, inputs, stop) = self.agree(stats, self.learner.inputs(&batch));
         sums.correct += stats.hits;
         sums.seen += stats.counted;
         sums.loss += stats.loss as f64;
         sums.batches += 1;
-        self.views_seen += inputs;
+        if warm {
+            self.views_seen += inputs;
+        } else {
+            self.progress.set_deadline(self.clock.deadline());
+        }
         self.final_loss = stats.loss;
-        let rate = self.views_seen as f64 / self.clock.started.elapsed().as_secs_f64();
-        self.progress.step(stats.loss, rate);
+        self.progress.step(stats.loss, self.views_per_s());
         self.save_inside_epoch(epoch, b, sums, stop)?;
         Ok(if self.clock.is_done(self.state.step) {
             Next::Stop
         } else {
             Next::Continue
         })
+    }
+
+    /// Views trained per second of the clock, the first step left out.
+    fn views_per_s(&self) -> f64 {
+        let seconds = self.clock.warm_seconds();
+        if seconds > 0.0 {
+            self.views_seen as f64 / seconds
+        } else {
+            0.0
+        }
     }
 
     /// The step's counts and inputs over all ranks, and whether to stop; on several ranks the
@@ -538,7 +576,8 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
             "train_acc": sums.correct as f64 / sums.seen.max(1) as f64,
             "lr": self.clock.lr(last, self.clock.progress_at(last)),
             "epoch_seconds": epoch_seconds,
-            "views_per_s": self.views_seen as f64 / self.clock.started.elapsed().as_secs_f64(),
+            "views_per_s": self.views_per_s(),
+            "warmup_seconds": self.clock.warmup_seconds(),
         });
         if ranks::world() > 1
             && let Some(fields) = record.as_object_mut()
@@ -560,5 +599,32 @@ fn abort_if_asked(epoch_done: usize) {
     if *HOOK.get_or_init(|| env_number("PRETEXT_ABORT_AFTER_EPOCH")) == Some(epoch_done) {
         eprintln!("aborting after epoch {epoch_done} (PRETEXT_ABORT_AFTER_EPOCH)");
         std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_stands_still_until_the_first_step_ends() {
+        let recipe = TrainConfig {
+            max_minutes: 1.0,
+            ..TrainConfig::default()
+        };
+        let mut clock = Clock::new(&recipe, 10, 12.5);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(clock.elapsed(), 12.5, "the warm-up counts for nothing");
+        assert_eq!(clock.warmup_seconds(), None);
+        clock.first_step_done();
+        let warmup = clock.warmup_seconds().unwrap();
+        assert!(warmup >= 0.03, "the warm-up lasted {warmup} s");
+        let after = clock.elapsed() - 12.5;
+        assert!((0.0..warmup).contains(&after), "{after} s counted after the warm-up");
+        // The budget's deadline is measured from the end of the first step.
+        let left = clock.deadline().unwrap() - clock.warm.unwrap();
+        assert!((left.as_secs_f64() - (60.0 - 12.5)).abs() < 1e-6, "{left:?}");
+        clock.first_step_done();
+        assert_eq!(clock.warmup_seconds(), Some(warmup), "only the first step is warm-up");
     }
 }
