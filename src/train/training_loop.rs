@@ -620,11 +620,21 @@ mod tests {
         let warmup = clock.warmup_seconds().unwrap();
         assert!(warmup >= 0.03, "the warm-up lasted {warmup} s");
         let after = clock.elapsed() - 12.5;
-        assert!((0.0..warmup).contains(&after), "{after} s counted after the warm-up");
+        assert!(
+            (0.0..warmup).contains(&after),
+            "{after} s counted after the warm-up"
+        );
         // The budget's deadline is measured from the end of the first step.
         let left = clock.deadline().unwrap() - clock.warm.unwrap();
-        assert!((left.as_secs_f64() - (60.0 - 12.5)).abs() < 1e-6, "{left:?}");
+        assert!(
+            (left.as_secs_f64() - (60.0 - 12.5)).abs() < 1e-6,
+            "{left:?}"
+        );
         clock.first_step_done();
-        assert_eq!(clock.warmup_seconds(), Some(warmup), "only the first step is warm-up");
+        assert_eq!(
+            clock.warmup_seconds(),
+            Some(warmup),
+            "only the first step is warm-up"
+        );
     }
 }
