@@ -1,82 +1,99 @@
 #!/usr/bin/env bash
-# The GPU check: pretext's training steps on a GPU (burn's wgpu backend, or cuda) beside the same
-# steps in PyTorch on CUDA on the same machine, interleaved, then `pretext demo` end to end on it.
-# Steps: ConvNet-4 rotation step (batch 128), ResNet-18 (CIFAR, batch 64), the BERT-style MLM
-# step (hidden 256, 4 layers, 128 tokens, batch 32); with BIG=1 also at 4x those batches.
-# Run from the repo root on a machine with an NVIDIA GPU:
-#   cargo build --release --features wgpu && bash bench/gpu-check.sh
-#   cargo build --release --features vulkan && DEVICE=vulkan bash bench/gpu-check.sh   (SPIR-V)
-# Env overrides: PRETEXT (target/release/pretext) DEVICE (wgpu) TORCH_PYTHON (python3)
-#                STEPS (30) WARMUP (10) BIG (0) LIMIT (s per step command, 150) DEMO_LIMIT (240)
-#                OUT (where the JSON lines and the demo go; default: a temporary folder)
+# The GPU check: pretext's training steps on each GPU path beside the same steps in PyTorch on
+# CUDA in the same call (same model, batch and precision: fp32 with TF32 allowed on both sides,
+# bf16 against PyTorch's autocast), then SimCLR with its k-NN monitor and `pretext demo` on the
+# GPU. Writes gpu-steps.jsonl, table.md and the logs to OUT.
+# Build (here, against the GPU machine's PyTorch; README "GPUs"):
+#   cargo build --release --features tch,vulkan
+# Run from the repo root on a machine with an NVIDIA GPU and a CUDA PyTorch:
+#   OUT=docs/results/gpu-check-h100 bash bench/gpu-check.sh
+# Cases run in this order, each on every path and precision, so that a short budget still gets
+# the first: ResNet-18 CIFAR 256, ConvNet-4 128 and 512, ResNet-18 CIFAR 64, ResNet-50 at 224
+# pixels 64, MLM 32 and 128.
+# Env overrides: PRETEXT (target/release/pretext) PATHS ("tch-cuda vulkan") PRECISIONS
+#   ("fp32 bf16") CASES (as "model:batch[:size] ...") TORCH_PYTHON (python3) STEPS (30)
+#   WARMUP (10) PROFILE (5) LIMIT (s per command, 180) DEMO (1) DEMO_LIMIT (300)
+#   SIMCLR_MINUTES (3) OUT (default: a temporary folder)
 set -uo pipefail
 
 PRETEXT="${PRETEXT:-target/release/pretext}"
-DEVICE="${DEVICE:-wgpu}"
+PATHS="${PATHS:-tch-cuda vulkan}"
+PRECISIONS="${PRECISIONS:-fp32 bf16}"
+CASES="${CASES:-resnet18:256 convnet4:128 convnet4:512 resnet18:64 resnet50:64:224 transformer:32 transformer:128}"
 TORCH_PYTHON="${TORCH_PYTHON:-python3}"
 STEPS="${STEPS:-30}"
 WARMUP="${WARMUP:-10}"
-BIG="${BIG:-0}"
-LIMIT="${LIMIT:-150}"
+PROFILE="${PROFILE:-5}"
+LIMIT="${LIMIT:-180}"
 OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 LINES="$OUT/gpu-steps.jsonl"
 : >"$LINES"
 
 if [[ ! -x "$PRETEXT" ]]; then
-    echo "error: $PRETEXT not found; build it with: cargo build --release --features wgpu" >&2
+    echo "error: $PRETEXT not found; build it with: cargo build --release --features tch,vulkan" >&2
     exit 1
+fi
+# libtorch comes from the PyTorch beside it (the tch build links it dynamically).
+TORCH_LIB="$("$TORCH_PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null)"
+if [[ -n "$TORCH_LIB" ]]; then
+    export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 if ! "$TORCH_PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "warning: $TORCH_PYTHON has no CUDA PyTorch; only pretext's side is measured" >&2
     TORCH_PYTHON=""
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 
-cases=("convnet4 128" "resnet18 64" "transformer 32")
-if [[ "$BIG" == 1 ]]; then
-    cases+=("convnet4 512" "resnet18 256" "transformer 128")
-fi
+# pretext on DEVICE at PRECISION for MODEL BATCH [SIZE], one JSON line.
+pretext_step() {
+    local device=$1 precision=$2 model=$3 batch=$4 size=$5
+    echo "== pretext $model batch $batch ${size:+${size}px }$precision on $device" >&2
+    timeout "$LIMIT" "$PRETEXT" --device "$device" --precision "$precision" --quiet bench step \
+        --model "$model" --batch "$batch" ${size:+--image-size "$size"} --steps "$STEPS" \
+        --warmup "$WARMUP" --profile "$PROFILE" | tail -n 1 | tee -a "$LINES"
+}
 
-for case in "${cases[@]}"; do
-    read -r model batch <<<"$case"
-    echo "== $model batch $batch: pretext on $DEVICE" >&2
-    timeout "$LIMIT" "$PRETEXT" --device "$DEVICE" --quiet bench step --model "$model" \
+# PyTorch on CUDA at PRECISION for MODEL BATCH [SIZE], one JSON line.
+torch_step() {
+    local precision=$1 model=$2 batch=$3 size=$4
+    echo "== pytorch $model batch $batch ${size:+${size}px }$precision on cuda" >&2
+    local peer=(bench/torch_step.py --model "$model" ${size:+--size "$size"})
+    [[ "$model" == transformer ]] && peer=(bench/mlm_step_torch.py)
+    timeout "$LIMIT" "$TORCH_PYTHON" "${peer[@]}" --device cuda --precision "$precision" \
         --batch "$batch" --steps "$STEPS" --warmup "$WARMUP" | tail -n 1 | tee -a "$LINES"
-    if [[ -n "$TORCH_PYTHON" ]]; then
-        echo "== $model batch $batch: pytorch on cuda" >&2
-        if [[ "$model" == transformer ]]; then
-            peer=(bench/mlm_step_torch.py)
-        else
-            peer=(bench/torch_step.py --model "$model")
-        fi
-        timeout "$LIMIT" "$TORCH_PYTHON" "${peer[@]}" --device cuda --batch "$batch" \
-            --steps "$STEPS" --warmup "$WARMUP" | tail -n 1 | tee -a "$LINES"
-    fi
+}
+
+# Keeps a run's metrics and results beside it, and drops its checkpoints and encoder.
+keep_results() {
+    local run=$1
+    for file in metrics.jsonl results.json; do
+        cp "$run/$file" "$run-$file" 2>/dev/null
+    done
+    rm -rf "$run"
+}
+
+for case in $CASES; do
+    IFS=: read -r model batch size <<<"$case"
+    for precision in $PRECISIONS; do
+        for device in $PATHS; do
+            pretext_step "$device" "$precision" "$model" "$batch" "${size:-}"
+        done
+        [[ -n "$TORCH_PYTHON" ]] && torch_step "$precision" "$model" "$batch" "${size:-}"
+    done
 done
+python3 bench/gpu_table.py "$LINES" | tee "$OUT/table.md"
 
-python3 - "$LINES" <<'EOF'
-import json, sys
-rows = {}
-for line in open(sys.argv[1]):
-    line = line.strip()
-    if line.startswith("{"):
-        d = json.loads(line)
-        key = (d["model"].split("/")[0], d["batch"])
-        rows.setdefault(key, {})[d["impl"]] = d
-print("| step | batch | pretext samples/s | PyTorch CUDA samples/s | ratio |")
-print("| --- | --- | --- | --- | --- |")
-for (model, batch), r in rows.items():
-    p = r.get("pretext", {}).get("samples_per_s")
-    t = r.get("pytorch", {}).get("samples_per_s")
-    fmt = lambda v: "%.0f" % v if v else "n/a"
-    ratio = "%.2f" % (p / t) if p and t else "n/a"
-    print(f"| {model} | {batch} | {fmt(p)} | {fmt(t)} | {ratio} |")
-EOF
-
-echo "== data parallel: SimCLR on two copies of $DEVICE (synthetic data, 30 steps)" >&2
-timeout "$LIMIT" "$PRETEXT" --devices "$DEVICE,$DEVICE" --quiet pretrain --data synthetic \
-    --task simclr --max-steps 30 --out "$OUT/data-parallel" 2>&1 | tail -n 5
-
-echo "== end to end: pretext demo (pretraining, transfer, study) on $DEVICE" >&2
-timeout "${DEMO_LIMIT:-240}" "$PRETEXT" --device "$DEVICE" --quiet demo --out "$OUT/demo" 2>&1 | tail -n 30
+[[ "${DEMO:-1}" == 1 ]] || exit 0
+first="${PATHS%% *}"
+for precision in $PRECISIONS; do
+    echo "== SimCLR on $first, $precision, synthetic data, ${SIMCLR_MINUTES:-3} minutes" >&2
+    timeout $((${SIMCLR_MINUTES:-3} * 60 + 120)) "$PRETEXT" --device "$first" \
+        --precision "$precision" --quiet pretrain --data synthetic --task simclr --epochs 1000 \
+        --max-minutes "${SIMCLR_MINUTES:-3}" --out "$OUT/simclr-$precision" 2>&1 | tail -n 3
+    keep_results "$OUT/simclr-$precision"
+done
+echo "== end to end: pretext demo on $first" >&2
+timeout "${DEMO_LIMIT:-300}" "$PRETEXT" --device "$first" --quiet demo --out "$OUT/demo" 2>&1 \
+    | tail -n 12
+keep_results "$OUT/demo"

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import resident
+import torch_precision
 
 
 class Bert(nn.Module):
@@ -52,8 +53,10 @@ def main():
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    torch_precision.add_argument(p)
     a = p.parse_args()
     dev = torch.device(a.device)
+    torch_precision.setup(dev)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     h = a.hidden
@@ -72,8 +75,9 @@ def main():
 
     def run(steps):
         for _ in range(steps):
-            logits = model(ids, padding, positions)
-            loss = F.cross_entropy(logits, targets)
+            with torch_precision.autocast(dev, a.precision):
+                logits = model(ids, padding, positions)
+                loss = F.cross_entropy(logits, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -93,6 +97,7 @@ def main():
         "batch": b,
         "threads": a.threads,
         "device": a.device,
+        "precision": a.precision,
         "steps": a.steps,
         "seconds": seconds,
         "samples_per_s": a.steps * b / seconds,

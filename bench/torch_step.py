@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch peer of `pretext bench step`: one ConvNet-4, ResNet-18, ResNet-50, ViT-Tiny or
-ViT-Small rotation-pretext training step (fp32; CPU, or CUDA with --device cuda), timed over a number
+ViT-Small rotation-pretext training step (fp32 or bf16 autocast; CPU, or CUDA with --device cuda), timed over a number
 of steps after warm-up. The ResNets take pretext's rule for the stem: the CIFAR variant (3x3
 stem, no max-pool; ResNet-18 only) below 96 pixels, torchvision's ImageNet models from 96 up.
 
@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import resident
+import torch_precision
 
 # From this image size up the ResNets take the ImageNet stem, as `model.stem = "auto"` does.
 IMAGENET_STEM_FROM = 96
@@ -206,6 +207,7 @@ def main():
     p.add_argument("--size", "--image-size", dest="size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    torch_precision.add_argument(p)
     p.add_argument("--inference", action="store_true",
                    help="time feature extraction: the encoder's forward pass, eval mode, no grad")
     a = p.parse_args()
@@ -217,6 +219,7 @@ def main():
     torch.manual_seed(a.seed)
 
     device = torch.device(a.device)
+    torch_precision.setup(device)
     model = RotationNet(a.channels, a.width, a.model, a.size).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
@@ -224,12 +227,13 @@ def main():
     y = torch.randint(0, 4, (a.batch_size,), device=device)
 
     def features():
-        with torch.no_grad():
+        with torch.no_grad(), torch_precision.autocast(device, a.precision):
             return model.encoder(x)
 
     def train_step():
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with torch_precision.autocast(device, a.precision):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -257,6 +261,7 @@ def main():
         "batch": a.batch_size,
         "threads": a.threads,
         "device": a.device,
+        "precision": a.precision,
         "steps": a.steps,
         "seconds": t,
         "samples_per_s": a.steps * a.batch_size / t,

@@ -8,7 +8,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
@@ -31,6 +31,8 @@ pub struct StepBench {
     pub threads: usize,
     /// `cpu`, `wgpu`, `cuda:0`, ...: where the step ran.
     pub device: String,
+    /// `fp32` or `bf16`: the float type it computed in.
+    pub precision: &'static str,
     pub steps: usize,
     pub seconds: f64,
     pub samples_per_s: f64,
@@ -38,6 +40,28 @@ pub struct StepBench {
     /// what the steps themselves need (the PyTorch peers report the same three).
     #[serde(flatten)]
     pub memory: Option<StepMemory>,
+    /// With `--profile N`: where a step's time goes (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<StepProfile>,
+}
+
+/// Mean milliseconds of a step until it returns, its work issued to the device, and until the
+/// device has finished it. On a GPU, issuing that takes as long as finishing means the host's
+/// launches bound the step; issuing much faster means the device's kernels do.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct StepProfile {
+    pub steps: usize,
+    pub issue_ms: f64,
+    pub synced_ms: f64,
+}
+
+/// How many steps a benchmark runs: `warmup` untimed, `steps` timed, then `profile` more, each
+/// waited for on its own (see [`StepProfile`]).
+#[derive(Clone, Copy, Debug)]
+pub struct StepCounts {
+    pub steps: usize,
+    pub warmup: usize,
+    pub profile: usize,
 }
 
 /// Resident memory of a timed run, in MiB.
@@ -48,11 +72,12 @@ pub struct StepMemory {
     pub step_mib: f64,
 }
 
-/// How long the timed steps took, and the memory they needed.
+/// How long the timed steps took, the memory they needed, and the profile where asked for.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     pub seconds: f64,
     pub memory: Option<StepMemory>,
+    pub profile: Option<StepProfile>,
 }
 
 /// The image network a benchmark times.
@@ -113,8 +138,7 @@ impl ImageBatch {
 pub fn feature_extraction(
     net: Backbone,
     shape: ImageBatch,
-    steps: usize,
-    warmup: usize,
+    counts: StepCounts,
     threads: usize,
 ) -> StepBench {
     let device = crate::train::infer_device();
@@ -122,18 +146,12 @@ pub fn feature_extraction(
     let encoder = shape.encoder_spec(net).init(&device);
     materialise(&encoder);
     let pixels = shape.pixels();
-    let run = |n: usize| {
-        for _ in 0..n {
-            let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), shape.dims()), &device);
-            // Reading the features back waits for any queued work.
-            let _: Vec<f32> = encoder
-                .forward(x)
-                .into_data()
-                .try_into_vec()
-                .unwrap_or_default();
-        }
+    // Every step reads its features back, as `pretext embed` does.
+    let step = |_wait: bool| {
+        let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), shape.dims()), &device);
+        encoder.forward(x).into_data();
     };
-    let timing = time_after_warmup(warmup, steps, run);
+    let timing = time_steps(counts, &device, step);
     StepBench {
         stem: net.reported_stem(),
         ..StepBench::pretext(
@@ -141,7 +159,7 @@ pub fn feature_extraction(
             net.width,
             shape.batch,
             threads,
-            steps,
+            counts.steps,
             timing,
         )
     }
@@ -165,10 +183,12 @@ impl StepBench {
             batch,
             threads,
             device: crate::device::selected().to_string(),
+            precision: crate::device::precision().name(),
             steps,
             seconds: timing.seconds,
             samples_per_s: (steps * batch) as f64 / timing.seconds,
             memory: timing.memory,
+            profile: timing.profile,
         }
     }
 }
@@ -176,8 +196,7 @@ impl StepBench {
 pub fn training_step(
     net: Backbone,
     shape: ImageBatch,
-    steps: usize,
-    warmup: usize,
+    counts: StepCounts,
     threads: usize,
 ) -> StepBench {
     let batch_size = shape.batch;
@@ -197,26 +216,18 @@ pub fn training_step(
     materialise(&model);
     let pixels = shape.pixels();
     let labels: Vec<i64> = (0..batch_size).map(|i| (i % 4) as i64).collect();
-    let run = |n: usize| {
-        for _ in 0..n {
-            let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), shape.dims()), &device);
-            let y =
-                Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch_size]), &device);
-            let loss = cross_entropy(model.forward(x, 1), y);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(0.05, model.clone(), grads);
+    let step = |wait: bool| {
+        let x = Tensor::<4>::from_data(TensorData::new(pixels.clone(), shape.dims()), &device);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch_size]), &device);
+        let loss = cross_entropy(model.forward(x, 1), y);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.05, model.clone(), grads);
+        if wait {
+            // Reading a parameter back waits for the queued work.
+            model.head.out.weight.val().into_data();
         }
-        // Reading a parameter back waits for any queued work.
-        let _: Vec<f32> = model
-            .head
-            .out
-            .weight
-            .val()
-            .into_data()
-            .try_into_vec()
-            .unwrap_or_default();
     };
-    let timing = time_after_warmup(warmup, steps, run);
+    let timing = time_steps(counts, &device, step);
     StepBench {
         stem: net.reported_stem(),
         ..StepBench::pretext(
@@ -224,7 +235,7 @@ pub fn training_step(
             net.width,
             batch_size,
             threads,
-            steps,
+            counts.steps,
             timing,
         )
     }
@@ -242,20 +253,50 @@ fn materialise<M: Module>(module: &M) {
     module.visit(&mut Touch);
 }
 
-/// Seconds that `run(steps)` takes after an untimed `run(warmup)`, and the resident memory
-/// that warm-up and steps add to what the process held before them.
-fn time_after_warmup(warmup: usize, steps: usize, mut run: impl FnMut(usize)) -> Timing {
+/// Seconds that `counts.steps` steps take after `counts.warmup` untimed ones, the resident
+/// memory that warm-up and steps add to what the process held before them, and the profile.
+/// `step(wait)` runs one step; with `wait` it also reads a result back, which waits for the
+/// device's queued work.
+fn time_steps(counts: StepCounts, device: &Device, mut step: impl FnMut(bool)) -> Timing {
     let before = ResidentMemory::read();
-    run(warmup);
+    let mut run = |n: usize| {
+        for i in 0..n {
+            step(i + 1 == n);
+        }
+    };
+    run(counts.warmup);
     let started = Instant::now();
-    run(steps);
+    run(counts.steps);
     let seconds = started.elapsed().as_secs_f64();
     let memory = before.zip(ResidentMemory::read()).map(|(b, a)| StepMemory {
         rss_before_mib: b.current_mib,
         peak_rss_mib: a.peak_mib,
         step_mib: a.peak_mib - b.current_mib,
     });
-    Timing { seconds, memory }
+    let profile = (counts.profile > 0).then(|| profile_steps(counts.profile, device, step));
+    Timing {
+        seconds,
+        memory,
+        profile,
+    }
+}
+
+/// `n` steps, each timed until it returns and until the device has finished it.
+fn profile_steps(n: usize, device: &Device, mut step: impl FnMut(bool)) -> StepProfile {
+    let (mut issue, mut synced) = (0.0, 0.0);
+    for _ in 0..n {
+        let started = Instant::now();
+        step(false);
+        issue += started.elapsed().as_secs_f64();
+        // A device that cannot synchronise has no queue to wait for.
+        let _ = device.sync();
+        synced += started.elapsed().as_secs_f64();
+    }
+    StepProfile {
+        steps: n,
+        issue_ms: 1e3 * issue / n as f64,
+        synced_ms: 1e3 * synced / n as f64,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -329,8 +370,7 @@ pub fn data_pipeline(
 pub fn mlm_step(
     spec: &crate::models::bert::BertSpec,
     batch_size: usize,
-    steps: usize,
-    warmup: usize,
+    counts: StepCounts,
     threads: usize,
 ) -> StepBench {
     use crate::config::{OptimizerKind, TrainConfig};
@@ -368,18 +408,23 @@ pub fn mlm_step(
             batch.targets.push(rng.random_range(5..vocab));
         }
     }
-    let run = |n: usize| {
-        for _ in 0..n {
-            // The step reads the loss back, which waits for the queued work.
-            learner.step(&batch, 1e-4, 0.0);
-        }
+    // Every step reads its loss back, which waits for the queued work.
+    let step = |_wait: bool| {
+        learner.step(&batch, 1e-4, 0.0);
     };
-    let timing = time_after_warmup(warmup, steps, run);
+    let timing = time_steps(counts, &device, step);
     let model = format!(
         "transformer-mlm/l{}/h{}/len{}",
         spec.layers, spec.hidden, spec.max_len
     );
-    StepBench::pretext(model, spec.hidden, batch_size, threads, steps, timing)
+    StepBench::pretext(
+        model,
+        spec.hidden,
+        batch_size,
+        threads,
+        counts.steps,
+        timing,
+    )
 }
 
 /// What `pretext bench decode` prints.

@@ -27,10 +27,14 @@ pub struct Cli {
     /// Plain log lines only, no progress bar.
     #[arg(long, global = true)]
     pub quiet: bool,
-    /// Compute device: cpu, wgpu[:N], vulkan[:N] or cuda[:N] (GPU backends need a build with
-    /// `--features wgpu`, `vulkan` or `cuda`).
+    /// Compute device: cpu, wgpu[:N], vulkan[:N], cuda[:N], tch-cuda[:N] or tch-cpu (GPU and
+    /// libtorch backends need a build with `--features wgpu`, `vulkan`, `cuda` or `tch`).
     #[arg(long, global = true, default_value = "cpu")]
     pub device: pretext::device::DeviceSpec,
+    /// The float type the device computes in: fp32, or bf16 for the whole model (weights
+    /// included; GPU and libtorch devices only).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub precision: pretext::device::Precision,
     /// Data-parallel training over several devices of one kind, as in cuda:0,cuda:1: each
     /// batch is split across them and the gradients all-reduced. Overrides --device.
     #[arg(long, global = true)]
@@ -486,6 +490,10 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// After the timed steps, time N more one by one: until each returns (its work issued)
+    /// and until the device has finished it (`profile` in the output).
+    #[arg(long, default_value_t = 0)]
+    pub profile: usize,
     /// Transformer: hidden size, layers (heads: hidden / 64, feed-forward: 4 x hidden), sequence
     /// length and vocabulary.
     #[arg(long, default_value_t = 256)]

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::tensor::Device;
+use burn::store::{FloatCastAdapter, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::{DType, Device};
 
 use crate::Error;
 use crate::models::{Encoder, EncoderSpec};
@@ -19,9 +19,12 @@ pub struct TrainedEncoder {
 }
 
 /// Write `module`'s weights to `path` as safetensors (tensor names follow the module tree), with
-/// `arch` in the metadata.
+/// `arch` in the metadata. They are stored as float32 whatever the run's precision, so that any
+/// run, and PyTorch, reads them.
 pub fn save_weights<M: Module>(module: &M, path: &Path, arch: &str) -> Result<(), Error> {
-    let mut store = SafetensorsStore::from_bytes(None).metadata("pretext.arch", arch.to_string());
+    let mut store = SafetensorsStore::from_bytes(None)
+        .metadata("pretext.arch", arch.to_string())
+        .with_to_adapter(FloatCastAdapter::to(DType::F32));
     // `valid()` folds BatchNorm's pending running-statistics update into the saved values.
     module.valid().save_into(&mut store).map_err(|e| {
         Error::msg(format!(
@@ -40,7 +43,8 @@ pub fn save_weights<M: Module>(module: &M, path: &Path, arch: &str) -> Result<()
 /// describes the expected network in errors.
 pub fn load_weights<M: Module>(mut module: M, path: &Path, what: &str) -> Result<M, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(FloatCastAdapter::to(crate::device::precision().dtype()));
     let applied = module.load_from(&mut store).map_err(|e| {
         Error::msg(format!(
             "{}: not the weights of {what}: {e}",

@@ -45,6 +45,7 @@ static SET_ALLOCATOR_OPTIONS: extern "C" fn() = set_allocator_options;
 fn main() -> ExitCode {
     #[cfg(not(target_os = "linux"))]
     set_allocator_options();
+    pretext::device::prepare_process();
     let cli = Cli::parse();
     // The first Ctrl-C lets a training loop checkpoint and stop; a second one quits at once.
     let _ = ctrlc::set_handler(|| {
@@ -117,6 +118,8 @@ fn is_interruption(e: &anyhow::Error) -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     refuse_ranks(&cli.command)?;
+    pretext::device::set_precision(cli.precision)
+        .map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
     match &cli.devices {
         Some(devices) => pretext::device::select_data_parallel(&devices.0)
             .map_err(|e| anyhow::anyhow!("--devices: {e}"))?,

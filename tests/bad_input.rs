@@ -268,3 +268,19 @@ fn non_utf8_text_line_is_named_with_its_line() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("lines with invalid UTF-8 replaced: 1"));
 }
+
+#[test]
+fn bf16_on_the_cpu_kernels_and_a_backend_left_out_are_one_line_errors() {
+    let o = pretext(&["--precision", "bf16", "bench", "step", "--steps", "1"]);
+    assert_clean_failure(&o, "compute in fp32");
+    let o = pretext(&["--precision", "fp16", "bench", "step"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "clap refuses an unknown precision"
+    );
+    if !cfg!(feature = "tch") {
+        let o = pretext(&["--device", "tch-cuda", "bench", "step", "--steps", "1"]);
+        assert_clean_failure(&o, "--features tch");
+    }
+}

@@ -49,9 +49,7 @@ fn mlm_step(a: &BenchArgs, threads: usize) -> anyhow::Result<pretext::bench::Ste
     spec.validate("bench")
         .map_err(|e| anyhow::anyhow!("bench step: {e}"))?;
     let batch = a.batch_size.unwrap_or(32);
-    Ok(pretext::bench::mlm_step(
-        &spec, batch, a.steps, a.warmup, threads,
-    ))
+    Ok(pretext::bench::mlm_step(&spec, batch, counts(a), threads))
 }
 
 fn image_step(
@@ -85,10 +83,18 @@ fn image_step(
         batch: a.batch_size.unwrap_or(batch),
     };
     Ok(if a.inference {
-        pretext::bench::feature_extraction(net, shape, a.steps, a.warmup, threads)
+        pretext::bench::feature_extraction(net, shape, counts(a), threads)
     } else {
-        pretext::bench::training_step(net, shape, a.steps, a.warmup, threads)
+        pretext::bench::training_step(net, shape, counts(a), threads)
     })
+}
+
+fn counts(a: &BenchArgs) -> pretext::bench::StepCounts {
+    pretext::bench::StepCounts {
+        steps: a.steps,
+        warmup: a.warmup,
+        profile: a.profile,
+    }
 }
 
 fn decode(a: BenchDecodeArgs, g: Globals) -> anyhow::Result<()> {

@@ -1,13 +1,17 @@
-//! Which compute device the process runs on: the CPU (burn's `flex` backend) or a GPU through
-//! burn's CubeCL runtimes (`wgpu`, `vulkan`, `cuda`), chosen once at start by `--device`.
+//! Which compute device the process runs on: the CPU (burn's `flex` backend), a GPU through
+//! burn's CubeCL runtimes (`wgpu`, `vulkan`, `cuda`), or libtorch, PyTorch's own C++ library
+//! (`tch-cuda`, `tch-cpu`), chosen once at start by `--device`.
 //! Several devices train one batch together through [`data_parallel`]; several processes
 //! (ranks, started by `mpirun` or `srun`) through [`ranks`].
 
 pub mod data_parallel;
 #[cfg(feature = "mpi")]
 mod mpi;
+pub mod precision;
 pub mod rank_grads;
 pub mod ranks;
+
+pub use precision::Precision;
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,7 +20,7 @@ use std::sync::OnceLock;
 use burn::tensor::Device;
 
 /// A device as written on the command line: `cpu`, `wgpu`, `wgpu:N`, `vulkan`, `vulkan:N`,
-/// `cuda`, `cuda:N`.
+/// `cuda`, `cuda:N`, `tch-cuda`, `tch-cuda:N`, `tch-cpu`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {
     Cpu,
@@ -26,6 +30,11 @@ pub enum DeviceSpec {
     /// cooperative-matrix (tensor-core) matrix products. `None` as for `Wgpu`.
     Vulkan(Option<usize>),
     Cuda(usize),
+    /// libtorch on an NVIDIA GPU (burn's `tch` backend): cuDNN convolutions and cuBLAS matrix
+    /// products, the kernels PyTorch itself runs.
+    TchCuda(usize),
+    /// libtorch on the CPU: the `tch` build's check that runs without a GPU.
+    TchCpu,
 }
 
 impl Default for DeviceSpec {
@@ -43,6 +52,8 @@ impl fmt::Display for DeviceSpec {
             DeviceSpec::Vulkan(None) => write!(f, "vulkan"),
             DeviceSpec::Vulkan(Some(i)) => write!(f, "vulkan:{i}"),
             DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+            DeviceSpec::TchCuda(i) => write!(f, "tch-cuda:{i}"),
+            DeviceSpec::TchCpu => write!(f, "tch-cpu"),
         }
     }
 }
@@ -65,8 +76,12 @@ impl FromStr for DeviceSpec {
             ("wgpu", index) => Ok(DeviceSpec::Wgpu(index)),
             ("vulkan", index) => Ok(DeviceSpec::Vulkan(index)),
             ("cuda", index) => Ok(DeviceSpec::Cuda(index.unwrap_or(0))),
+            ("tch-cuda", index) => Ok(DeviceSpec::TchCuda(index.unwrap_or(0))),
+            ("tch-cpu", None) => Ok(DeviceSpec::TchCpu),
+            ("tch-cpu", Some(_)) => Err(format!("device '{s}': the CPU takes no index")),
             _ => Err(format!(
-                "device '{s}': expected cpu, wgpu, wgpu:N, vulkan, vulkan:N, cuda or cuda:N"
+                "device '{s}': expected cpu, wgpu, wgpu:N, vulkan, vulkan:N, cuda, cuda:N, \
+                 tch-cuda, tch-cuda:N or tch-cpu"
             )),
         }
     }
@@ -111,6 +126,8 @@ impl DeviceSpec {
             DeviceSpec::Wgpu(index) => wgpu_device(index),
             DeviceSpec::Vulkan(index) => vulkan_device(index),
             DeviceSpec::Cuda(index) => cuda_device(index),
+            DeviceSpec::TchCuda(index) => tch_device(Some(index)),
+            DeviceSpec::TchCpu => tch_device(None),
         }
     }
 }
@@ -155,7 +172,29 @@ fn cuda_device(_: usize) -> Result<Device, String> {
     Err(not_built("cuda"))
 }
 
-#[cfg(any(not(feature = "wgpu"), not(feature = "vulkan"), not(feature = "cuda")))]
+/// libtorch's CUDA device `index`, or its CPU device for `None`. burn 0.22 marks burn-tch as
+/// deprecated in favour of its CubeCL backends, but those have no cuDNN, and `cuda` cannot be
+/// built without a download (docs/gpu.md).
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+fn tch_device(index: Option<usize>) -> Result<Device, String> {
+    Ok(match index {
+        Some(i) => Device::libtorch_cuda(i),
+        None => Device::libtorch(),
+    })
+}
+
+#[cfg(not(feature = "tch"))]
+fn tch_device(_: Option<usize>) -> Result<Device, String> {
+    Err(not_built("tch"))
+}
+
+#[cfg(any(
+    not(feature = "wgpu"),
+    not(feature = "vulkan"),
+    not(feature = "cuda"),
+    not(feature = "tch")
+))]
 fn not_built(feature: &str) -> String {
     format!(
         "this pretext was built without the '{feature}' backend; rebuild it with \
@@ -164,6 +203,37 @@ fn not_built(feature: &str) -> String {
 }
 
 static SELECTED: OnceLock<DeviceSpec> = OnceLock::new();
+static PRECISION: OnceLock<Precision> = OnceLock::new();
+
+/// Process-wide settings that must be made before any other thread starts: libtorch reads its
+/// TF32 switch for cuBLAS from the environment once. TF32 matrix products are allowed, as
+/// PyTorch allows them in cuDNN's convolutions (`TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=0` forbids
+/// them).
+pub fn prepare_process() {
+    #[cfg(feature = "tch")]
+    if std::env::var_os(TCH_TF32_VARIABLE).is_none() {
+        // SAFETY: called first thing in `main`, while no other thread can read the environment.
+        unsafe { std::env::set_var(TCH_TF32_VARIABLE, "1") };
+    }
+}
+
+#[cfg(feature = "tch")]
+const TCH_TF32_VARIABLE: &str = "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE";
+
+/// The float type of every device, chosen once before [`select`] (fp32 if never chosen).
+pub fn set_precision(precision: Precision) -> Result<(), String> {
+    let chosen = *PRECISION.get_or_init(|| precision);
+    if chosen != precision {
+        return Err(format!(
+            "precision {precision} asked for after {chosen} was already in use"
+        ));
+    }
+    Ok(())
+}
+
+pub fn precision() -> Precision {
+    *PRECISION.get_or_init(Precision::default)
+}
 
 /// Choose the process's device once, before any tensor is made. Later calls must agree.
 /// A GPU is started here, so that a machine without one fails with a message, not a panic
@@ -181,11 +251,33 @@ pub fn select(spec: DeviceSpec) -> Result<(), String> {
 
 /// Check that this build can make `spec`'s device and, for a GPU, that it starts.
 fn ready(spec: DeviceSpec) -> Result<(), String> {
-    let device = spec.device()?;
+    let mut device = spec.device()?;
+    configure(spec, precision(), &mut device)?;
     if spec != DeviceSpec::Cpu {
         start(spec, &device)?;
     }
     Ok(())
+}
+
+/// Sets the device's float type to the run's precision, before any tensor is made on it, and
+/// libtorch's cuDNN to autotune its convolutions (as `torch.backends.cudnn.benchmark`).
+fn configure(spec: DeviceSpec, precision: Precision, device: &mut Device) -> Result<(), String> {
+    #[cfg(feature = "tch")]
+    if let DeviceSpec::TchCuda(_) = spec {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let Some(dtype) = precision.float_dtype() else {
+        return Ok(());
+    };
+    if spec == DeviceSpec::Cpu {
+        return Err(format!(
+            "precision {precision}: pretext's CPU kernels compute in fp32; {precision} runs on \
+             the GPU and libtorch devices (wgpu, vulkan, cuda, tch-cuda, tch-cpu)"
+        ));
+    }
+    device
+        .configure(dtype)
+        .map_err(|e| format!("device {spec} cannot compute in {precision}: {e:?}"))
 }
 
 /// Make one small tensor on `device` and read it back. GPU runtimes panic when no adapter or
@@ -208,7 +300,7 @@ fn start(spec: DeviceSpec, device: &Device) -> Result<(), String> {
                 .unwrap_or_else(|| "unknown error".into());
             Err(format!(
                 "device {spec} could not be started ({}); is there a GPU with a working \
-                 driver (Vulkan for wgpu and vulkan, CUDA for cuda)?",
+                 driver (Vulkan for wgpu and vulkan, CUDA for cuda and tch-cuda)?",
                 why.lines().next().unwrap_or("")
             ))
         }
@@ -303,16 +395,36 @@ mod tests {
             ("vulkan", DeviceSpec::Vulkan(None)),
             ("vulkan:0", DeviceSpec::Vulkan(Some(0))),
             ("cuda:0", DeviceSpec::Cuda(0)),
+            ("tch-cuda:1", DeviceSpec::TchCuda(1)),
+            ("tch-cpu", DeviceSpec::TchCpu),
         ] {
             assert_eq!(text.parse::<DeviceSpec>(), Ok(spec));
             assert_eq!(spec.to_string(), text);
         }
         assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("tch-cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::TchCuda(0)));
+    }
+
+    #[test]
+    fn bf16_is_refused_on_the_cpu_kernels_and_fp32_changes_nothing() {
+        let err = configure(DeviceSpec::Cpu, Precision::Bf16, &mut Device::flex()).unwrap_err();
+        assert!(err.contains("fp32") && err.contains("tch-cuda"), "{err}");
+        assert_eq!(
+            configure(DeviceSpec::Cpu, Precision::Fp32, &mut Device::flex()),
+            Ok(())
+        );
+    }
+
+    #[cfg(not(feature = "tch"))]
+    #[test]
+    fn the_tch_backend_left_out_of_the_build_is_named_with_the_fix() {
+        let err = DeviceSpec::TchCuda(0).device().unwrap_err();
+        assert!(err.contains("--features tch"), "{err}");
     }
 
     #[test]
     fn bad_device_names_say_what_is_expected() {
-        for bad in ["gpu", "cuda:x", "cpu:1", ""] {
+        for bad in ["gpu", "cuda:x", "cpu:1", "tch-cpu:0", "tch", ""] {
             let err = bad.parse::<DeviceSpec>().unwrap_err();
             assert!(err.contains("device"), "{bad}: {err}");
         }

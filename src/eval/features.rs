@@ -110,8 +110,9 @@ fn encode(
         dim = f.dims()[1];
         values.extend(
             f.into_data()
+                .convert::<f32>()
                 .try_into_vec::<f32>()
-                .expect("encoder outputs f32"),
+                .expect("converted to f32"),
         );
     }
     Features { rows, dim, values }

@@ -34,6 +34,8 @@ pub mod conv;
 pub mod dropout;
 pub mod lanes;
 pub mod layernorm;
+#[cfg(feature = "tch")]
+pub mod libtorch;
 pub mod linear;
 pub mod matmul;
 pub mod pool;
@@ -478,10 +480,14 @@ impl Backward<Flex, 3> for BatchNormBackward {
 /// Whether pretext's kernels take `x`: f32 on the CPU, unless `PRETEXT_KERNELS=burn` asks for
 /// burn's own operations everywhere (to compare the two on one binary).
 pub(crate) fn ours<const D: usize>(x: &Tensor<D>) -> bool {
+    !burn_only() && x.dtype() == DType::F32 && crate::device::is_flex(&x.device())
+}
+
+/// `PRETEXT_KERNELS=burn`: burn's own operations everywhere, pretext's kernels and libtorch's
+/// fused BatchNorm left out.
+pub(crate) fn burn_only() -> bool {
     static BURN_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let burn_only =
-        *BURN_ONLY.get_or_init(|| std::env::var("PRETEXT_KERNELS").is_ok_and(|v| v == "burn"));
-    !burn_only && x.dtype() == DType::F32 && crate::device::is_flex(&x.device())
+    *BURN_ONLY.get_or_init(|| std::env::var("PRETEXT_KERNELS").is_ok_and(|v| v == "burn"))
 }
 
 /// `conv.forward(x)`, through pretext's kernel where it applies: on the CPU, for a convolution
@@ -502,21 +508,21 @@ pub fn conv2d_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// `bn.forward(x)`, then a ReLU when `relu`. Training on the CPU runs pretext's fused kernel
-/// and updates the running statistics as burn's `BatchNorm` does; everything else is burn's.
+/// `bn.forward(x)`, then a ReLU when `relu`. Training on the CPU runs pretext's fused kernel,
+/// on libtorch libtorch's, and both update the running statistics as burn's `BatchNorm` does;
+/// everything else is burn's.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let device = x.device();
     if ours(&x) && !device.is_autodiff() {
         return batch_norm_inference(bn, x, relu);
     }
-    let fused = ours(&x) && device.is_autodiff() && bn.training.is_enabled();
-    if !fused {
-        let y = bn.forward(x);
-        return if relu {
-            burn::tensor::activation::relu(y)
-        } else {
-            y
-        };
+    let training = device.is_autodiff() && bn.training.is_enabled();
+    #[cfg(feature = "tch")]
+    if training && libtorch::takes(&x) {
+        return relu_if(libtorch::batch_norm_train(bn, x), relu);
+    }
+    if !(ours(&x) && training) {
+        return relu_if(bn.forward(x), relu);
     }
     use burn::backend::Dispatch;
     let channels = x.dims()[1];
@@ -525,14 +531,33 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     ));
     let mean = stats.clone().narrow(0, 0, 1).reshape([channels]);
     let var = stats.clone().narrow(0, 1, 1).reshape([channels]);
+    update_running_statistics(bn, mean, var, &device);
+    normalise(bn, x, stats, relu)
+}
+
+fn relu_if(y: Tensor<4>, relu: bool) -> Tensor<4> {
+    if relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
+    }
+}
+
+/// Moves `bn`'s running statistics toward a batch's `mean` and biased `var`, as burn's
+/// `BatchNorm` does.
+pub(crate) fn update_running_statistics(
+    bn: &BatchNorm,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    device: &burn::tensor::Device,
+) {
     let m = bn.momentum;
-    let running_mean = bn.running_mean.value_sync().to_device(&device);
-    let running_var = bn.running_var.value_sync().to_device(&device);
+    let running_mean = bn.running_mean.value_sync().to_device(device);
+    let running_var = bn.running_var.value_sync().to_device(device);
     bn.running_mean
         .update((running_mean.mul_scalar(1.0 - m) + mean.mul_scalar(m)).detach());
     bn.running_var
         .update((running_var.mul_scalar(1.0 - m) + var.mul_scalar(m)).detach());
-    normalise(bn, x, stats, relu)
 }
 
 /// `bn.forward(x)` on rows `[n, d]` (the BatchNorm of an MLP head). Synchronised over ranks it

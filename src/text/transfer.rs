@@ -227,8 +227,9 @@ pub fn pooled_features(
         let f = encoder
             .pooled(ids, padding)
             .into_data()
+            .convert::<f32>()
             .try_into_vec::<f32>()
-            .expect("encoder outputs f32");
+            .expect("converted to f32");
         dim = f.len() / rows.len();
         if values.is_empty() {
             values = vec![0f32; indices.len() * dim];

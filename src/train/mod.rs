@@ -423,8 +423,10 @@ impl ImageLearner for ClassifierLearner {
 }
 
 pub fn load_module<M: Module>(model: M, bytes: Vec<u8>) -> Result<M, (&'static str, String)> {
+    // A checkpoint of another precision (`--precision`) loads in this run's.
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| ("model", e.to_string()))?;
+        .map_err(|e| ("model", e.to_string()))?
+        .cast_to_module_dtype();
     model
         .try_load_record(record)
         .map_err(|e| ("model", e.to_string()))
