@@ -275,9 +275,13 @@ fn configure(spec: DeviceSpec, precision: Precision, device: &mut Device) -> Res
              the GPU and libtorch devices (wgpu, vulkan, cuda, tch-cuda, tch-cpu)"
         ));
     }
-    device
-        .configure(dtype)
-        .map_err(|e| format!("device {spec} cannot compute in {precision}: {e:?}"))
+    match device.configure(dtype) {
+        // A device named twice in `--devices` is configured twice.
+        Err(_) if device.settings().float_dtype == dtype => Ok(()),
+        outcome => {
+            outcome.map_err(|e| format!("device {spec} cannot compute in {precision}: {e:?}"))
+        }
+    }
 }
 
 /// Make one small tensor on `device` and read it back. GPU runtimes panic when no adapter or
