@@ -155,8 +155,8 @@ impl Backward<LibTorch, 3> for BatchNormBackward {
 }
 
 /// The gradients of the input, the scale and the shift: PyTorch's two fused SyncBatchNorm
-/// kernels on CUDA (they have no CPU version), the same formula in libtorch's element-wise
-/// operations elsewhere.
+/// kernels for fp32 on CUDA (they have no CPU version, and their dtype rules for bf16 statistics
+/// are untested here), the same formula in libtorch's element-wise operations otherwise.
 fn gradients(
     dy: &tch::Tensor,
     x: &tch::Tensor,
@@ -165,7 +165,7 @@ fn gradients(
     invstd: &tch::Tensor,
 ) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
     let values_per_channel = (x.numel() / x.size()[1] as usize) as i64;
-    if x.device().is_cuda() {
+    if x.device().is_cuda() && x.kind() == tch::Kind::Float {
         let (sum_dy, sum_dy_xmu, dgamma, dbeta) =
             dy.batch_norm_backward_reduce(x, mean, invstd, Some(gamma), true, true, true);
         let count = tch::Tensor::full([1], values_per_channel, (tch::Kind::Int, x.device()));
