@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: pretext's training steps on each GPU path beside the same steps in PyTorch on
 # CUDA in the same call (same model, batch and precision: fp32 with TF32 allowed on both sides,
-# bf16 against PyTorch's autocast), then SimCLR with its k-NN monitor and `pretext demo` on the
-# GPU. Writes gpu-steps.jsonl, table.md and the logs to OUT.
+# bf16 against PyTorch's autocast), then SimCLR with its k-NN monitor, SimCLR data-parallel on two
+# copies of the GPU, and `pretext demo` on it. Writes gpu-steps.jsonl, table.md and the logs to OUT.
 # Build (here, against the GPU machine's PyTorch; README "GPUs"):
 #   cargo build --release --features tch,vulkan
 # Run from the repo root on a machine with an NVIDIA GPU and a CUDA PyTorch:
@@ -93,6 +93,10 @@ for precision in $PRECISIONS; do
         --max-minutes "${SIMCLR_MINUTES:-3}" --out "$OUT/simclr-$precision" 2>&1 | tail -n 3
     keep_results "$OUT/simclr-$precision"
 done
+echo "== data parallel: SimCLR on two copies of $first (synthetic data, 30 steps)" >&2
+timeout "$LIMIT" "$PRETEXT" --devices "$first,$first" --quiet pretrain --data synthetic \
+    --task simclr --max-steps 30 --out "$OUT/data-parallel" 2>&1 | tail -n 2
+keep_results "$OUT/data-parallel"
 echo "== end to end: pretext demo on $first" >&2
 timeout "${DEMO_LIMIT:-300}" "$PRETEXT" --device "$first" --quiet demo --out "$OUT/demo" 2>&1 \
     | tail -n 12
