@@ -33,14 +33,21 @@ pub trait TorchKernels: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// libtorch's training-mode batch norm: the output, the mean and the inverse standard deviation.
-fn forward(
-    x: &tch::Tensor,
-    gamma: &tch::Tensor,
-    beta: &tch::Tensor,
-    epsilon: f32,
-) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
-    x.native_batch_norm(
+/// What libtorch's training-mode batch norm gives: the output, the statistics the backward pass
+/// needs, and those burn's `BatchNorm` keeps for its running statistics.
+struct Normalised {
+    y: TchTensor,
+    mean: TchTensor,
+    invstd: TchTensor,
+    /// The mean and the biased variance in the parameters' float type.
+    running: (TchTensor, TchTensor),
+}
+
+/// libtorch's training-mode batch norm of `x`. The running mean may be `mean` itself, so it
+/// shares `mean`'s storage record: burn-tch writes over a tensor in place when it thinks no
+/// other holds it, and the backward pass keeps `mean`.
+fn normalise(x: &tch::Tensor, gamma: &tch::Tensor, beta: &tch::Tensor, epsilon: f32) -> Normalised {
+    let (y, mean, invstd) = x.native_batch_norm(
         Some(gamma),
         Some(beta),
         None::<&tch::Tensor>,
@@ -48,25 +55,20 @@ fn forward(
         true,
         0.0,
         epsilon as f64,
-    )
-}
-
-/// The statistics as burn's `BatchNorm` keeps them: the mean and the biased variance, in the
-/// parameters' float type. The mean may be `mean` itself, so it shares `mean`'s storage record:
-/// burn-tch writes over a tensor in place when it thinks no other holds it, and the backward
-/// pass keeps `mean`.
-fn statistics(
-    mean: &TchTensor,
-    invstd: &tch::Tensor,
-    epsilon: f32,
-    like: &tch::Tensor,
-) -> (TchTensor, TchTensor) {
+    );
     let var = invstd.pow_tensor_scalar(-2) - epsilon as f64;
-    let kind = like.kind();
-    (
+    let kind = gamma.kind();
+    let mean = TchTensor::new(mean);
+    let running = (
         TchTensor::from_existing(mean.tensor.to_kind(kind), mean.storage.clone()),
         TchTensor::new(var.to_kind(kind)),
-    )
+    );
+    Normalised {
+        y: TchTensor::new(y),
+        mean,
+        invstd: TchTensor::new(invstd),
+        running,
+    }
 }
 
 impl TorchKernels for LibTorch {
@@ -76,9 +78,8 @@ impl TorchKernels for LibTorch {
         beta: FloatTensor<Self>,
         epsilon: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (y, mean, invstd) = forward(&x.tensor, &gamma.tensor, &beta.tensor, epsilon);
-        let (mean, var) = statistics(&TchTensor::new(mean), &invstd, epsilon, &gamma.tensor);
-        (TchTensor::new(y), mean, var)
+        let n = normalise(&x.tensor, &gamma.tensor, &beta.tensor, epsilon);
+        (n.y, n.running.0, n.running.1)
     }
 }
 
@@ -90,9 +91,7 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
         epsilon: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let (xt, gt) = (x.primitive().clone(), gamma.primitive().clone());
-        let (y, mean, invstd) = forward(&xt.tensor, &gt.tensor, &beta.primitive().tensor, epsilon);
-        let mean = TchTensor::new(mean);
-        let (mean_out, var_out) = statistics(&mean, &invstd, epsilon, &gt.tensor);
+        let n = normalise(&xt.tensor, &gt.tensor, &beta.primitive().tensor, epsilon);
         let untracked = <Self as AutodiffBackend>::from_inner;
         let y = match BatchNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
@@ -103,14 +102,14 @@ impl<C: CheckpointStrategy> TorchKernels for Autodiff<LibTorch, C> {
                 let state = BatchNormState {
                     x: xt,
                     gamma: gt,
-                    mean,
-                    invstd: TchTensor::new(invstd),
+                    mean: n.mean,
+                    invstd: n.invstd,
                 };
-                prep.finish(state, TchTensor::new(y))
+                prep.finish(state, n.y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(TchTensor::new(y)),
+            OpsKind::UnTracked(prep) => prep.finish(n.y),
         };
-        (y, untracked(mean_out), untracked(var_out))
+        (y, untracked(n.running.0), untracked(n.running.1))
     }
 }
 
