@@ -228,11 +228,14 @@ impl Clock {
         self.warm.map(|t| (t - self.started).as_secs_f64())
     }
 
-    /// Marks the end of the first step, where the clock starts.
-    fn first_step_done(&mut self) {
-        if self.warm.is_none() {
+    /// Marks the end of a step; the first one's end is where the clock starts. Returns whether
+    /// this was that first step.
+    fn step_done(&mut self) -> bool {
+        let first = self.warm.is_none();
+        if first {
             self.warm = Some(Instant::now());
         }
+        first
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -370,17 +373,16 @@ impl<L: Learner + ?Sized> Run<'_, '_, L> {
             return Ok(Next::Diverged(stats.loss));
         }
         self.state.step += 1;
-        let warm = self.clock.warm.is_some();
-        self.clock.first_step_done();
+        let first = self.clock.step_done();
         let (stats, inputs, stop) = self.agree(stats, self.learner.inputs(&batch));
         sums.correct += stats.hits;
         sums.seen += stats.counted;
         sums.loss += stats.loss as f64;
         sums.batches += 1;
-        if warm {
-            self.views_seen += inputs;
-        } else {
+        if first {
             self.progress.set_deadline(self.clock.deadline());
+        } else {
+            self.views_seen += inputs;
         }
         self.final_loss = stats.loss;
         self.progress.step(stats.loss, self.views_per_s());
@@ -616,7 +618,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(clock.elapsed(), 12.5, "the warm-up counts for nothing");
         assert_eq!(clock.warmup_seconds(), None);
-        clock.first_step_done();
+        assert!(clock.step_done(), "the first step");
         let warmup = clock.warmup_seconds().unwrap();
         assert!(warmup >= 0.03, "the warm-up lasted {warmup} s");
         let after = clock.elapsed() - 12.5;
@@ -630,7 +632,7 @@ mod tests {
             (left.as_secs_f64() - (60.0 - 12.5)).abs() < 1e-6,
             "{left:?}"
         );
-        clock.first_step_done();
+        assert!(!clock.step_done(), "the second step");
         assert_eq!(
             clock.warmup_seconds(),
             Some(warmup),
