@@ -10,13 +10,7 @@ use common::*;
 fn learn(dir: &std::path::Path, precision: &str) -> (f64, std::path::PathBuf) {
     let run = dir.join(format!("run-{precision}"));
     let cfg = dir.join(format!("{precision}.toml"));
-    let text = format!(
-        "[data]\nsynthetic_train = 1000\nsynthetic_test = 300\nsynthetic_size = 16\n\
-         [model]\nwidth = 8\n[train]\nepochs = 6\nbatch_size = 32\nlr = 0.05\n\
-         [run]\nout = \"{}\"\n",
-        run.display()
-    );
-    std::fs::write(&cfg, text).unwrap();
+    rotation_learning_config(&cfg, &run);
     let o = pretext(&[
         "--device",
         "tch-cpu",

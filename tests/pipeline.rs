@@ -200,13 +200,7 @@ fn rotation_pretraining_learns_on_tiny_data() {
     // A tiny ConvNet-4 must learn the rotation task well above chance (0.25) on held-out images.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("learn.toml");
-    let text = format!(
-        "[data]\nsynthetic_train = 1500\nsynthetic_test = 300\nsynthetic_size = 16\n\
-         [model]\nwidth = 8\n[train]\nepochs = 6\nbatch_size = 32\nlr = 0.05\naugment = {{ crop_padding = 2, hflip = true }}\n\
-         [run]\nout = \"{}\"\n",
-        dir.path().join("run").display()
-    );
-    std::fs::write(&cfg, text).unwrap();
+    rotation_learning_config(&cfg, &dir.path().join("run"));
     let o = pretext(&["pretrain", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: serde_json::Value = json(&dir.path().join("run/results.json"));
